@@ -1,0 +1,1 @@
+"""bpexp: learning-rate studies of back-propagation networks (Hydra + Optuna + MLflow)."""

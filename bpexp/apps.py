@@ -1,0 +1,114 @@
+"""The Hydra apps behind `bpexp train` and `bpexp sweep`.
+
+The apps are thin: they check the composed config and hand it to a plain function.
+Before handing over to Hydra, `precheck` composes the config once with the same overrides,
+so a typo'd key, a wrong type or an out-of-range value ends in one line that names the key
+and value (Hydra's own report spans several lines), with exit status 2 and nothing run.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import hydra
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from bpexp import recorder
+from bpexp.cli import INFO_FLAGS
+from bpexp.config import ConfigError, register_schemas, validate_sweep, validate_train
+
+CONF = "bpexp.conf"
+register_schemas()
+
+
+def fail(command: str, message: str) -> None:
+    recorder.abandon()  # nothing will be recorded: don't wait for the recorder to start
+    print(f"bpexp {command}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def checked(cfg: DictConfig, validate: Callable, command: str):
+    """The composed config as schema objects, or a one-line error and exit 2."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+        validate(obj)
+    except ConfigError as e:
+        fail(command, str(e))
+    return obj
+
+
+@hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="train")
+def train_app(cfg: DictConfig) -> float:
+    from bpexp.train import train
+
+    return train(checked(cfg, validate_train, "train"))
+
+
+@hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="sweep")
+def sweep_app(cfg: DictConfig) -> float:
+    from bpexp.sweep import sweep
+
+    return sweep(checked(cfg, validate_sweep, "sweep"))
+
+
+COMMANDS = {"train": (train_app, validate_train), "sweep": (sweep_app, validate_sweep)}
+# With these, Hydra prints instead of running, or reads configs precheck can't see.
+SKIP_PRECHECK = INFO_FLAGS | {"--config-dir", "-cd"}
+VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--package", "-p"}
+
+
+def _first_line(e: BaseException) -> str:
+    while e.__cause__ is not None and not str(e).strip():
+        e = e.__cause__
+    cause = e.__cause__
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if cause is not None and str(cause).strip():
+        text += " " + str(cause).strip().splitlines()[0]
+    return text
+
+
+def precheck(command: str, args: list[str]) -> None:
+    """Compose and validate the config for these overrides (each value of a -m sweep too)."""
+    if any(a.split("=")[0] in SKIP_PRECHECK for a in args):
+        return
+    config_name, overrides, skip = command, [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a in VALUE_FLAGS:
+            skip = True
+            if a in ("--config-name", "-cn") and i + 1 < len(args):
+                config_name = args[i + 1]
+        elif a.startswith("-"):
+            continue
+        elif not a.split("=")[0].lstrip("+~").startswith("hydra"):
+            overrides.append(a)
+    validate = COMMANDS[command][1]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        fail(command, _first_line(e))
+    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    trials = [base] + [base + [f"{o.get_key_element()}={v}"]
+                       for o in parsed if o.is_sweep_override() for v in o.sweep_string_iterator()]
+    with initialize_config_module(CONF, version_base="1.3"):
+        for trial in trials:
+            try:
+                cfg = compose(config_name, overrides=trial)
+            except Exception as e:
+                # Name the override that breaks the config: compose with each one alone.
+                culprit = next((o for o in trial if _composes(config_name, o) is not None), None)
+                where = f"{culprit}: " if culprit else ""
+                fail(command, where + _first_line(_composes(config_name, culprit) if culprit else e))
+            checked(cfg, validate, command)
+
+
+def _composes(config_name: str, override: str):
+    """None if the config composes with this override alone, else the exception."""
+    try:
+        compose(config_name, overrides=[override])
+    except Exception as e:
+        return e
+    return None

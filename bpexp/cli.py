@@ -1,0 +1,40 @@
+"""Command line entry point: `bpexp train ...`, `bpexp sweep ...` (Hydra apps in apps.py).
+
+Kept light on purpose: the recorder process is started before anything heavy is imported,
+and it re-imports this module as its __main__ (multiprocessing's spawn does that).
+"""
+from __future__ import annotations
+
+import sys
+
+from bpexp import recorder
+
+COMMANDS = ("train", "sweep")
+# Hydra flags that print something instead of running: then there is nothing to record.
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version",
+              "--shell-completion", "-sc", "--experimental-rerun"}
+
+USAGE = """usage: bpexp {train,sweep} [hydra overrides and flags ...]
+
+  bpexp train                      train the seed's network once, record it in MLflow
+  bpexp train model.hidden=8 train.lr=0.05
+  bpexp train -m train.lr=0.001,0.01,0.1     one recorded run per value
+  bpexp sweep                      the Optuna study of learning rate x hidden units
+  bpexp sweep sweep.n_trials=200 sweep.sampler=gp train.epochs=2000
+  bpexp COMMAND --help             the command's config groups and keys
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    command, rest = argv[0], argv[1:]
+    if not any(a.split("=")[0] in INFO_FLAGS for a in rest):
+        recorder.prestart()  # MLflow's imports now overlap with torch's and the training
+    from bpexp import apps
+
+    apps.precheck(command, rest)
+    sys.argv = [f"bpexp {command}", *rest]
+    apps.COMMANDS[command][0]()

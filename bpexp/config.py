@@ -1,0 +1,182 @@
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore.
+
+The YAML files under `conf/` are merged onto these schemas, so OmegaConf rejects an unknown
+key or a value of the wrong type while composing. What a type cannot say (lr > 0, a known
+activation, x_min < x_max, ...) is checked by `validate`, which names the offending key and
+value in one line. Both happen before anything runs or is recorded.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+# The choices the schema allows; bpexp.network and bpexp.data implement exactly these
+# (tests/test_config.py checks). Named here so that checking a config never imports torch.
+ACTIVATIONS = ("tanh", "sigmoid", "relu")
+FUNCTIONS = ("sin", "cos", "gauss", "abs", "cubic")
+
+
+class ConfigError(ValueError):
+    """A value the schema's types allow but the problem does not; str() is one line."""
+
+    def __init__(self, key: str, value: Any, reason: str):
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"{key}={value!r}: {reason}")
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 4  # units in the single hidden layer
+    activation: str = "tanh"
+
+
+@dataclass
+class DataConfig:
+    fn: str = "sin"  # the target function, y = fn(x)
+    x_min: float = -5.0
+    x_max: float = 5.0
+    n_points: int = 20  # training points, evenly spaced on [x_min, x_max]
+    noise: float = 0.0  # std of Gaussian noise added to the training targets
+    noise_seed: int = 0  # the noise is drawn from its own seed, so init seeds don't change the data
+    n_test: int = 200  # test points: a dense even grid on the same interval, noise-free
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 0.01
+    epochs: int = 5000
+    seed: int = 99
+    device: str = "cpu"
+    log_every: int = 0  # epochs between recorded metric points; 0 = epochs // 250 (>= 250 points)
+    diverge_above: float = 1.0e4  # a training MSE above this (or non-finite) means divergence
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite under outputs/
+    experiment: str = "bpexp"
+    log_plots: bool = True
+
+
+@dataclass
+class ParamSpec:
+    """One searched config key. type: float | int | categorical."""
+
+    key: str = ""  # dotted config key; empty = the entry's own name
+    type: str = "float"
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[List[Any]] = None
+
+
+@dataclass
+class SweepConfig:
+    study_name: str = "lr_hidden"
+    n_trials: int = 100  # COMPLETE trials the study ends with; reruns top up to it
+    search_space: Dict[str, ParamSpec] = field(default_factory=dict)
+    sampler: str = "tpe"
+    sampler_seed: Optional[int] = 0
+    grid_points: int = 8  # values per float/int key when sampler=grid
+    pruner: str = "none"
+    metric: str = "train_loss"
+    direction: str = "minimize"
+    seeds: int = 3  # init seeds per trial (train.seed, train.seed+1, ...); objective = median
+    batch_size: int = 0  # trials trained together as one population; 0 = automatic
+    storage: Optional[str] = None  # None: sqlite under outputs/
+    register_as: Optional[str] = None  # MLflow model registry name for the best network
+    report_every: int = 250  # epochs between intermediate values reported to the pruner
+    progress: bool = True
+
+
+@dataclass
+class TrainAppConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+@dataclass
+class SweepAppConfig(TrainAppConfig):
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainAppConfig)
+    cs.store(name="sweep_schema", node=SweepAppConfig)
+
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
+PRUNERS = ("none", "median", "hyperband")
+METRICS = ("train_loss", "test_loss")
+
+
+def _need(ok: bool, key: str, value: Any, reason: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, reason)
+
+
+def _finite_positive(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def validate_train(cfg: TrainAppConfig | DictConfig) -> None:
+    """Raise ConfigError for the first out-of-range value of the model/data/train groups."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    _need(m.hidden >= 1, "model.hidden", m.hidden, "must be an integer >= 1")
+    _need(m.activation in ACTIVATIONS, "model.activation", m.activation, f"must be one of {', '.join(ACTIVATIONS)}")
+    _need(d.fn in FUNCTIONS, "data.fn", d.fn, f"must be one of {', '.join(FUNCTIONS)}")
+    _need(math.isfinite(d.x_min), "data.x_min", d.x_min, "must be finite")
+    _need(math.isfinite(d.x_max), "data.x_max", d.x_max, "must be finite")
+    _need(d.x_min < d.x_max, "data.x_min", d.x_min, f"must be < data.x_max={d.x_max!r}")
+    _need(d.n_points >= 2, "data.n_points", d.n_points, "must be >= 2")
+    _need(d.n_test >= 2, "data.n_test", d.n_test, "must be >= 2")
+    _need(math.isfinite(d.noise) and d.noise >= 0, "data.noise", d.noise, "must be finite and >= 0")
+    _need(_finite_positive(t.lr), "train.lr", t.lr, "must be a finite number > 0")
+    _need(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
+    _need(t.log_every >= 0, "train.log_every", t.log_every, "must be >= 0 (0 = automatic)")
+    _need(_finite_positive(t.diverge_above), "train.diverge_above", t.diverge_above, "must be a finite number > 0")
+    _need(t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "must be cpu or cuda[:N]")
+
+
+def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
+    validate_train(cfg)
+    s = cfg.sweep
+    _need(s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be >= 1")
+    _need(s.seeds >= 1, "sweep.seeds", s.seeds, "must be >= 1")
+    _need(s.batch_size >= 0, "sweep.batch_size", s.batch_size, "must be >= 0 (0 = automatic)")
+    _need(s.sampler in SAMPLERS, "sweep.sampler", s.sampler, f"must be one of {', '.join(SAMPLERS)}")
+    _need(s.pruner in PRUNERS, "sweep.pruner", s.pruner, f"must be one of {', '.join(PRUNERS)}")
+    _need(s.metric in METRICS, "sweep.metric", s.metric, f"must be one of {', '.join(METRICS)}")
+    _need(s.direction in ("minimize", "maximize"), "sweep.direction", s.direction, "must be minimize or maximize")
+    _need(s.report_every >= 1, "sweep.report_every", s.report_every, "must be >= 1")
+    _need(s.grid_points >= 1, "sweep.grid_points", s.grid_points, "must be >= 1")
+    _need(bool(s.study_name), "sweep.study_name", s.study_name, "must not be empty")
+    _need(len(s.search_space) > 0, "sweep.search_space", {}, "must name at least one key")
+    train_keys = OmegaConf.structured(TrainAppConfig)
+    for name, p in s.search_space.items():
+        where = f"sweep.search_space.{name}"
+        key = p.key or name
+        _need(OmegaConf.select(train_keys, key, default=None) is not None, f"{where}.key", key,
+              "is not a key of the train config (model.*, data.*, train.*)")
+        _need(p.type in ("float", "int", "categorical"), f"{where}.type", p.type, "must be float, int or categorical")
+        if p.type == "categorical":
+            _need(bool(p.choices), f"{where}.choices", p.choices, "must list at least one value")
+            continue
+        _need(p.low is not None and math.isfinite(p.low), f"{where}.low", p.low, "must be a finite number")
+        _need(p.high is not None and math.isfinite(p.high), f"{where}.high", p.high, "must be a finite number")
+        _need(p.low < p.high, f"{where}.low", p.low, f"must be < {where}.high={p.high!r}")
+        _need(not p.log or p.low > 0, f"{where}.low", p.low, "must be > 0 for a log scale")
+        _need(p.step is None or p.step > 0, f"{where}.step", p.step, "must be > 0")
+
+
+def storage_default(cwd: str | None = None) -> str:
+    return "sqlite:///" + os.path.join(os.path.abspath(cwd or os.getcwd()), "outputs", "optuna.db")

@@ -1,0 +1,114 @@
+"""Figures recorded with every run and study.
+
+Built on matplotlib's object API (Figure + Agg canvas, no pyplot): no global state, so a
+figure can be rendered on a worker thread while the next population trains.
+"""
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 100
+
+
+def _frame(fig: Figure) -> None:
+    # Fixed margins: tight_layout measures every text extent and costs more than drawing.
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def fit_plot(x_test, y_test, x, y, pred, title: str) -> bytes:
+    """The seed's figure, done well: truth on the dense grid, the training points, the fit."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.plot(x_test, y_test, color="0.3", lw=1.5, label="truth")
+    ax.plot(x_test, pred, color="tab:red", lw=1.5, label="network")
+    ax.scatter(x, y, s=18, color="tab:blue", zorder=3, label="training points")
+    ax.set(xlabel="x", ylabel="y", title=title)
+    ax.legend(loc="upper right", fontsize=8)
+    _frame(fig)
+    return _png(fig)
+
+
+def loss_plot(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str) -> bytes:
+    """Loss curves on a log scale; each curve is (label, epochs, losses)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for label, ep, loss in curves:
+        ok = np.isfinite(loss) & (loss > 0)
+        ax.plot(ep[ok], loss[ok], lw=1, label=label)
+    ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="MSE", title=title)
+    ax.legend(loc="upper right", fontsize=7)
+    ax.grid(True, which="major", alpha=0.3)
+    _frame(fig)
+    return _png(fig)
+
+
+def scatter_plot(x, y, color, xlabel: str, ylabel: str, clabel: str, title: str,
+                 logx: bool = True, logy: bool = True) -> bytes:
+    """One point per trial, coloured by a third quantity (e.g. objective vs lr by hidden units)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    sc = ax.scatter(x, y, c=color, cmap="viridis", s=20)
+    fig.colorbar(sc, ax=ax, label=clabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def heatmap_plot(x, y, z, xlabel: str, ylabel: str, zlabel: str, title: str) -> bytes:
+    """Objective over two parameters: trials as points on a log-coloured interpolated map."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    x, y, z = (np.asarray(a, dtype=float) for a in (x, y, z))
+    lz = np.log10(np.clip(z, 1e-12, None))
+    lx = np.log10(x)
+    if len(x) >= 4 and np.ptp(lx) > 0 and np.ptp(y) > 0:
+        try:
+            cf = ax.tricontourf(lx, y, lz, levels=12, cmap="viridis_r")
+            fig.colorbar(cf, ax=ax, label=f"log10 {zlabel}")
+        except (ValueError, RuntimeError):  # degenerate triangulation (e.g. collinear points)
+            pass
+    ax.scatter(lx, y, c="k", s=6)
+    ax.set(xlabel=f"log10 {xlabel}", ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def bar_plot(names: Sequence[str], values: Sequence[float], xlabel: str, title: str) -> bytes:
+    fig = Figure(figsize=(6, 0.6 + 0.4 * max(1, len(names))))
+    ax = fig.add_subplot()
+    ax.barh(list(names)[::-1], list(values)[::-1], color="tab:blue")
+    ax.set(xlabel=xlabel, title=title)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def history_plot(numbers, values, best, ylabel: str, title: str) -> bytes:
+    """Optimization history: each trial's objective and the best so far."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.scatter(numbers, values, s=12, label="trial")
+    ax.step(numbers, best, where="post", color="tab:red", label="best so far")
+    ax.set_yscale("log")
+    ax.set(xlabel="trial", ylabel=ylabel, title=title)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)

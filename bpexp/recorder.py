@@ -1,0 +1,154 @@
+"""A separate process that does all MLflow work and renders the figures.
+
+Importing MLflow and opening its store costs about 2.5 s, matplotlib 0.6 s, and each
+recorded run tens of milliseconds of database writes and figure rendering. None of that
+needs torch or the training loop, so it runs in a process of its own, started first: it
+imports and connects while the main process imports torch and trains, and records one
+batch of trials while the next one trains. This module does not import torch, so the
+recorder process never pays for it.
+
+The main process talks to it through `Recorder`, whose methods return futures; an exception
+raised in the recorder comes back through `.result()`.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+# State of the recorder process (set by _init, used by the task functions below).
+_client = None
+_experiment_id: Optional[str] = None
+
+
+@dataclass
+class RunRecord:
+    """Everything to record in one run; plain data (no torch) so it pickles cheaply."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: list[tuple[str, float, int]] = field(default_factory=list)  # (key, value, step)
+    tags: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)  # artifact path -> bytes | str
+    figures: dict[str, tuple[str, dict]] = field(default_factory=dict)  # path -> (plots.fn name, kwargs)
+
+
+def _init() -> None:
+    # Ctrl-C reaches the whole process group; the main process decides what a run becomes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Every task is finished and committed before the pool lets this process go, so skip the
+    # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
+    atexit.register(os._exit, 0)
+    # Pay for the imports now, while the main process is busy with its own.
+    import mlflow.tracking  # noqa: F401
+
+    import bpexp.plots  # noqa: F401
+
+
+def _connect(uri: str, experiment: str) -> str:
+    global _client, _experiment_id
+    from mlflow.tracking import MlflowClient
+
+    from bpexp import tracking
+
+    _client = MlflowClient(uri)
+    _experiment_id = tracking.get_experiment_id(_client, experiment, uri)
+    return _experiment_id
+
+
+def _call(name: str, *args, **kwargs):
+    """Run `tracking.<name>(client, ...)` in the recorder process."""
+    from bpexp import tracking
+
+    return getattr(tracking, name)(_client, *args, **kwargs)
+
+
+def _start_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: Optional[int]) -> str:
+    from bpexp import tracking
+
+    return tracking.start_run(_client, _experiment_id, name, tags, parent_run_id, start_time)
+
+
+def _record(run_id: str, record: RunRecord, end_status: Optional[str]) -> None:
+    from bpexp import plots, tracking
+
+    files = dict(record.files)
+    for path, (fn, kwargs) in record.figures.items():
+        files[path] = getattr(plots, fn)(**kwargs)
+    tracking.log_all(_client, run_id, record.params, record.metrics, record.tags)
+    if files:
+        tracking.log_files(_client, run_id, files)
+    if end_status:
+        _client.set_terminated(run_id, end_status)
+
+
+def _ready() -> None:
+    """A no-op task: submitting it makes the pool start its process."""
+
+
+_prestarted: Optional[ProcessPoolExecutor] = None
+
+
+def prestart() -> None:
+    """Start the recorder process now, before knowing what it will record (see cli.main)."""
+    global _prestarted
+    if _prestarted is None:
+        _prestarted = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
+        _prestarted.submit(_ready)
+
+
+def abandon() -> None:
+    """Stop a prestarted recorder at once, without waiting for its imports (on bad input)."""
+    global _prestarted
+    if _prestarted is not None:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        _prestarted.shutdown(wait=False, cancel_futures=True)
+        _prestarted = None
+
+
+class Recorder:
+    """Handle on the recorder process. Use as a context manager; it waits for pending work."""
+
+    def __init__(self, uri: str, experiment: str):
+        global _prestarted
+        prestart()
+        self.uri = uri
+        self._pool, _prestarted = _prestarted, None
+        self.experiment_id: Future = self._pool.submit(_connect, uri, experiment)
+
+    def start_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None,
+                  start_time: Optional[int] = None) -> Future:
+        return self._pool.submit(_start_run, name, tags, parent_run_id, start_time or int(time.time() * 1000))
+
+    def record(self, run_id: str, record: RunRecord, end_status: Optional[str] = "FINISHED") -> Future:
+        return self._pool.submit(_record, run_id, record, end_status)
+
+    @contextmanager
+    def run(self, name: str, tags: dict, parent_run_id: Optional[str] = None) -> Iterator[Future]:
+        """Start a run; if the block raises, end it FAILED (KILLED on Ctrl-C) with the reason."""
+        run = self.start_run(name, tags, parent_run_id)
+        try:
+            yield run
+        except BaseException as e:
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            self.call("end_run", run.result(), status, f"{type(e).__name__}: {e}").result()
+            raise
+
+    def call(self, name: str, *args, **kwargs) -> Future:
+        """Any `bpexp.tracking` function that takes the client first, run in the recorder."""
+        return self._pool.submit(_call, name, *args, **kwargs)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
