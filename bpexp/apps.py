@@ -39,18 +39,26 @@ def checked(cfg: DictConfig, validate: Callable, command: str):
     return obj
 
 
+def run_checked(command: str, fn: Callable, cfg) -> float:
+    """Run the command; a ConfigError found only at run time (no CUDA, say) is one line too."""
+    try:
+        return fn(cfg)
+    except ConfigError as e:
+        fail(command, str(e))
+
+
 @hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="train")
 def train_app(cfg: DictConfig) -> float:
     from bpexp.train import train
 
-    return train(checked(cfg, validate_train, "train"))
+    return run_checked("train", train, checked(cfg, validate_train, "train"))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="sweep")
 def sweep_app(cfg: DictConfig) -> float:
     from bpexp.sweep import sweep
 
-    return sweep(checked(cfg, validate_sweep, "sweep"))
+    return run_checked("sweep", sweep, checked(cfg, validate_sweep, "sweep"))
 
 
 COMMANDS = {"train": (train_app, validate_train), "sweep": (sweep_app, validate_sweep)}

@@ -52,7 +52,7 @@ class TrainConfig:
     epochs: int = 5000
     seed: int = 99
     device: str = "cpu"
-    log_every: int = 0  # epochs between recorded metric points; 0 = epochs // 250 (>= 250 points)
+    log_every: int = 0  # epochs between recorded metric points; 0 = epochs // 200 (>= 200 points)
     diverge_above: float = 1.0e4  # a training MSE above this (or non-finite) means divergence
 
 

@@ -88,9 +88,9 @@ def init_weights(hidden: int, seed: int) -> dict[str, torch.Tensor]:
 def stack(weights: list[dict[str, torch.Tensor]], width: int | None = None) -> Params:
     """Stack single networks (seed-shaped tensors) into one population padded to `width` units."""
     width = width or max(w["w1"].shape[0] for w in weights)
-    k = len(weights)
-    w1, b1, w2, mask = (torch.zeros(k, width) for _ in range(4))
-    b2 = torch.zeros(k)
+    k, dtype = len(weights), weights[0]["w1"].dtype
+    w1, b1, w2, mask = (torch.zeros(k, width, dtype=dtype) for _ in range(4))
+    b2 = torch.zeros(k, dtype=dtype)
     for i, w in enumerate(weights):
         n = w["w1"].shape[0]
         w1[i, :n] = w["w1"][:, 0]
@@ -115,7 +115,7 @@ def forward(p: Params, x: torch.Tensor, activation: str) -> tuple[torch.Tensor, 
     """Return (out [K, N], h [K, N, H]) for inputs x [N]."""
     act, _ = ACTIVATIONS[activation]
     h = act(torch.addcmul(p.b1.unsqueeze(1), p.w1.unsqueeze(1), x.unsqueeze(1)))
-    out = torch.bmm(h, p.w2.unsqueeze(2)).squeeze(2) + p.b2.unsqueeze(1)
+    out = torch.baddbmm(p.b2.view(-1, 1, 1), h, p.w2.unsqueeze(2)).squeeze(2)
     return out, h
 
 
@@ -128,7 +128,7 @@ def gradients(p: Params, x: torch.Tensor, y: torch.Tensor, activation: str):
     """Loss [K] (before the step) and its gradients (dw1, db1, dw2, db2), by hand-written BP."""
     _, dact = ACTIVATIONS[activation]
     out, h = forward(p, x, activation)
-    err = out - y
+    err = out.sub_(y)
     loss = err.square().mean(1)
     g = err.mul_(2.0 / x.shape[0])  # dL/dout [K, N]
     db2 = g.sum(1)

@@ -90,12 +90,30 @@ def plan_groups(widths: Sequence[int], n_points: int) -> list[list[int]]:
 
 
 def log_epochs(epochs: int, log_every: int) -> np.ndarray:
-    """Epochs at which test losses (and metric points) are taken: every log_every, and the last."""
-    every = log_every or max(1, epochs // 250)
+    """Epochs at which test losses (and metric points) are taken: every log_every, and the last.
+    Automatic (0): epochs // 200, so a run has 200 points (201 with the last epoch)."""
+    every = log_every or max(1, epochs // 200)
     return np.unique(np.append(np.arange(0, epochs, every), epochs - 1))
 
 
-def train_population(
+def train_population(*args, **kwargs) -> list[MemberResult]:
+    """Train every member for `epochs` full-batch gradient-descent epochs; return their results.
+
+    On the CPU this runs on one thread: the recorder process works on the other core, and
+    measured on 2 cores, torch's second thread makes these small operations 3-4x slower as
+    soon as the other core is busy (and no faster below ~100 members when it is idle).
+    """
+    if kwargs.get("device", "cpu") != "cpu":
+        return _train_population(*args, **kwargs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_population(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_population(
     members: Sequence[Member],
     data: Dataset,
     epochs: int,
@@ -107,7 +125,6 @@ def train_population(
     on_report: Optional[ReportHook] = None,
     chunk: int = 50,
 ) -> list[MemberResult]:
-    """Train every member for `epochs` full-batch gradient-descent epochs; return their results."""
     data = data.to(device)
     test_at = log_epochs(epochs, log_every)
     is_test_epoch = np.zeros(epochs, dtype=bool)

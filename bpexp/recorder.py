@@ -44,10 +44,14 @@ def _init() -> None:
     # Every task is finished and committed before the pool lets this process go, so skip the
     # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
     atexit.register(os._exit, 0)
-    # Pay for the imports now, while the main process is busy with its own.
-    import mlflow.tracking  # noqa: F401
+    # A recorder works in the background: no progress bars or table-creation chatter from it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
 
-    import bpexp.plots  # noqa: F401
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Pay for MLflow's import now, while the main process is busy with its own.
+    import mlflow.tracking  # noqa: F401
 
 
 def _connect(uri: str, experiment: str) -> str:
@@ -72,6 +76,13 @@ def _start_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: 
     from bpexp import tracking
 
     return tracking.start_run(_client, _experiment_id, name, tags, parent_run_id, start_time)
+
+
+def _new_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: int, record: RunRecord,
+             end_status: Optional[str]) -> str:
+    run_id = _start_run(name, tags, parent_run_id, start_time)
+    _record(run_id, record, end_status)
+    return run_id
 
 
 def _record(run_id: str, record: RunRecord, end_status: Optional[str]) -> None:
@@ -125,6 +136,11 @@ class Recorder:
     def start_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None,
                   start_time: Optional[int] = None) -> Future:
         return self._pool.submit(_start_run, name, tags, parent_run_id, start_time or int(time.time() * 1000))
+
+    def new_run(self, name: str, tags: dict, record: RunRecord, parent_run_id: Optional[str] = None,
+                end_status: Optional[str] = "FINISHED") -> Future:
+        """Start a run and record it in one task; the future gives the run id."""
+        return self._pool.submit(_new_run, name, tags, parent_run_id, int(time.time() * 1000), record, end_status)
 
     def record(self, run_id: str, record: RunRecord, end_status: Optional[str] = "FINISHED") -> Future:
         return self._pool.submit(_record, run_id, record, end_status)

@@ -176,3 +176,160 @@ def log_files(client, run_id: str, files: Mapping[str, bytes | str]) -> None:
             f.parent.mkdir(parents=True, exist_ok=True)
             (f.write_bytes if isinstance(content, bytes) else f.write_text)(content)
         client.log_artifacts(run_id, tmp)
+
+
+def end_runs(client, run_ids, status: str) -> None:
+    for run_id in run_ids:
+        client.set_terminated(run_id, status)
+
+
+# ------------------------------------------------------------------ a study's parent run
+STUDY_ROLE = "bpexp.role"
+
+
+def open_parent_run(client, experiment_id: str, known: Optional[str], study_name: str,
+                    tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    """The study's parent run, set RUNNING: the known one if it still exists, else a new one."""
+    if known:
+        try:
+            run = client.get_run(known)
+            if run.info.lifecycle_stage == "active":
+                if run.info.status != "RUNNING":
+                    client.update_run(known, status="RUNNING")
+                return known
+        except Exception:  # deleted for good, or from another store: make a new one
+            pass
+    run_id = start_run(client, experiment_id, f"study-{study_name}",
+                       {**tags, STUDY_ROLE: "study", "optuna.study_name": study_name})
+    log_all(client, run_id, params=params)
+    return run_id
+
+
+def child_runs(client, parent_run_id: str, extra: str = "") -> list:
+    exp = client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'" + (f" and {extra}" if extra else "")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp], query, max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str]) -> None:
+    """Child runs left RUNNING by a dead worker follow their trial, Optuna's record:
+    FINISHED if the trial was told (it completed before the kill), else KILLED."""
+    for run in child_runs(client, parent_run_id, "attributes.status = 'RUNNING'"):
+        number = int(run.data.tags.get("optuna.trial_number", -1))
+        state = trial_states.get(number, "FAIL")
+        if state == "RUNNING":
+            continue  # another worker is still on it
+        if state in ("COMPLETE", "PRUNED"):
+            client.set_tag(run.info.run_id, "optuna.trial_state", state)
+            client.set_terminated(run.info.run_id, "FINISHED")
+        else:
+            client.set_tag(run.info.run_id, "optuna.trial_state", state)
+            end_run(client, run.info.run_id, "KILLED", "the worker stopped before the trial ended")
+
+
+def record_study(client, parent_run_id: str, summary: Mapping[str, Any], register_as: Optional[str]) -> None:
+    """Best values as tags and metrics, the study's figures, a CSV of all trials, the best network."""
+    from bpexp import plots
+
+    trials = summary["trials"]
+    c = summary["counts"]
+    n_done = c["complete"] + c["diverged"]
+    tags = {f"best.{k}": v for k, v in summary["best_params"].items()}
+    metrics = [(f"n_{k}", v, n_done) for k, v in c.items()]
+    if summary["best_number"] is not None:
+        tags["best.trial_number"] = summary["best_number"]
+        metrics.append(("best_value", summary["best_value"], n_done))
+    log_all(client, parent_run_id, metrics=metrics, tags=tags)
+    files: dict[str, Any] = {"trials.csv": trials_csv(trials, summary["keys"])}
+    ok = [t for t in trials if t["state"] == "COMPLETE" and not t["diverged"]]
+    metric, keys = summary["metric"], summary["keys"]
+    if ok:
+        values = [t["value"] for t in ok]
+        best_so_far = np.minimum.accumulate(values) if summary["direction"] == "minimize" else np.maximum.accumulate(values)
+        files["plots/optimization_history.png"] = plots.history_plot(
+            [t["number"] for t in ok], values, best_so_far, metric, "optimization history")
+    x_key = next((k for k in keys if k == "train.lr"), keys[0])
+    c_key = next((k for k in keys if k != x_key), None)
+    pts = [t for t in ok if x_key in t["params"] and (c_key is None or c_key in t["params"])]
+    if pts and all(isinstance(t["params"][x_key], (int, float)) for t in pts):
+        xs = [t["params"][x_key] for t in pts]
+        cs = [t["params"][c_key] if c_key else t["number"] for t in pts]
+        numeric_c = all(isinstance(v, (int, float)) for v in cs)
+        files[f"plots/objective_vs_{x_key}.png"] = plots.scatter_plot(
+            xs, [t["value"] for t in pts], cs if numeric_c else list(range(len(cs))), x_key, metric,
+            c_key or "trial", f"{metric} vs {x_key}", logx=min(xs) > 0)
+        if c_key and numeric_c and min(xs) > 0:
+            files[f"plots/heatmap_{x_key}_x_{c_key}.png"] = plots.heatmap_plot(
+                xs, cs, [t["value"] for t in pts], x_key, c_key, metric, f"{metric} over {x_key} x {c_key}")
+    if summary["importances"]:
+        imp = summary["importances"]
+        files["plots/param_importances.png"] = plots.bar_plot(list(imp), list(imp.values()), "importance",
+                                                              "parameter importances (fANOVA)")
+    top = sorted(ok, key=lambda t: t["value"], reverse=summary["direction"] == "maximize")[:5]
+    if top:
+        runs = {int(r.data.tags.get("optuna.trial_number", -1)): r for r in child_runs(
+            client, parent_run_id, "attributes.status = 'FINISHED'")}
+        curves = []
+        for t in top:
+            if t["number"] in runs:
+                hist = sorted(client.get_metric_history(runs[t["number"]].info.run_id, "train_loss"), key=lambda m: m.step)
+                label = f"#{t['number']} " + " ".join(f"{k.split('.')[-1]}={v:.3g}" for k, v in t["params"].items())
+                curves.append((label, np.array([m.step for m in hist]), np.array([m.value for m in hist])))
+        if curves:
+            files["plots/top_trials_loss.png"] = plots.loss_plot(curves, "train loss of the top trials")
+    if summary["best_config"]:
+        import yaml
+
+        files["best_config.yaml"] = yaml.safe_dump(redact_tree(summary["best_config"]), sort_keys=False)
+    log_files(client, parent_run_id, files)
+    best = summary["best_number"]
+    previous = client.get_run(parent_run_id).data.tags.get("best.model_trial")
+    if best is not None and str(best) != previous and best in runs:
+        log_best_model(client, parent_run_id, runs[best].info.run_id, summary["best_config"], register_as)
+        client.set_tag(parent_run_id, "best.model_trial", best)
+
+
+def trials_csv(trials, keys) -> str:
+    lines = [",".join(["number", "state", "value", "diverged", *keys])]
+    for t in trials:
+        lines.append(",".join([str(t["number"]), t["state"], "" if t["value"] is None else repr(t["value"]),
+                               str(t["diverged"]).lower(), *(str(t["params"].get(k, "")) for k in keys)]))
+    return "\n".join(lines) + "\n"
+
+
+def log_best_model(client, parent_run_id: str, best_run_id: str, config: Mapping, register_as: Optional[str]) -> None:
+    """The best trial's network as an MLflow PyTorch model, with signature and input example."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(best_run_id, "weights/final.json", tmp)
+        w = parse_weights(Path(path).read_text())
+    hidden, act = w["w1"].shape[0], config["model"]["activation"]
+    act_module = {"tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU}[act]
+    net = torch.nn.Sequential(torch.nn.Linear(1, hidden), act_module(), torch.nn.Linear(hidden, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.from_numpy(w["w1"]))
+        net[0].bias.copy_(torch.from_numpy(w["b1"][:, 0]))
+        net[2].weight.copy_(torch.from_numpy(w["w2"]))
+        net[2].bias.copy_(torch.from_numpy(w["b2"][0]))
+    d = config["data"]
+    example = np.linspace(d["x_min"], d["x_max"], 5, dtype=np.float32).reshape(-1, 1)
+    with torch.no_grad():
+        out = net(torch.from_numpy(example)).numpy()
+    signature = mlflow.models.infer_signature(example, out)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(run_id=parent_run_id):
+        # Explicit requirements: inferring them costs seconds and finds nothing more here.
+        mlflow.pytorch.log_model(net, name="best_model", signature=signature, input_example=example,
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                 registered_model_name=register_as)
+    mlflow.end_run()
+

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from bpexp import tracking
+from bpexp import svg, tracking
 from bpexp.config import ConfigError, TrainAppConfig
 from bpexp.data import Dataset, dataset_from_config
 from bpexp.network import forward, stack
@@ -82,12 +82,12 @@ def run_record(cfg_tree: Mapping, result: MemberResult, data: Dataset, with_plot
     if with_plots:
         m = result.member
         title = f"{m.activation}, {m.hidden} hidden, lr {m.lr:.3g}, seed {m.seed}"
-        rec.figures["plots/fit.png"] = ("fit_plot", dict(
-            x_test=data.x_test.numpy(), y_test=data.y_test.numpy(), x=data.x.numpy(), y=data.y.numpy(),
-            pred=predict(result, data.x_test), title=f"fit: {title}"))
-        rec.figures["plots/loss_curve.png"] = ("loss_plot", dict(
-            curves=[("train", np.arange(len(result.train_loss)), result.train_loss),
-                    ("test", result.test_epochs, result.test_loss)], title=f"loss: {title}"))
+        rec.files["plots/fit.svg"] = svg.fit_chart(
+            data.x_test.numpy(), data.y_test.numpy(), data.x.numpy(), data.y.numpy(),
+            predict(result, data.x_test), f"fit: {title}")
+        rec.files["plots/loss_curve.svg"] = svg.loss_chart(
+            [("train", np.arange(len(result.train_loss)), result.train_loss),
+             ("test", result.test_epochs, result.test_loss)], f"loss: {title}")
     return rec
 
 

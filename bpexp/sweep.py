@@ -1,0 +1,494 @@
+"""`bpexp sweep`: an Optuna study over the train config, trained a batch of trials at a time.
+
+Reads top to bottom like an Optuna objective, but batched with ask/tell: ask the sampler for
+a batch of trials (TPE's constant liar keeps a batch diverse), train all their seeds as one
+population, report intermediate losses to the pruner from inside that training loop, record
+every trial as an MLflow child run of the study's parent run, then tell Optuna the results.
+
+Every trial's state lives in Optuna's storage, the source of truth when a sweep resumes:
+- a child run is recorded (RUNNING) before its trial is told, and finished after, so a
+  COMPLETE trial always has its run and a killed sweep leaves no FINISHED run for a failed trial;
+- on start, trials left RUNNING by a dead worker are failed (by pid on this host, by Optuna's
+  heartbeat elsewhere) and their MLflow runs marked KILLED;
+- the study remembers the config it was created with and refuses to mix in another one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import statistics
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+import optuna
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from bpexp import tracking
+from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig, storage_default, validate_train
+from bpexp.data import dataset_from_config
+from bpexp.population import Member, MemberResult, train_population
+from bpexp.recorder import Recorder
+from bpexp.train import check_device, config_tree, member_of, run_record
+
+HEARTBEAT_S = 20  # how often a worker marks its trials alive in the storage
+GRACE_S = 60  # a RUNNING trial without a heartbeat for this long is failed by the next worker
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+# Searched keys fixed by a study, so that a resumed study never mixes two experiments.
+FINGERPRINT_SWEEP_KEYS = ("search_space", "seeds", "metric", "direction")
+
+
+# ----------------------------------------------------------------------------- config
+def searched(cfg: SweepAppConfig) -> list[tuple[str, ParamSpec]]:
+    """(dotted config key, spec) of every searched value."""
+    return [(spec.key or name, spec) for name, spec in cfg.sweep.search_space.items()]
+
+
+def suggest(trial: optuna.Trial, key: str, p: ParamSpec) -> Any:
+    if p.type == "categorical":
+        return trial.suggest_categorical(key, list(p.choices))
+    if p.type == "int":
+        return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+
+
+def trial_config(cfg: SweepAppConfig, params: dict[str, Any], seed: Optional[int] = None) -> TrainAppConfig:
+    """The train config of one trial: the sweep's config with the sampled values put in."""
+    c = OmegaConf.structured(TrainAppConfig(cfg.model, cfg.data, cfg.train, cfg.tracking))
+    for key, value in params.items():
+        OmegaConf.update(c, key, value)
+    obj = OmegaConf.to_object(c)
+    if seed is not None:
+        obj.train = replace(obj.train, seed=seed)
+    return obj
+
+
+def check_search_space(cfg: SweepAppConfig) -> None:
+    """Every value the search space can produce must be a valid train config."""
+    for key, p in searched(cfg):
+        where = f"sweep.search_space.{key}"
+        values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
+        for v in values:
+            if p.type == "int":
+                v = int(v)
+            try:
+                validate_train(trial_config(cfg, {key: v}))
+            except ConfigError as e:
+                raise ConfigError(where, v, f"gives an invalid config: {e}") from None
+            except Exception as e:  # wrong type for the key, e.g. a string for train.lr
+                raise ConfigError(where, v, f"not a valid value of {key}: {str(e).splitlines()[0]}") from None
+
+
+def fingerprint(cfg: SweepAppConfig) -> dict:
+    tree = config_tree(cfg)
+    fixed = {k: tree[k] for k in ("model", "data", "train")}
+    fixed["train"].pop("device", None)
+    fixed["sweep"] = {k: tree["sweep"][k] for k in FINGERPRINT_SWEEP_KEYS}
+    return json.loads(json.dumps(fixed, sort_keys=True, default=str))
+
+
+def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
+    s, seed = cfg.sweep, cfg.sweep.sampler_seed
+    if s.sampler == "tpe":
+        # constant_liar: trials asked while others of the batch run are steered away from them
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if s.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if s.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GridSampler(grid(cfg), seed=seed)
+
+
+def grid(cfg: SweepAppConfig) -> dict[str, list]:
+    """The grid sampler's values: choices, or grid_points values evenly spaced (log if asked)."""
+    import numpy as np
+
+    out = {}
+    for key, p in searched(cfg):
+        if p.type == "categorical":
+            out[key] = list(p.choices)
+            continue
+        n = cfg.sweep.grid_points
+        pts = np.geomspace(p.low, p.high, n) if p.log else np.linspace(p.low, p.high, n)
+        out[key] = sorted({int(round(v)) for v in pts}) if p.type == "int" else [float(v) for v in pts]
+    return out
+
+
+def make_pruner(cfg: SweepAppConfig) -> optuna.pruners.BasePruner:
+    s = cfg.sweep
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=cfg.train.epochs // 10)
+    if s.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=s.report_every, max_resource=cfg.train.epochs)
+    return optuna.pruners.NopPruner()
+
+
+def penalty(cfg: SweepAppConfig) -> float:
+    """The value a diverged trial is told: worse than any converged trial can be, since a
+    converged trial's loss is at most train.diverge_above (above it counts as divergence)."""
+    worst = 10.0 * cfg.train.diverge_above
+    return worst if cfg.sweep.direction == "minimize" else -worst
+
+
+# ----------------------------------------------------------------------------- study
+def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
+    """Create or load the study; True if this worker created it (and so owns its set-up)."""
+    url = cfg.sweep.storage or storage_default()
+    if url.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    kwargs = dict(study_name=cfg.sweep.study_name, storage=storage, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    mine = fingerprint(cfg)
+    try:
+        # The study name is unique in the storage: of several workers starting at once exactly
+        # one creates the study, and that one alone creates the MLflow parent run.
+        study = optuna.create_study(direction=cfg.sweep.direction, **kwargs)
+        study.set_user_attr("bpexp.config", mine)
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(**kwargs)
+    theirs = wait_for_attr(study, "bpexp.config")
+    if theirs is None:
+        study.set_user_attr("bpexp.config", mine)
+    elif theirs != mine:
+        key, old, new = first_difference(tracking.flatten(theirs), tracking.flatten(mine))
+        raise ConfigError(key, new, f"study '{cfg.sweep.study_name}' was created with {key}={old!r}; "
+                                    "resume it with the same config or choose another sweep.study_name")
+    return study, False
+
+
+def wait_for_attr(study: optuna.Study, key: str, timeout: float = 30.0) -> Any:
+    """A study attribute its creator sets right after creating it; wait for it if the study is new."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = study.user_attrs.get(key)
+        if value is not None or study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def parent_run(recorder: Recorder, study: optuna.Study, creator: bool, cfg: SweepAppConfig) -> str:
+    """The study's one MLflow parent run: made by the study's creator, found by everyone else."""
+    known = None if creator else wait_for_attr(study, "mlflow.parent_run_id")
+    parent = recorder.call("open_parent_run", recorder.experiment_id.result(), known, study.study_name,
+                           tracking.run_tags("sweep"), tracking.flatten(config_tree(cfg))).result()
+    if parent != known:
+        study.set_user_attr("mlflow.parent_run_id", parent)
+    return parent
+
+
+def first_difference(a: dict, b: dict) -> tuple[str, Any, Any]:
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            return k, a.get(k), b.get(k)
+    return "", None, None
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail trials left RUNNING by dead workers: by pid on this host, by heartbeat elsewhere."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        w_host, _, pid = t.user_attrs.get("bpexp.worker", "").rpartition(":")
+        if w_host == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Heartbeat:
+    """Marks this worker's running trials alive, so other workers don't fail them.
+
+    Optuna beats only inside study.optimize(); with ask/tell a worker beats itself, through
+    the storage's record_heartbeat and the trials' storage ids (private attributes, here only).
+    """
+
+    def __init__(self, study: optuna.Study):
+        self.storage, self.trial_ids, self._stop = study._storage, [], threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def track(self, trials: list[optuna.Trial]) -> None:
+        self.trial_ids = [t._trial_id for t in trials]
+        for tid in self.trial_ids:
+            self.storage.record_heartbeat(tid)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            for tid in list(self.trial_ids):
+                try:
+                    self.storage.record_heartbeat(tid)
+                except Exception:  # a trial finished meanwhile; the next beat is soon enough
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+# ----------------------------------------------------------------------------- one batch
+def train_batch(cfg: SweepAppConfig, study: optuna.Study, trials: list[optuna.Trial], data) -> dict[int, list[MemberResult]]:
+    """Train every seed of every trial as one population, pruning from inside the loop."""
+    seeds = [cfg.train.seed + i for i in range(cfg.sweep.seeds)]
+    configs = {t.number: trial_config(cfg, t.params) for t in trials}
+    members, owner = [], []
+    for t in trials:
+        for s in seeds:
+            members.append(replace(member_of(configs[t.number]), seed=s))
+            owner.append(t)
+    pruned_trials: set[int] = set()
+
+    def on_report(epoch: int, live, losses) -> list[int]:
+        """Median loss of each trial's live seeds -> the pruner; return members to stop."""
+        by_trial: dict[int, list[float]] = {}
+        for i, loss in zip(live, losses):
+            by_trial.setdefault(owner[i].number, []).append(float(loss))
+        stop = set()
+        for t in trials:
+            if t.number in by_trial and t.number not in pruned_trials:
+                t.report(statistics.median(by_trial[t.number]), epoch)
+                if t.should_prune():
+                    pruned_trials.add(t.number)
+                    stop.add(t.number)
+        return [i for i in live if owner[i].number in stop]
+
+    # Each report is a write to the study's storage: only worth it when a pruner reads them.
+    pruning = cfg.sweep.pruner != "none"
+    results = train_population(members, data, cfg.train.epochs, log_every=cfg.train.log_every,
+                               diverge_above=cfg.train.diverge_above, device=cfg.train.device,
+                               report_every=cfg.sweep.report_every if pruning else 0,
+                               on_report=on_report if pruning else None)
+    by_trial: dict[int, list[MemberResult]] = {t.number: [] for t in trials}
+    for t, r in zip(owner, results):
+        by_trial[t.number].append(r)
+    return by_trial
+
+
+def outcome(cfg: SweepAppConfig, results: list[MemberResult]) -> tuple[TrialState, float, dict]:
+    """(state, objective, per-seed metrics) of one trial from its seeds' results.
+
+    Each seed's final metric, a diverged seed counting as the penalty; the objective is their
+    median, so one unlucky seed does not sink a trial but a majority of diverged seeds does.
+    """
+    metric = cfg.sweep.metric
+    values = []
+    for r in results:
+        if r.status == "diverged":
+            values.append(penalty(cfg))
+        else:
+            v = r.final_train_loss if metric == "train_loss" else r.final_test_loss
+            values.append(v if math.isfinite(v) else penalty(cfg))
+    objective = statistics.median(values)
+    per_seed = {f"{metric}_seed_{r.member.seed}": v for r, v in zip(results, values)}
+    per_seed.update({f"{metric}_median": objective, f"{metric}_spread": max(values) - min(values),
+                     "objective": objective})
+    state = TrialState.PRUNED if any(r.status == "pruned" for r in results) else TrialState.COMPLETE
+    return state, objective, per_seed
+
+
+def record_batch(cfg, recorder: Recorder, parent_run_id: str, study_name: str, data, trials, by_trial,
+                 outcomes) -> dict[int, Any]:
+    """Record each trial as a child run, left RUNNING until its trial has been told."""
+    runs = {}
+    for t in trials:
+        results = by_trial[t.number]
+        state, _, per_seed = outcomes[t.number]
+        first = results[0]  # the trial's config as given (seed = train.seed): reproducible as is
+        rec = run_record(config_tree(trial_config(cfg, t.params)), first, data, cfg.tracking.log_plots)
+        rec.metrics += [(k, v, len(first.train_loss) - 1) for k, v in per_seed.items()]
+        diverged = [r for r in results if r.status == "diverged"]
+        rec.tags.update({"optuna.study_name": study_name, "optuna.trial_number": t.number,
+                         "optuna.trial_state": state.name, "bpexp.worker": WORKER,
+                         "diverged": "true" if diverged else "false"})
+        if diverged:
+            rec.tags["diverged_epoch"] = min(r.stopped_at for r in diverged)
+            rec.tags["diverged_seeds"] = ",".join(str(r.member.seed) for r in diverged)
+        runs[t.number] = recorder.new_run(f"trial-{t.number:04d}", tracking.run_tags("sweep"), rec,
+                                          parent_run_id, end_status=None)
+    return runs
+
+
+# ----------------------------------------------------------------------------- the sweep
+def sweep(cfg: SweepAppConfig) -> float:
+    """Run (or resume) the study until it has sweep.n_trials COMPLETE trials; return the best value."""
+    check_device(cfg.train.device)
+    check_search_space(cfg)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study, creator = open_study(cfg)
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    with Recorder(uri, cfg.tracking.experiment) as recorder:
+        parent = parent_run(recorder, study, creator, cfg)
+        fail_stale_trials(study)
+        states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+        recorder.call("settle_child_runs", parent, states).result()
+        data = dataset_from_config(cfg.data)
+        heartbeat = Heartbeat(study)
+        progress = _progress(cfg, study)
+        try:
+            run_trials(cfg, study, recorder, parent, data, heartbeat, progress)
+        except BaseException as e:
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            recorder.call("end_run", parent, status, f"{type(e).__name__}: {e}").result()
+            raise
+        finally:
+            heartbeat.close()
+            if progress is not None:
+                progress.close()
+        summary = study_summary(study, cfg)
+        recorder.call("record_study", parent, summary, cfg.sweep.register_as).result()
+        recorder.call("end_run", parent, "FINISHED").result()
+    print_summary(cfg, study, summary, parent, uri)
+    return summary["best_value"]
+
+
+def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, parent: str, data,
+               heartbeat: Heartbeat, progress) -> None:
+    """Ask, train, record, tell, a batch at a time, until the study has n_trials COMPLETE trials.
+
+    Double-buffered: batch i+1 trains while the recorder process records batch i. A batch is
+    told only after its child runs exist, so a COMPLETE trial always has its run; the sampler
+    sees batch i's results one batch late (meanwhile TPE's constant liar treats them as running).
+    """
+    pending: Optional[Batch] = None
+    batch: Optional[Batch] = None
+    try:
+        while True:
+            done, running = count(study, TrialState.COMPLETE), count(study, TrialState.RUNNING)
+            k = min(batch_size(cfg), cfg.sweep.n_trials - done - running)
+            batch = None
+            if k > 0:
+                with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
+                    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
+                    batch = Batch([study.ask() for _ in range(k)])
+                for t in batch.trials:
+                    t.set_user_attr("bpexp.worker", WORKER)
+                    for key, p in searched(cfg):
+                        suggest(t, key, p)
+                heartbeat.track([t for b in (pending, batch) if b for t in b.trials])
+                batch.results = train_batch(cfg, study, batch.trials, data)
+                batch.outcomes = {n: outcome(cfg, rs) for n, rs in batch.results.items()}
+            if pending is not None:
+                finish_batch(study, recorder, pending, progress)
+                pending = None
+            if batch is None:
+                return  # complete, or the rest is running on other workers
+            batch.runs = record_batch(cfg, recorder, parent, study.study_name, data, batch.trials,
+                                      batch.results, batch.outcomes)
+            pending = batch
+    except BaseException:
+        for b in (pending, batch):
+            for t in (b.trials if b else []):
+                study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+
+
+@dataclass
+class Batch:
+    trials: list
+    results: dict = field(default_factory=dict)
+    outcomes: dict = field(default_factory=dict)
+    runs: dict = field(default_factory=dict)  # trial number -> future of its child run id
+
+
+def finish_batch(study: optuna.Study, recorder: Recorder, batch: Batch, progress) -> None:
+    """Wait for the batch's child runs, tell Optuna the results, then finish the runs."""
+    run_ids = [run.result() for run in batch.runs.values()]
+    for t in batch.trials:
+        state, value, _ = batch.outcomes[t.number]
+        study.tell(t, value if state == TrialState.COMPLETE else None, state=state)
+    recorder.call("end_runs", run_ids, "FINISHED")
+    if progress is not None:
+        progress.update(sum(1 for o in batch.outcomes.values() if o[0] == TrialState.COMPLETE))
+        progress.set_postfix(best=f"{_best_value(study):.3g}")
+
+
+def batch_size(cfg: SweepAppConfig) -> int:
+    # Measured (benchmarks/population.py): 16 trials x 3 seeds is where the per-member cost
+    # flattens; bigger batches give the sampler fewer rounds of feedback.
+    return cfg.sweep.batch_size or 16
+
+
+def _best_value(study: optuna.Study) -> float:
+    try:
+        return study.best_value
+    except ValueError:
+        return float("nan")
+
+
+def _progress(cfg: SweepAppConfig, study: optuna.Study):
+    if not cfg.sweep.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.sweep.n_trials, initial=min(count(study, TrialState.COMPLETE), cfg.sweep.n_trials),
+                desc=f"study {study.study_name}", unit="trial")
+
+
+def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
+    """Plain data about the study for the parent run (built here, recorded by the recorder)."""
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for t in trials:
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
+                     "diverged": bool(t.value is not None and abs(t.value) >= abs(penalty(cfg)))})
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    best = study.best_trial if complete else None
+    try:
+        importances = optuna.importance.get_param_importances(study) if len(complete) >= 2 else {}
+    except (RuntimeError, ValueError):  # e.g. a parameter with a single value so far
+        importances = {}
+    keys = [k for k, _ in searched(cfg)]
+    return {
+        "study_name": study.study_name,
+        "metric": cfg.sweep.metric,
+        "direction": cfg.sweep.direction,
+        "keys": keys,
+        "trials": rows,
+        "best_number": best.number if best else None,
+        "best_value": best.value if best else float("nan"),
+        "best_params": dict(best.params) if best else {},
+        "best_config": config_tree(trial_config(cfg, best.params)) if best else None,
+        "importances": importances,
+        "counts": {
+            "complete": sum(1 for r in complete if not r["diverged"]),
+            "diverged": sum(1 for r in complete if r["diverged"]),
+            "pruned": sum(1 for r in rows if r["state"] == "PRUNED"),
+            "failed": sum(1 for r in rows if r["state"] == "FAIL"),
+        },
+    }
+
+
+def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, parent: str, uri: str) -> None:
+    c = summary["counts"]
+    storage = cfg.sweep.storage or storage_default()
+    print(f"\nstudy '{study.study_name}': {c['complete']} complete, {c['diverged']} diverged, "
+          f"{c['pruned']} pruned, {c['failed']} failed")
+    if summary["best_number"] is not None:
+        print(f"best trial #{summary['best_number']}: {cfg.sweep.metric} = {summary['best_value']:.6g}")
+        for k, v in summary["best_params"].items():
+            print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
+    print(f"MLflow parent run {parent} in experiment '{cfg.tracking.experiment}'")
+    print(f"open the MLflow UI:       {tracking.ui_command(uri)}")
+    print(f"open optuna-dashboard:    optuna-dashboard {tracking.redact(storage)}")

@@ -1,0 +1,101 @@
+"""`bpexp train` as a user runs it, read back through MlflowClient."""
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bpexp.tracking import parse_weights
+from tests.conftest import run_bpexp
+
+
+def only_run(client: MlflowClient):
+    runs = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_train_records_everything(bpexp, tmp_path, local_store):
+    r = bpexp("train", "train.epochs=600", "model.hidden=6", "train.lr=0.05")
+    assert r.returncode == 0, r.stderr
+    client = local_store()
+    run = only_run(client)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in r.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/outputs/mlflow.db" in r.stdout
+    p = run.data.params
+    assert p["model.hidden"] == "6" and p["train.lr"] == "0.05" and p["train.epochs"] == "600"
+    assert p["data.fn"] == "sin" and p["model.activation"] == "tanh" and p["train.seed"] == "99"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    steps = sorted(m.step for m in history)
+    assert len(steps) >= 200 and steps[-1] == 599 and steps[0] == 0
+    assert len(client.get_metric_history(run.info.run_id, "test_loss")) >= 200
+    final = [m.value for m in history if m.step == 599][0]
+    assert f"{final:.6g}" in r.stdout
+    tags = run.data.tags
+    assert tags["bpexp.command"].startswith("bpexp train")
+    for pkg in ("torch", "optuna", "mlflow", "hydra-core"):
+        assert tags[f"version.{pkg}"]
+    files = {a.path for d in ("", "plots", "weights", "curves") for a in client.list_artifacts(run.info.run_id, d or None)}
+    assert {"config.yaml", "plots/fit.svg", "plots/loss_curve.svg", "weights/initial.json",
+            "weights/final.json", "curves/loss_curve.csv"} <= files
+    client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl"))
+    curve = (tmp_path / "dl" / "curves" / "loss_curve.csv").read_text().splitlines()
+    assert curve[0] == "epoch,train_loss,test_loss" and len(curve) == 601
+    assert float(curve[-1].split(",")[1]) == pytest.approx(final, rel=1e-6)
+    w = parse_weights((tmp_path / "dl" / "weights" / "final.json").read_text())
+    assert w["w1"].shape == (6, 1) and w["w2"].shape == (1, 6)
+    fit = (tmp_path / "dl" / "plots" / "fit.svg").read_text()
+    assert fit.startswith("<svg") and fit.count("<polyline") == 2 and fit.count("<circle") >= 20
+    assert "hidden: 6" in (tmp_path / "dl" / "config.yaml").read_text()
+
+
+def test_multirun_records_one_run_per_value(bpexp, local_store):
+    r = bpexp("train", "-m", "train.lr=0.001,0.01,0.1", "train.epochs=50", "tracking.log_plots=false")
+    assert r.returncode == 0, r.stderr
+    client = local_store()
+    runs = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])
+    assert sorted(r.data.params["train.lr"] for r in runs) == ["0.001", "0.01", "0.1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_tracking_uri_from_environment(bpexp, tmp_path):
+    uri = f"sqlite:///{tmp_path}/elsewhere.db"
+    r = bpexp("train", "train.epochs=20", env={"MLFLOW_TRACKING_URI": uri})
+    assert r.returncode == 0, r.stderr
+    assert len(MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("bpexp").experiment_id])) == 1
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_divergence_is_recorded(bpexp, local_store):
+    r = bpexp("train", "train.lr=5", "train.epochs=300")
+    assert r.returncode == 0, r.stderr
+    run = only_run(local_store())
+    assert run.data.tags["diverged"] == "true"
+    assert int(run.data.tags["diverged_epoch"]) < 300
+
+
+def test_failure_marks_the_run_failed(tmp_path, monkeypatch):
+    """An exception while training ends the run FAILED, with the reason as a tag."""
+    from bpexp import train as train_module
+    from bpexp.config import TrainAppConfig
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(train_module, "train_population", boom)
+    with pytest.raises(RuntimeError):
+        train_module.train(TrainAppConfig())
+    run = only_run(MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db"))
+    assert run.info.status == "FAILED"
+    assert "simulated crash" in run.data.tags["bpexp.error"]
+
+
+def test_cfg_job_prints_the_config_from_any_directory(tmp_path):
+    sub = tmp_path / "deep" / "er"
+    sub.mkdir(parents=True)
+    r = run_bpexp("train", "--cfg", "job", "model.hidden=7", cwd=sub)
+    assert r.returncode == 0, r.stderr
+    assert "hidden: 7" in r.stdout and "lr: 0.01" in r.stdout
+    assert not (sub / "outputs").exists()  # printing the config records nothing
