@@ -389,10 +389,12 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
                 heartbeat.track([t for b in (pending, batch) if b for t in b.trials])
                 batch.results = train_batch(cfg, study, batch.trials, data)
                 batch.outcomes = {n: outcome(cfg, rs) for n, rs in batch.results.items()}
-            if pending is not None:
-                finish_batch(study, recorder, pending, progress)
-                pending = None
+            finished, pending = pending, None
+            if finished is not None:
+                finish_batch(study, recorder, finished, progress)
             if batch is None:
+                if finished is not None:
+                    continue  # its pruned trials may leave the study short of n_trials
                 return  # complete, or the rest is running on other workers
             batch.runs = record_batch(cfg, recorder, parent, study.study_name, data, batch.trials,
                                       batch.results, batch.outcomes)
@@ -453,12 +455,17 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
     for t in trials:
         rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
                      "diverged": bool(t.value is not None and abs(t.value) >= abs(penalty(cfg)))})
-    complete = [r for r in rows if r["state"] == "COMPLETE"]
-    best = study.best_trial if complete else None
-    try:
-        importances = optuna.importance.get_param_importances(study) if len(complete) >= 2 else {}
-    except (RuntimeError, ValueError):  # e.g. a parameter with a single value so far
-        importances = {}
+    converged = [r for r in rows if r["state"] == "COMPLETE" and not r["diverged"]]
+    pick = min if cfg.sweep.direction == "minimize" else max
+    best = pick(converged, key=lambda r: r["value"]) if converged else None  # a diverged one is no best
+    importances = {}
+    if len(converged) >= 2:
+        with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                importances = optuna.importance.get_param_importances(study)
+            except (RuntimeError, ValueError):  # e.g. a parameter with a single value so far
+                pass
     keys = [k for k, _ in searched(cfg)]
     return {
         "study_name": study.study_name,
@@ -466,14 +473,14 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
         "direction": cfg.sweep.direction,
         "keys": keys,
         "trials": rows,
-        "best_number": best.number if best else None,
-        "best_value": best.value if best else float("nan"),
-        "best_params": dict(best.params) if best else {},
-        "best_config": config_tree(trial_config(cfg, best.params)) if best else None,
+        "best_number": best["number"] if best else None,
+        "best_value": best["value"] if best else float("nan"),
+        "best_params": best["params"] if best else {},
+        "best_config": config_tree(trial_config(cfg, best["params"])) if best else None,
         "importances": importances,
         "counts": {
-            "complete": sum(1 for r in complete if not r["diverged"]),
-            "diverged": sum(1 for r in complete if r["diverged"]),
+            "complete": len(converged),
+            "diverged": sum(1 for r in rows if r["state"] == "COMPLETE" and r["diverged"]),
             "pruned": sum(1 for r in rows if r["state"] == "PRUNED"),
             "failed": sum(1 for r in rows if r["state"] == "FAIL"),
         },
@@ -485,7 +492,9 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, paren
     storage = cfg.sweep.storage or storage_default()
     print(f"\nstudy '{study.study_name}': {c['complete']} complete, {c['diverged']} diverged, "
           f"{c['pruned']} pruned, {c['failed']} failed")
-    if summary["best_number"] is not None:
+    if summary["best_number"] is None:
+        print("no trial converged: try a smaller train.lr range or more epochs")
+    else:
         print(f"best trial #{summary['best_number']}: {cfg.sweep.metric} = {summary['best_value']:.6g}")
         for k, v in summary["best_params"].items():
             print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")

@@ -272,9 +272,9 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
         files["plots/param_importances.png"] = plots.bar_plot(list(imp), list(imp.values()), "importance",
                                                               "parameter importances (fANOVA)")
     top = sorted(ok, key=lambda t: t["value"], reverse=summary["direction"] == "maximize")[:5]
+    runs = {int(r.data.tags.get("optuna.trial_number", -1)): r for r in child_runs(
+        client, parent_run_id, "attributes.status = 'FINISHED'")} if top else {}
     if top:
-        runs = {int(r.data.tags.get("optuna.trial_number", -1)): r for r in child_runs(
-            client, parent_run_id, "attributes.status = 'FINISHED'")}
         curves = []
         for t in top:
             if t["number"] in runs:

@@ -1,0 +1,251 @@
+"""`bpexp sweep` as a user runs it, read back through Optuna and MlflowClient."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from bpexp.population import Member, MemberResult
+from tests.conftest import run_bpexp
+
+SMALL = ["train.epochs=200", "sweep.progress=false", "tracking.log_plots=true"]
+
+
+def load(tmp_path, name="lr_hidden"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
+
+
+def mlflow_runs(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    exp = client.get_experiment_by_name("bpexp").experiment_id
+    runs = client.search_runs([exp], max_results=5000)
+    parents = [r for r in runs if r.data.tags.get("bpexp.role") == "study"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def check_invariants(tmp_path, n_trials):
+    """The sweep issue's invariants: n_trials COMPLETE, one FINISHED child run per finished
+    trial and none for failed ones, unique trial numbers, one parent run, nothing RUNNING."""
+    study = load(tmp_path)
+    states = Counter(t.state for t in study.trials)
+    assert states[TrialState.COMPLETE] == n_trials
+    assert states[TrialState.RUNNING] == 0
+    client, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    finished = Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED")
+    for t in study.trials:
+        expected = 1 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else 0
+        assert finished[t.number] == expected, (t.number, t.state)
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    return study, client, parents[0], children
+
+
+@pytest.mark.slow
+def test_sweep_records_parent_and_children(tmp_path):
+    r = run_bpexp("sweep", "sweep.n_trials=6", "sweep.seeds=2", "sweep.batch_size=4", *SMALL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 6)
+    assert len(children) == 6
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_id in r.stdout and "optuna-dashboard sqlite:///" in r.stdout
+    # best.* tags and best_value, kept current on the parent
+    assert float(parent.data.tags["best.train.lr"]) == pytest.approx(study.best_params["train.lr"])
+    assert int(parent.data.tags["best.model.hidden"]) == study.best_params["model.hidden"]
+    assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
+    assert parent.data.params["sweep.n_trials"] == "6" and parent.data.params["train.epochs"] == "200"
+    arts = {a.path for d in (None, "plots") for a in client.list_artifacts(parent.info.run_id, d)}
+    assert {"trials.csv", "best_config.yaml", "plots/optimization_history.png",
+            "plots/objective_vs_train.lr.png", "plots/heatmap_train.lr_x_model.hidden.png",
+            "plots/param_importances.png", "plots/top_trials_loss.png"} <= arts
+    check_best_model(tmp_path, client, parent, children, study)
+    csv = client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path / "dl"))
+    assert len(open(csv).read().strip().splitlines()) == 1 + len(study.trials)
+    by_number = {t.number: t for t in study.trials}
+    for c in children:
+        t = by_number[int(c.data.tags["optuna.trial_number"])]
+        assert c.data.tags["optuna.study_name"] == "lr_hidden"
+        assert c.data.tags["optuna.trial_state"] == t.state.name
+        assert float(c.data.params["train.lr"]) == pytest.approx(t.params["train.lr"])
+        assert int(c.data.params["model.hidden"]) == t.params["model.hidden"]
+        assert c.data.metrics["objective"] == pytest.approx(t.value)
+        seeds = [c.data.metrics["train_loss_seed_99"], c.data.metrics["train_loss_seed_100"]]
+        assert c.data.metrics["train_loss_median"] == pytest.approx(sorted(seeds)[0] / 2 + sorted(seeds)[1] / 2)
+        assert c.data.metrics["train_loss_spread"] == pytest.approx(max(seeds) - min(seeds))
+        history = client.get_metric_history(c.info.run_id, "train_loss")
+        if c.data.tags["diverged"] == "true":  # the first seed may stop early; the others not
+            assert len(history) >= 1
+        else:
+            assert len(history) >= 200 and max(m.step for m in history) == 199
+        files = {a.path for d in (None, "plots", "weights") for a in client.list_artifacts(c.info.run_id, d)}
+        assert {"config.yaml", "plots/fit.svg", "plots/loss_curve.svg", "weights/final.json"} <= files
+
+
+def check_best_model(tmp_path, client, parent, children, study):
+    """The best trial's network, logged on the parent as an MLflow PyTorch model, predicts
+    exactly what the best child's recorded final weights compute."""
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    from bpexp.network import forward, stack
+    from bpexp.tracking import parse_weights
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list",
+                                         filter_string=f"source_run_id = '{parent.info.run_id}'")
+    assert [m.name for m in models] == ["best_model"]
+    info = mlflow.models.get_model_info(models[0].model_uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
+    net = mlflow.pytorch.load_model(models[0].model_uri)
+    best = [c for c in children if int(c.data.tags["optuna.trial_number"]) == study.best_trial.number][0]
+    w = parse_weights(open(client.download_artifacts(best.info.run_id, "weights/final.json", str(tmp_path))).read())
+    x = torch.linspace(-5, 5, 7)
+    expected, _ = forward(stack([{k: torch.from_numpy(v) for k, v in w.items()}]), x, "tanh")
+    got = net(x.reshape(-1, 1)).detach().numpy()[:, 0]
+    assert np.allclose(got, expected[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_tops_up_and_reuses_the_parent(tmp_path):
+    args = ["sweep.seeds=1", "sweep.batch_size=3", "tracking.log_plots=false", *SMALL]
+    assert run_bpexp("sweep", "sweep.n_trials=4", *args, cwd=tmp_path).returncode == 0
+    _, _, parent1, _ = check_invariants(tmp_path, 4)
+    r = run_bpexp("sweep", "sweep.n_trials=7", *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, _, parent2, children = check_invariants(tmp_path, 7)
+    assert parent2.info.run_id == parent1.info.run_id and len(children) == 7
+    r = run_bpexp("sweep", "sweep.n_trials=7", *args, cwd=tmp_path)  # nothing left to do
+    assert r.returncode == 0
+    assert len(load(tmp_path).trials) == 7
+
+
+@pytest.mark.slow
+def test_resume_with_another_config_is_refused(tmp_path):
+    args = ["sweep.seeds=1", "sweep.n_trials=2", "tracking.log_plots=false", *SMALL]
+    assert run_bpexp("sweep", *args, cwd=tmp_path).returncode == 0
+    r = run_bpexp("sweep", *args, "data.fn=cos", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "data.fn='cos'" in r.stderr and "study_name" in r.stderr
+    assert len(load(tmp_path).trials) == 2
+
+
+@pytest.mark.slow
+def test_divergence_is_detected_and_the_sweep_goes_on(tmp_path):
+    r = run_bpexp("sweep", "sweep.n_trials=4", "sweep.seeds=1", "sweep.search_space.lr.low=3",
+                  "sweep.search_space.lr.high=20", "train.epochs=300", "sweep.progress=false",
+                  "tracking.log_plots=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 4)
+    assert "4 diverged" in r.stdout
+    for c in children:
+        assert c.data.tags["diverged"] == "true"
+        epoch = int(c.data.tags["diverged_epoch"])
+        history = client.get_metric_history(c.info.run_id, "train_loss")
+        assert max(m.step for m in history) == epoch  # training stopped at the divergence
+        last = [m for m in history if m.step == epoch][0].value
+        assert not math.isfinite(last) or last > 1e4
+    assert all(t.value >= 1e4 for t in study.trials)  # worse than any converged trial
+
+
+@pytest.mark.slow
+def test_pruning_stops_trials_early(tmp_path):
+    r = run_bpexp("sweep", "sweep.n_trials=10", "sweep.seeds=1", "sweep.pruner=median", "sweep.report_every=20",
+                  "sweep.batch_size=2", "sweep.sampler=random", "train.epochs=400", "sweep.progress=false",
+                  "tracking.log_plots=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 10)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "a median pruner over random lr in [1e-4, 1] prunes something"
+    by_number = {int(c.data.tags["optuna.trial_number"]): c for c in children}
+    for t in pruned:
+        c = by_number[t.number]
+        assert c.data.tags["optuna.trial_state"] == "PRUNED"
+        stop = int(c.data.tags["pruned_epoch"])
+        assert stop < 399 and max(m.step for m in client.get_metric_history(c.info.run_id, "train_loss")) <= stop
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_keeps_the_invariants(tmp_path):
+    args = [sys.executable, "-m", "bpexp", "sweep", "sweep.n_trials=24", "sweep.seeds=1", "sweep.batch_size=4",
+            "train.epochs=1500", "sweep.progress=false", "tracking.log_plots=false"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it once some trials are complete and others running
+        time.sleep(0.3)
+        try:
+            study = load(tmp_path)
+        except Exception:
+            continue
+        states = Counter(t.state for t in study.trials)
+        if states[TrialState.COMPLETE] >= 4 and states[TrialState.RUNNING] > 0:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # the recorder process dies with it
+    proc.wait()
+    assert Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] > 0
+    r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 24)
+    assert Counter(t.state for t in study.trials)[TrialState.FAIL] > 0  # the killed batch
+    failed = {t.number for t in study.trials if t.state == TrialState.FAIL}
+    for c in children:
+        if int(c.data.tags["optuna.trial_number"]) in failed:
+            assert c.info.status == "KILLED"
+
+
+BAD_SWEEP = [
+    ("sweep.sampler=bayes", "sweep.sampler"),
+    ("sweep.pruner=sometimes", "sweep.pruner"),
+    ("sweep.search_space.lr.low=2", "sweep.search_space.lr.low"),
+    ("sweep.search_space.lr.low=0", "sweep.search_space.lr.low"),
+    ("sweep.search_space.hidden.low=0", "sweep.search_space.model.hidden"),
+    ("sweep.search_space.lr.key=train.rate", "sweep.search_space.lr.key"),
+    ("sweep.n_trials=0", "sweep.n_trials"),
+    ("sweep.seeds=0", "sweep.seeds"),
+    ("sweep.metric=accuracy", "sweep.metric"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD_SWEEP)
+def test_bad_sweep_value_fails_cleanly(tmp_path, override, key):
+    r = run_bpexp("sweep", override, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and override.split("=")[1] in lines[0], r.stderr
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+    assert not (tmp_path / "outputs" / "optuna.db").exists()
+
+
+def _result(seed, loss, status="finished"):
+    import numpy as np
+
+    r = MemberResult(Member(4, "tanh", 0.1, seed), np.array([1.0, loss], dtype=np.float32), np.array([0, 1]),
+                     np.array([1.0, loss]), {}, {}, status, None if status == "finished" else 1)
+    return r
+
+
+def test_objective_is_the_median_over_seeds_with_diverged_seeds_penalised():
+    from bpexp.config import SweepAppConfig
+    from bpexp.sweep import outcome, penalty
+
+    cfg = SweepAppConfig()
+    state, value, per_seed = outcome(cfg, [_result(1, 0.5), _result(2, 0.25), _result(3, float("nan"), "diverged")])
+    assert state == TrialState.COMPLETE and value == pytest.approx(0.5)
+    assert per_seed["train_loss_seed_3"] == penalty(cfg) and per_seed["train_loss_spread"] == penalty(cfg) - 0.25
+    _, value, _ = outcome(cfg, [_result(1, 0.5), _result(2, float("inf"), "diverged"), _result(3, 9e9, "diverged")])
+    assert value == penalty(cfg) > cfg.train.diverge_above
+    state, _, _ = outcome(cfg, [_result(1, 0.5, "pruned")])
+    assert state == TrialState.PRUNED
