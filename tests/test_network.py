@@ -33,12 +33,12 @@ def rel_err(a, b):
 def test_gradients_match_autograd(activation, trial):
     """Random networks of random widths, padded into one population, on random data."""
     g = torch.Generator().manual_seed(trial)
-    widths = [int(w) for w in torch.randint(1, 12, (4,), generator=g)]
+    widths = [int(w) for w in torch.randint(1, 16, (4,), generator=g)]
     n = int(torch.randint(3, 30, (1,), generator=g))
     x = torch.randn(n, generator=g, dtype=torch.float64) * 3
     y = torch.randn(n, generator=g, dtype=torch.float64)
     nets = [{k: v.double() * 0.8 for k, v in init_weights(w, 1000 * trial + i).items()} for i, w in enumerate(widths)]
-    p = stack(nets, width=12)  # every member padded
+    p = stack(nets, width=16)  # every member padded
     assert p.w1.dtype == torch.float64
     loss, (dw1, db1, dw2, db2) = gradients(p, x, y, activation)
     for i, (w, net) in enumerate(zip(widths, nets)):
