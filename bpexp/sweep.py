@@ -427,9 +427,17 @@ def finish_batch(study: optuna.Study, recorder: Recorder, batch: Batch, progress
 
 
 def batch_size(cfg: SweepAppConfig) -> int:
-    # Measured (benchmarks/population.py): 16 trials x 3 seeds is where the per-member cost
-    # flattens; bigger batches give the sampler fewer rounds of feedback.
-    return cfg.sweep.batch_size or 16
+    """Automatic: trials whose seeds make a population of about 48 members, at least 8 trials.
+
+    Measured on 2 cores (benchmarks/population.py): a 16-member population costs ~70 ms per
+    member (per-operation overhead dominates), 48 members ~30 ms, 100 members ~20 ms; bigger
+    batches give the sampler fewer rounds of feedback. 16 trials x 3 seeds (the default study)
+    meets the quality bar (benchmarks/quality.py).
+    """
+    return cfg.sweep.batch_size or max(8, POPULATION // cfg.sweep.seeds)
+
+
+POPULATION = 48
 
 
 def _best_value(study: optuna.Study) -> float:
