@@ -41,6 +41,7 @@ class RunRecord:
 def _init() -> None:
     # Ctrl-C reaches the whole process group; the main process decides what a run becomes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     # Every task is finished and committed before the pool lets this process go, so skip the
     # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
     atexit.register(os._exit, 0)
@@ -54,14 +55,26 @@ def _init() -> None:
     import mlflow.tracking  # noqa: F401
 
 
+def _die_with_parent() -> None:
+    """If the main process is killed (kill -9), take this one down too, at once: otherwise it
+    would go on recording the tasks already queued, after a resumed sweep settled them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool ends with its queue instead
+        pass
+
+
 def _connect(uri: str, experiment: str) -> str:
     global _client, _experiment_id
     from mlflow.tracking import MlflowClient
 
     from bpexp import tracking
 
-    _client = MlflowClient(uri)
-    _experiment_id = tracking.get_experiment_id(_client, experiment, uri)
+    with tracking.local_store_lock(uri):
+        _client = MlflowClient(uri)
+        _experiment_id = tracking.get_experiment_id(_client, experiment, uri)
     return _experiment_id
 
 

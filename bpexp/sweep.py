@@ -14,9 +14,11 @@ Every trial's state lives in Optuna's storage, the source of truth when a sweep 
 """
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
+import signal
 import socket
 import statistics
 import threading
@@ -34,13 +36,20 @@ from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig,
 from bpexp.data import dataset_from_config
 from bpexp.population import Member, MemberResult, train_population
 from bpexp.recorder import Recorder
-from bpexp.train import check_device, config_tree, member_of, run_record
+from bpexp.train import check_device, check_tracking_uri, config_tree, member_of, run_record
 
+POLL_S = 2.0  # how often an idle worker checks on the trials other workers run
 HEARTBEAT_S = 20  # how often a worker marks its trials alive in the storage
 GRACE_S = 60  # a RUNNING trial without a heartbeat for this long is failed by the next worker
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # Searched keys fixed by a study, so that a resumed study never mixes two experiments.
 FINGERPRINT_SWEEP_KEYS = ("search_space", "seeds", "metric", "direction")
+
+
+def failpoint(name: str) -> None:
+    """Die here as kill -9 would, when $BPEXP_FAILPOINT names this point (crash-safety tests)."""
+    if os.environ.get("BPEXP_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- config
@@ -141,11 +150,14 @@ def penalty(cfg: SweepAppConfig) -> float:
 def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
     """Create or load the study; True if this worker created it (and so owns its set-up)."""
     url = cfg.sweep.storage or storage_default()
-    if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    try:
+        with warnings.catch_warnings(), tracking.local_store_lock(url):
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, since 2.9
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                 engine_kwargs=engine_kwargs(url))
+    except Exception as e:  # a malformed URL, a server that is down, a folder we cannot write
+        reason = tracking.redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise ConfigError("sweep.storage", tracking.redact(url), f"cannot open this Optuna storage: {reason}") from None
     kwargs = dict(study_name=cfg.sweep.study_name, storage=storage, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
     mine = fingerprint(cfg)
     try:
@@ -164,6 +176,13 @@ def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
         raise ConfigError(key, new, f"study '{cfg.sweep.study_name}' was created with {key}={old!r}; "
                                     "resume it with the same config or choose another sweep.study_name")
     return study, False
+
+
+def engine_kwargs(url: str) -> dict:
+    """Fail fast on a database server that does not answer, rather than retry for minutes."""
+    if url.startswith(("postgresql", "mysql")):
+        return {"connect_args": {"connect_timeout": 5}}
+    return {}
 
 
 def wait_for_attr(study: optuna.Study, key: str, timeout: float = 30.0) -> Any:
@@ -198,20 +217,23 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        w_host, _, pid = t.user_attrs.get("bpexp.worker", "").rpartition(":")
-        if w_host == host and pid.isdigit() and not _alive(int(pid)):
+        if not worker_alive(t.user_attrs.get("bpexp.worker", "")):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
-def _alive(pid: int) -> bool:
+def worker_alive(worker: str) -> bool:
+    """False only for a worker ("host:pid") of this host whose process is gone; a worker on
+    another host counts as alive (Optuna's heartbeat deals with those)."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -335,14 +357,17 @@ def sweep(cfg: SweepAppConfig) -> float:
     """Run (or resume) the study until it has sweep.n_trials COMPLETE trials; return the best value."""
     check_device(cfg.train.device)
     check_search_space(cfg)
+    uri = check_tracking_uri(cfg.tracking.uri)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, creator = open_study(cfg)
-    uri = tracking.resolve_uri(cfg.tracking.uri)
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         parent = parent_run(recorder, study, creator, cfg)
+        failpoint("parent-created")
         fail_stale_trials(study)
-        states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
-        recorder.call("settle_child_runs", parent, states).result()
+        trials = study.get_trials(deepcopy=False)
+        states = {t.number: t.state.name for t in trials}
+        workers = {t.user_attrs.get("bpexp.worker") for t in trials} - {None}
+        recorder.call("settle_child_runs", parent, states, {w for w in workers if not worker_alive(w)}).result()
         data = dataset_from_config(cfg.data)
         heartbeat = Heartbeat(study)
         progress = _progress(cfg, study)
@@ -379,14 +404,16 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
             k = min(batch_size(cfg), cfg.sweep.n_trials - done - running)
             batch = None
             if k > 0:
-                with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
-                    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
-                    batch = Batch([study.ask() for _ in range(k)])
+                batch = Batch(ask(cfg, study, k))
+            if batch is not None and not batch.trials:
+                batch = None
+            if batch is not None:
                 for t in batch.trials:
                     t.set_user_attr("bpexp.worker", WORKER)
                     for key, p in searched(cfg):
                         suggest(t, key, p)
                 heartbeat.track([t for b in (pending, batch) if b for t in b.trials])
+                failpoint("training")
                 batch.results = train_batch(cfg, study, batch.trials, data)
                 batch.outcomes = {n: outcome(cfg, rs) for n, rs in batch.results.items()}
             finished, pending = pending, None
@@ -395,7 +422,12 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
             if batch is None:
                 if finished is not None:
                     continue  # its pruned trials may leave the study short of n_trials
-                return  # complete, or the rest is running on other workers
+                if count(study, TrialState.COMPLETE) >= cfg.sweep.n_trials:
+                    return
+                # The rest is running on other workers: wait, and take over if one of them dies.
+                time.sleep(POLL_S)
+                fail_stale_trials(study)
+                continue
             batch.runs = record_batch(cfg, recorder, parent, study.study_name, data, batch.trials,
                                       batch.results, batch.outcomes)
             pending = batch
@@ -416,14 +448,38 @@ class Batch:
 
 def finish_batch(study: optuna.Study, recorder: Recorder, batch: Batch, progress) -> None:
     """Wait for the batch's child runs, tell Optuna the results, then finish the runs."""
+    failpoint("recording")
     run_ids = [run.result() for run in batch.runs.values()]
     for t in batch.trials:
         state, value, _ = batch.outcomes[t.number]
         study.tell(t, value if state == TrialState.COMPLETE else None, state=state)
+    failpoint("told")
     recorder.call("end_runs", run_ids, "FINISHED")
     if progress is not None:
         progress.update(sum(1 for o in batch.outcomes.values() if o[0] == TrialState.COMPLETE))
         progress.set_postfix(best=f"{_best_value(study):.3g}")
+
+
+def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
+    """Ask for k trials and keep those within n_trials; fail the surplus at once.
+
+    Workers sharing a study each ask for what they see missing, so together they may ask for
+    more. Trial numbers are assigned atomically by the storage, which makes the rule exact: a
+    trial is trained only if fewer than n_trials lower-numbered trials are COMPLETE or RUNNING.
+    Then no study ever ends with more than n_trials COMPLETE trials.
+    """
+    with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
+        asked = [study.ask() for _ in range(k)]
+    taken = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+    keep = []
+    for t in asked:
+        if bisect.bisect_left(taken, t.number) < cfg.sweep.n_trials:
+            keep.append(t)
+        else:
+            t.set_user_attr("bpexp.surplus", True)  # asked by a worker that raced another; never trained
+            study.tell(t, state=TrialState.FAIL)
+    return keep
 
 
 def batch_size(cfg: SweepAppConfig) -> int:

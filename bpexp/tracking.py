@@ -11,6 +11,7 @@ itself: that is why mlflow is imported inside the functions that need it.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -19,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -49,12 +51,70 @@ def default_uri(cwd: Optional[str] = None) -> str:
     return "sqlite:///" + str(Path(cwd or os.getcwd()).resolve() / "outputs" / "mlflow.db")
 
 
-def resolve_uri(uri: Optional[str]) -> str:
+def resolve_uri_or_none(uri: Optional[str]) -> str:
     """tracking.uri if given, else $MLFLOW_TRACKING_URI, else a sqlite store under ./outputs/."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def resolve_uri(uri: Optional[str]) -> str:
+    """As resolve_uri_or_none, creating a local store's folder."""
+    uri = resolve_uri_or_none(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return uri
+
+
+def store_problem(uri: str, timeout: float = 3.0) -> Optional[str]:
+    """Why this tracking store cannot be used, or None. Quick: one HTTP request, no retries."""
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+                r.read()
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                return f"the tracking server refused the credentials (HTTP {e.code})"
+            return None  # it answers (a proxy may not know /health)
+        except (urllib.error.URLError, OSError) as e:
+            return f"no MLflow tracking server answers there ({getattr(e, 'reason', e)})"
+        return None
+    if uri.startswith("sqlite:///"):
+        return writable_problem(Path(uri[len("sqlite:///"):]).parent)
+    return None
+
+
+def writable_problem(folder: Path) -> Optional[str]:
+    """Why files cannot be written in `folder` (created if missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create the folder {folder}: {e.strerror or e}"
+    if not os.access(folder, os.W_OK):
+        return f"the folder {folder} is not writable"
+    return None
+
+
+@contextmanager
+def local_store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a sqlite database while opening it.
+
+    Opening a new sqlite store creates its tables (MLflow runs its Alembic migrations, Optuna
+    its schema); two processes doing that at once corrupt the file (seen with 4 workers).
+    Other URIs (a server, PostgreSQL) need no lock: their servers serialise that work.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///"):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def ui_command(uri: str) -> str:
@@ -217,20 +277,27 @@ def child_runs(client, parent_run_id: str, extra: str = "") -> list:
             return runs
 
 
-def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str]) -> None:
+def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str],
+                      dead_workers: Optional[set] = None) -> None:
     """Child runs left RUNNING by a dead worker follow their trial, Optuna's record:
-    FINISHED if the trial was told (it completed before the kill), else KILLED."""
+    FINISHED if the trial was told (it completed before the kill), else KILLED.
+
+    A run is settled only once its trial is no longer RUNNING and its worker (the run's tag
+    bpexp.worker) is known dead: a live worker may be between telling a trial and ending its run.
+    """
     for run in child_runs(client, parent_run_id, "attributes.status = 'RUNNING'"):
         number = int(run.data.tags.get("optuna.trial_number", -1))
         state = trial_states.get(number, "FAIL")
-        if state == "RUNNING":
-            continue  # another worker is still on it
-        if state in ("COMPLETE", "PRUNED"):
+        if state == "RUNNING" or (dead_workers is not None and run.data.tags.get("bpexp.worker") not in dead_workers):
+            continue
+        try:
             client.set_tag(run.info.run_id, "optuna.trial_state", state)
-            client.set_terminated(run.info.run_id, "FINISHED")
-        else:
-            client.set_tag(run.info.run_id, "optuna.trial_state", state)
-            end_run(client, run.info.run_id, "KILLED", "the worker stopped before the trial ended")
+            if state in ("COMPLETE", "PRUNED"):
+                client.set_terminated(run.info.run_id, "FINISHED")
+            else:
+                end_run(client, run.info.run_id, "KILLED", "the worker stopped before the trial ended")
+        except Exception:  # another worker settled it at the same moment
+            continue
 
 
 def record_study(client, parent_run_id: str, summary: Mapping[str, Any], register_as: Optional[str]) -> None:

@@ -6,7 +6,7 @@ everything a train run holds.
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -27,6 +27,16 @@ def member_of(cfg) -> Member:
 def check_device(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("train.device", device, "CUDA is not available on this machine")
+
+
+def check_tracking_uri(uri: Optional[str]) -> str:
+    """The resolved tracking URI, checked before anything runs: a server must answer, a local
+    store's folder must be writable. Raises ConfigError naming tracking.uri otherwise."""
+    uri = tracking.resolve_uri_or_none(uri)
+    problem = tracking.store_problem(uri)
+    if problem:
+        raise ConfigError("tracking.uri", tracking.redact(uri), problem)
+    return tracking.resolve_uri(uri)
 
 
 def predict(result: MemberResult, x: torch.Tensor) -> np.ndarray:
@@ -98,7 +108,7 @@ def config_tree(cfg) -> dict:
 def train(cfg: TrainAppConfig) -> float:
     """Train the configured network, record it, and return its final training MSE."""
     check_device(cfg.train.device)
-    uri = tracking.resolve_uri(cfg.tracking.uri)
+    uri = check_tracking_uri(cfg.tracking.uri)
     name = f"train-h{cfg.model.hidden}-lr{cfg.train.lr:g}-s{cfg.train.seed}"
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         with recorder.run(name, tracking.run_tags("train")) as run:
