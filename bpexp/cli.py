@@ -21,12 +21,17 @@ USAGE = """usage: bpexp {train,sweep} [hydra overrides and flags ...]
   bpexp train -m train.lr=0.001,0.01,0.1     one recorded run per value
   bpexp sweep                      the Optuna study of learning rate x hidden units
   bpexp sweep sweep.n_trials=200 sweep.sampler=gp train.epochs=2000
+  bpexp reproduce RUN_ID           train a recorded run again and compare (exit 1 on a mismatch)
   bpexp COMMAND --help             the command's config groups and keys
 """
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "reproduce":
+        from bpexp.reproduce import main as reproduce
+
+        sys.exit(reproduce(argv[1:]))
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)

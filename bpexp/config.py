@@ -176,7 +176,35 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
         _need(p.low < p.high, f"{where}.low", p.low, f"must be < {where}.high={p.high!r}")
         _need(not p.log or p.low > 0, f"{where}.low", p.low, "must be > 0 for a log scale")
         _need(p.step is None or p.step > 0, f"{where}.step", p.step, "must be > 0")
+        if p.type == "int":
+            for field_name in ("low", "high", "step"):
+                v = getattr(p, field_name)
+                _need(v is None or float(v).is_integer(), f"{where}.{field_name}", v, "must be a whole number for type int")
 
 
 def storage_default(cwd: str | None = None) -> str:
     return "sqlite:///" + os.path.join(os.path.abspath(cwd or os.getcwd()), "outputs", "optuna.db")
+
+
+def load_train_config(text: str) -> TrainAppConfig:
+    """A train config read back from a recorded run, safely.
+
+    YAML's safe loader builds plain values only (a `!!python/object` tag is an error), and the
+    only classes ever instantiated are this module's schema dataclasses: a key the schema lacks
+    (`_target_`, say) is rejected rather than followed. Values are then range-checked.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"config.yaml is not plain YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError("config.yaml does not hold a mapping of config groups")
+    data = {k: v for k, v in data.items() if k in ("model", "data", "train", "tracking")}
+    try:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainAppConfig), data))
+    except Exception as e:  # unknown key, wrong type
+        raise ValueError(f"config.yaml does not fit the train schema: {str(e).splitlines()[0]}") from None
+    validate_train(cfg)
+    return cfg

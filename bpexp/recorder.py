@@ -45,12 +45,9 @@ def _init() -> None:
     # Every task is finished and committed before the pool lets this process go, so skip the
     # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
     atexit.register(os._exit, 0)
-    # A recorder works in the background: no progress bars or table-creation chatter from it.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import logging
+    from bpexp import tracking
 
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    tracking.quiet_mlflow()  # a recorder works in the background
     # Pay for MLflow's import now, while the main process is busy with its own.
     import mlflow.tracking  # noqa: F401
 

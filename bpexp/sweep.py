@@ -24,6 +24,7 @@ import statistics
 import threading
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
@@ -46,10 +47,17 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 FINGERPRINT_SWEEP_KEYS = ("search_space", "seeds", "metric", "direction")
 
 
+_failpoint_hits: Counter = Counter()
+
+
 def failpoint(name: str) -> None:
-    """Die here as kill -9 would, when $BPEXP_FAILPOINT names this point (crash-safety tests)."""
-    if os.environ.get("BPEXP_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Die here as kill -9 would, when $BPEXP_FAILPOINT is "name" or "name:n" (the n-th time
+    this point is reached). For the crash-safety tests; a no-op otherwise."""
+    want, _, nth = os.environ.get("BPEXP_FAILPOINT", "").partition(":")
+    if want == name:
+        _failpoint_hits[name] += 1
+        if _failpoint_hits[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- config
@@ -341,14 +349,14 @@ def record_batch(cfg, recorder: Recorder, parent_run_id: str, study_name: str, d
         rec = run_record(config_tree(trial_config(cfg, t.params)), first, data, cfg.tracking.log_plots)
         rec.metrics += [(k, v, len(first.train_loss) - 1) for k, v in per_seed.items()]
         diverged = [r for r in results if r.status == "diverged"]
-        rec.tags.update({"optuna.study_name": study_name, "optuna.trial_number": t.number,
-                         "optuna.trial_state": state.name, "bpexp.worker": WORKER,
-                         "diverged": "true" if diverged else "false"})
+        rec.tags.update({"optuna.trial_state": state.name, "diverged": "true" if diverged else "false"})
         if diverged:
             rec.tags["diverged_epoch"] = min(r.stopped_at for r in diverged)
             rec.tags["diverged_seeds"] = ",".join(str(r.member.seed) for r in diverged)
-        runs[t.number] = recorder.new_run(f"trial-{t.number:04d}", tracking.run_tags("sweep"), rec,
-                                          parent_run_id, end_status=None)
+        # Created with the tags a resumed sweep needs to settle it, should this worker die.
+        tags = {**tracking.run_tags("sweep"), "optuna.study_name": study_name, "optuna.trial_number": t.number,
+                "bpexp.worker": WORKER}
+        runs[t.number] = recorder.new_run(f"trial-{t.number:04d}", tags, rec, parent_run_id, end_status=None)
     return runs
 
 

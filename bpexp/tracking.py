@@ -32,6 +32,15 @@ MAX_PARAM_LEN = 6000
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]*:)(?P<pw>[^@\s/]+)(?=@)")
 
 
+def quiet_mlflow() -> None:
+    """No progress bars or table-creation chatter from MLflow (call before importing it)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def redact(text: str) -> str:
     """Hide the password of every URL in `text`: postgresql://u:secret@h/db -> postgresql://u:***@h/db."""
     return _URL_PASSWORD.sub(r"\g<pre>***", text)
@@ -222,10 +231,22 @@ def weights_json(weights: Mapping[str, Any]) -> str:
 
 
 def parse_weights(text: str) -> dict[str, np.ndarray]:
-    data = json.loads(text)
+    """Weights written by weights_json; anything else is rejected with a clear error."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not a bpexp weights file (not JSON: {e.msg})") from None
     if not isinstance(data, dict) or set(data) != {"w1", "b1", "w2", "b2"}:
         raise ValueError("not a bpexp weights file (expected exactly the keys w1, b1, w2, b2)")
-    return {k: np.asarray(v, dtype=np.float32) for k, v in data.items()}
+    try:
+        w = {k: np.asarray(v, dtype=np.float32) for k, v in data.items()}
+    except (TypeError, ValueError):
+        raise ValueError("not a bpexp weights file (values must be arrays of numbers)") from None
+    h = w["w1"].shape[0] if w["w1"].ndim == 2 else -1
+    if not (h >= 1 and w["w1"].shape == (h, 1) and w["b1"].shape == (h, 1) and w["w2"].shape == (1, h)
+            and w["b2"].shape == (1, 1)):
+        raise ValueError("not a bpexp weights file (shapes must be w1 [H,1], b1 [H,1], w2 [1,H], b2 [1,1])")
+    return w
 
 
 def log_files(client, run_id: str, files: Mapping[str, bytes | str]) -> None:

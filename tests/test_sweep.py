@@ -195,11 +195,12 @@ def test_kill_9_then_resume_keeps_the_invariants(tmp_path):
             break
     os.killpg(proc.pid, signal.SIGKILL)  # the recorder process dies with it
     proc.wait()
-    assert Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] > 0
+    # Usually a batch was in flight; it may also have just been told (exact points: test_hardening).
+    had_running = Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] > 0
     r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     study, client, parent, children = check_invariants(tmp_path, 24)
-    assert Counter(t.state for t in study.trials)[TrialState.FAIL] > 0  # the killed batch
+    assert Counter(t.state for t in study.trials)[TrialState.FAIL] > 0 or not had_running  # the killed batch
     failed = {t.number for t in study.trials if t.state == TrialState.FAIL}
     for c in children:
         if int(c.data.tags["optuna.trial_number"]) in failed:

@@ -1,0 +1,99 @@
+"""`bpexp reproduce RUN_ID`: train a recorded run again from what MLflow holds, and compare.
+
+Reads the run's config.yaml and initial weights (safely: plain YAML into the typed schema,
+JSON weights; nothing is unpickled), checks that the initial weights are the ones its seed
+draws, trains again, and compares the final loss and weights with the recorded ones.
+Works for `bpexp train` runs and for a sweep's child runs (their config is the trial's).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bpexp import tracking
+from bpexp.config import ConfigError, load_train_config
+from bpexp.data import dataset_from_config
+from bpexp.network import init_weights
+from bpexp.population import train_population
+from bpexp.train import member_of
+
+TOLERANCE = 1e-6  # relative, when not bitwise (another machine, torch version or device)
+
+
+def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    both_nan = np.isnan(a) & np.isnan(b)
+    diff = np.abs(a - b)[~both_nan]
+    scale = np.maximum(np.abs(b), 1e-12)[~both_nan]
+    return float((diff / scale).max()) if diff.size else 0.0
+
+
+def reproduce(run_id: str, uri: str) -> int:
+    tracking.quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:
+        print(f"bpexp reproduce: error: run {run_id!r} not found in {tracking.redact(uri)} ({type(e).__name__})",
+              file=sys.stderr)
+        return 2
+    files, name = {}, "config.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for name in ("config.yaml", "weights/initial.json", "weights/final.json", "curves/loss_curve.csv"):
+                files[name] = Path(client.download_artifacts(run_id, name, tmp)).read_text(encoding="utf-8")
+            name = "config.yaml"
+            cfg = load_train_config(files[name])
+            name = "weights/initial.json"
+            recorded_init = tracking.parse_weights(files[name])
+            name = "weights/final.json"
+            recorded_final = tracking.parse_weights(files[name])
+        except (OSError, ValueError, ConfigError) as e:  # UnicodeDecodeError is a ValueError
+            reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
+            print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: {name}: {reason}", file=sys.stderr)
+            return 2
+    recorded_losses = np.array([float(line.split(",")[1]) for line in files["curves/loss_curve.csv"].splitlines()[1:]])
+    drawn = init_weights(cfg.model.hidden, cfg.train.seed)
+    if any(not np.array_equal(drawn[k].numpy(), recorded_init[k]) for k in drawn):
+        print(f"bpexp reproduce: error: the recorded initial weights are not what seed {cfg.train.seed} draws",
+              file=sys.stderr)
+        return 1
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise
+    result = train_population([member_of(cfg)], dataset_from_config(cfg.data), cfg.train.epochs,
+                              log_every=cfg.train.log_every, diverge_above=cfg.train.diverge_above,
+                              device=cfg.train.device)[0]
+    diffs = {"train_loss curve": max_rel_diff(result.train_loss, recorded_losses)}
+    diffs.update({f"final {k}": max_rel_diff(result.final_weights[k].numpy(), recorded_final[k]) for k in recorded_final})
+    worst = max(diffs, key=diffs.get)
+    print(f"run {run_id}: {run.info.run_name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
+          f"seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
+    print(f"final train_loss recorded {recorded_losses[-1]:.9g}, reproduced {result.final_train_loss:.9g}")
+    print(f"largest relative difference: {diffs[worst]:.3g} ({worst})")
+    if diffs[worst] == 0:
+        print("reproduced bit for bit")
+        return 0
+    if diffs[worst] <= TOLERANCE:
+        print(f"reproduced within {TOLERANCE:g} relative")
+        return 0
+    print(f"bpexp reproduce: MISMATCH: {worst} differs by {diffs[worst]:.3g} relative (> {TOLERANCE:g})",
+          file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="bpexp reproduce", description=__doc__.splitlines()[0])
+    p.add_argument("run_id")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
+    a = p.parse_args(argv)
+    return reproduce(a.run_id, tracking.resolve_uri_or_none(a.tracking_uri))

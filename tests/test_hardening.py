@@ -1,0 +1,236 @@
+"""Hardening: bad input, divergence, kill -9, concurrent workers, secrets, safe loading.
+
+More bad-input cases live beside their commands: tests/test_config.py (train values) and
+tests/test_sweep.py (sweep values).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from bpexp import tracking
+from bpexp.config import load_train_config
+from tests.conftest import run_bpexp
+from tests.test_sweep import check_invariants, load, mlflow_runs
+
+FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "sweep.seeds=1"]
+
+
+def assert_clean_failure(r, tmp_path, key, value, secret=None):
+    """Exit 2, one line naming key and value, no traceback, nothing recorded."""
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and value in lines[0], r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    if secret:
+        assert secret not in r.stderr + r.stdout
+    db = tmp_path / "outputs" / "mlflow.db"
+    if db.exists():  # the store may exist, but without any run
+        client = MlflowClient(f"sqlite:///{db}")
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+    optuna_db = tmp_path / "outputs" / "optuna.db"
+    if optuna_db.exists():
+        for s in optuna.get_all_study_summaries(f"sqlite:///{optuna_db}"):
+            assert s.n_trials == 0
+
+
+BAD_INPUT = [
+    (["train", "train.lr=abc"], "train.lr", "abc"),
+    (["sweep", "sweep.storage=notaurl"], "sweep.storage", "notaurl"),
+    (["sweep", "sweep.storage=postgresql://u:secret@127.0.0.1:1/db"], "sweep.storage", "postgresql://u:***@"),
+    (["train", "tracking.uri=http://127.0.0.1:9"], "tracking.uri", "http://127.0.0.1:9"),
+    (["sweep", "tracking.uri=http://u:secret@127.0.0.1:9"], "tracking.uri", "http://u:***@127.0.0.1:9"),
+    (["sweep", "~sweep.search_space.lr", "~sweep.search_space.hidden"], "sweep.search_space", "{}"),
+    (["sweep", "sweep.search_space.lr.low=0.5", "sweep.search_space.lr.high=0.5"], "sweep.search_space.lr.low", "0.5"),
+    (["sweep", "sweep.search_space.lr.low=0.5", "sweep.search_space.lr.high=0.1"], "sweep.search_space.lr.low", "0.5"),
+    (["sweep", "sweep.search_space.hidden.high=1.5"], "sweep.search_space.hidden.high", "1.5"),
+    (["sweep", "sweep.search_space.lr.type=normal"], "sweep.search_space.lr.type", "normal"),
+]
+
+
+@pytest.mark.parametrize("args,key,value", BAD_INPUT)
+def test_bad_input_fails_fast_and_leaves_nothing(tmp_path, args, key, value):
+    r = run_bpexp(*args, cwd=tmp_path, timeout=30)  # MLflow's and SQLAlchemy's retries would take minutes
+    assert_clean_failure(r, tmp_path, key, value, secret="secret")
+
+
+def test_unwritable_output_directory(tmp_path):
+    (tmp_path / "outputs").write_text("a file where bpexp's output folder should be")
+    r = run_bpexp("train", "train.epochs=10", cwd=tmp_path, timeout=30)
+    assert r.returncode == 2 and "tracking.uri" in r.stderr and "outputs" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_every_divergence_up_to_lr_10_is_recorded(tmp_path):
+    r = run_bpexp("sweep", "sweep.n_trials=10", "sweep.sampler=random", "sweep.search_space.lr.low=0.01",
+                  "sweep.search_space.lr.high=10", "train.epochs=300", "sweep.progress=false",
+                  "tracking.log_plots=false", "sweep.seeds=1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 10)
+    n_diverged = 0
+    for c in children:
+        losses = [m.value for m in client.get_metric_history(c.info.run_id, "train_loss")]
+        exploded = any(not (v <= 1e4) for v in losses)  # NaN, inf or above train.diverge_above
+        assert (c.data.tags["diverged"] == "true") == exploded
+        n_diverged += exploded
+    assert n_diverged > 0 and f"{n_diverged} diverged" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["parent-created", "training:2", "recording:2", "told:2"])
+def test_kill_9_at_each_point_then_resume(tmp_path, point):
+    """kill -9 while creating the parent run, while training, while recording, after telling;
+    the same command again restores every invariant of the sweep."""
+    args = ["sweep", "sweep.n_trials=9", "sweep.batch_size=3", *FAST]
+    r = run_bpexp(*args, cwd=tmp_path, env={"BPEXP_FAILPOINT": point})
+    assert r.returncode == -9, r.stderr
+    r = run_bpexp(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 9)
+    failed = {t.number for t in study.trials if t.state == TrialState.FAIL}
+    for c in children:
+        if int(c.data.tags["optuna.trial_number"]) in failed:
+            assert c.info.status == "KILLED"
+    if point != "parent-created":
+        assert failed  # the batch in flight was failed, not lost or counted
+
+
+@pytest.mark.slow
+def test_four_concurrent_workers_on_one_sqlite_study(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cmd = [sys.executable, "-m", "bpexp", "sweep", "sweep.n_trials=20", "sweep.batch_size=3", *FAST]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    study, client, parent, children = check_invariants(tmp_path, 20)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED") \
+        == Counter(t.number for t in study.trials if t.state == TrialState.COMPLETE)
+    workers = {c.data.tags["bpexp.worker"] for c in children}
+    assert len(workers) >= 2  # the work really was shared
+    surplus = [t for t in study.trials if t.user_attrs.get("bpexp.surplus")]
+    assert all(t.state == TrialState.FAIL for t in surplus)
+
+
+def test_secrets_never_reach_mlflow(tmp_path, monkeypatch):
+    """A password in the storage or tracking URI (config, command line) is redacted in params,
+    tags and every artifact, through the real recorder into a real store."""
+    from bpexp.config import TrainAppConfig
+    from bpexp.data import make_dataset
+    from bpexp.population import Member, train_population
+    from bpexp.recorder import Recorder
+    from bpexp.train import config_tree, run_record
+
+    secret_uri = "postgresql://alice:s3cr3t-pw@db.example:5432/optuna"
+    monkeypatch.setattr(sys, "argv", ["bpexp sweep", f"sweep.storage={secret_uri}", "tracking.uri=http://bob:hunter2@h:5000"])
+    cfg = TrainAppConfig()
+    tree = config_tree(cfg)
+    tree["tracking"]["uri"] = "http://bob:hunter2@h:5000"
+    tree["storage_note"] = secret_uri
+    data = make_dataset("sin", -5, 5, 20)
+    result = train_population([Member(4, "tanh", 0.01, 99)], data, 20)[0]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with Recorder(uri, "secrets") as rec:
+        run_id = rec.new_run("r", tracking.run_tags("sweep"), run_record(tree, result, data, True)).result()
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    everything = [*run.data.params.values(), *run.data.tags.values()]
+    client.download_artifacts(run_id, "", str(tmp_path / "dl"))
+    everything += [p.read_text() for p in (tmp_path / "dl").rglob("*") if p.is_file()]
+    text = "\n".join(everything)
+    assert "s3cr3t-pw" not in text and "hunter2" not in text
+    assert "postgresql://alice:***@db.example:5432/optuna" in text  # redacted, not dropped
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+    ("mysql+pymysql://user:p%40ss@host:3306/x", "mysql+pymysql://user:***@host:3306/x"),
+    ("http://u:pw@h:5000 and https://a:b@c", "http://u:***@h:5000 and https://a:***@c"),
+    ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ("http://host:5000/path", "http://host:5000/path"),
+])
+def test_redact(url, expected):
+    assert tracking.redact(url) == expected
+
+
+# ------------------------------------------------------------------ safe loading
+@pytest.fixture
+def recorded_run(tmp_path):
+    r = run_bpexp("train", "train.epochs=200", "model.hidden=5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])[0]
+    return client, run.info.run_id
+
+
+def test_reproduce_a_train_run_bit_for_bit(tmp_path, recorded_run):
+    client, run_id = recorded_run
+    r = run_bpexp("reproduce", run_id, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "reproduced bit for bit" in r.stdout and "largest relative difference: 0" in r.stdout
+
+
+def test_reproduce_detects_tampered_weights(tmp_path, recorded_run):
+    client, run_id = recorded_run
+    final = client.download_artifacts(run_id, "weights/final.json", str(tmp_path / "w"))
+    w = tracking.parse_weights(Path(final).read_text())
+    w["w2"] = w["w2"] * 1.001
+    client.log_text(run_id, tracking.weights_json(w), "weights/final.json")
+    r = run_bpexp("reproduce", run_id, cwd=tmp_path)
+    assert r.returncode == 1 and "MISMATCH" in r.stderr and "final w2" in r.stderr
+
+
+
+
+@pytest.mark.parametrize("artifact", ["config.yaml", "config_target", "weights/initial.json", "weights/extra_key"])
+def test_crafted_files_are_rejected_without_running_code(tmp_path, recorded_run, artifact):
+    client, run_id = recorded_run
+    marker = tmp_path / "pwned"
+    if artifact == "config.yaml":
+        client.log_text(run_id, f"!!python/object/apply:os.system ['touch {marker}']\n", "config.yaml")
+        expect = "not plain YAML"
+    elif artifact == "config_target":
+        client.log_text(run_id, "model:\n  _target_: os.system\n  hidden: 4\n", "config.yaml")
+        expect = "does not fit the train schema"
+    elif artifact == "weights/initial.json":
+        (tmp_path / "initial.json").write_bytes(pickle.dumps({"w1": 1}))
+        client.log_artifact(run_id, str(tmp_path / "initial.json"), "weights")
+        expect = "weights"
+    else:
+        client.log_text(run_id, '{"w1": [[1]], "b1": [[1]], "w2": [[1]], "b2": [[1]], "__class__": "os.system"}',
+                        "weights/initial.json")
+        expect = "not a bpexp weights file"
+    r = run_bpexp("reproduce", run_id, cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert expect in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
+
+
+def test_load_train_config_accepts_what_train_records(recorded_run, tmp_path):
+    client, run_id = recorded_run
+    text = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path / "c"))).read_text()
+    cfg = load_train_config(text)
+    assert cfg.model.hidden == 5 and cfg.train.epochs == 200
+
+
+@pytest.mark.slow
+def test_reproduce_a_sweep_child(tmp_path):
+    r = run_bpexp("sweep", "sweep.n_trials=2", "sweep.seeds=2", *FAST[:3], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, _, children = mlflow_runs(tmp_path)
+    for c in children:
+        r = run_bpexp("reproduce", c.info.run_id, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert len(load(tmp_path).trials) == 2
