@@ -158,14 +158,7 @@ def penalty(cfg: SweepAppConfig) -> float:
 def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
     """Create or load the study; True if this worker created it (and so owns its set-up)."""
     url = cfg.sweep.storage or storage_default()
-    try:
-        with warnings.catch_warnings(), tracking.local_store_lock(url):
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, since 2.9
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                                 engine_kwargs=engine_kwargs(url))
-    except Exception as e:  # a malformed URL, a server that is down, a folder we cannot write
-        reason = tracking.redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-        raise ConfigError("sweep.storage", tracking.redact(url), f"cannot open this Optuna storage: {reason}") from None
+    storage = open_storage(url)
     kwargs = dict(study_name=cfg.sweep.study_name, storage=storage, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
     mine = fingerprint(cfg)
     try:
@@ -184,6 +177,35 @@ def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
         raise ConfigError(key, new, f"study '{cfg.sweep.study_name}' was created with {key}={old!r}; "
                                     "resume it with the same config or choose another sweep.study_name")
     return study, False
+
+
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage, created once per database even when workers start together.
+
+    Opening a new database creates Optuna's tables. A sqlite file is locked meanwhile
+    (tracking.local_store_lock). On a server (PostgreSQL, MySQL), workers that start at once
+    race to create the same tables; a loser fails with a duplicate-key or duplicate-table
+    error and simply opens the database again, now created. Anything else (a malformed URL,
+    a server that is down, a folder we cannot write) is a ConfigError naming sweep.storage.
+    """
+    import random
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings(), tracking.local_store_lock(url):
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, since 2.9
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                  engine_kwargs=engine_kwargs(url))
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random())  # another worker is creating the tables
+        except Exception as e:
+            reason = tracking.redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            raise ConfigError("sweep.storage", tracking.redact(url), f"cannot open this Optuna storage: {reason}") from None
+    raise AssertionError("unreachable")
 
 
 def engine_kwargs(url: str) -> dict:
@@ -228,6 +250,15 @@ def fail_stale_trials(study: optuna.Study) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not worker_alive(t.user_attrs.get("bpexp.worker", "")):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def take_over(study: optuna.Study, recorder: Recorder, parent: str) -> None:
+    """Clean up after dead workers: fail their RUNNING trials, settle their RUNNING child runs."""
+    fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    states = {t.number: t.state.name for t in trials}
+    workers = {t.user_attrs.get("bpexp.worker") for t in trials} - {None}
+    recorder.call("settle_child_runs", parent, states, {w for w in workers if not worker_alive(w)}).result()
 
 
 def worker_alive(worker: str) -> bool:
@@ -371,11 +402,7 @@ def sweep(cfg: SweepAppConfig) -> float:
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         parent = parent_run(recorder, study, creator, cfg)
         failpoint("parent-created")
-        fail_stale_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        states = {t.number: t.state.name for t in trials}
-        workers = {t.user_attrs.get("bpexp.worker") for t in trials} - {None}
-        recorder.call("settle_child_runs", parent, states, {w for w in workers if not worker_alive(w)}).result()
+        take_over(study, recorder, parent)
         data = dataset_from_config(cfg.data)
         heartbeat = Heartbeat(study)
         progress = _progress(cfg, study)
@@ -389,6 +416,7 @@ def sweep(cfg: SweepAppConfig) -> float:
             heartbeat.close()
             if progress is not None:
                 progress.close()
+        take_over(study, recorder, parent)  # runs of a worker that died while this one worked
         summary = study_summary(study, cfg)
         recorder.call("record_study", parent, summary, cfg.sweep.register_as).result()
         recorder.call("end_run", parent, "FINISHED").result()

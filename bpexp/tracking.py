@@ -73,19 +73,33 @@ def resolve_uri(uri: Optional[str]) -> str:
     return uri
 
 
-def store_problem(uri: str, timeout: float = 3.0) -> Optional[str]:
-    """Why this tracking store cannot be used, or None. Quick: one HTTP request, no retries."""
+def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
+    """Why this tracking store cannot be used, or None. Quick: one HTTP request, no retries.
+
+    For a server, one authenticated API call with the credentials MLflow itself will use
+    ($MLFLOW_TRACKING_USERNAME / _PASSWORD, or a token), so that a server that is down or
+    wrong credentials are found before any training, not after it.
+    """
     if uri.startswith(("http://", "https://")):
+        import base64
         import urllib.error
         import urllib.request
 
+        req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+        user, pw = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        if user and pw:
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode())
+        elif token:
+            req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 r.read()
         except urllib.error.HTTPError as e:
             if e.code in (401, 403):
-                return f"the tracking server refused the credentials (HTTP {e.code})"
-            return None  # it answers (a proxy may not know /health)
+                who = f"user {user!r}" if user else "no credentials ($MLFLOW_TRACKING_USERNAME/_PASSWORD unset)"
+                return f"the tracking server refused {who} (HTTP {e.code})"
+            return f"the tracking server answered HTTP {e.code} {e.reason}"
         except (urllib.error.URLError, OSError) as e:
             return f"no MLflow tracking server answers there ({getattr(e, 'reason', e)})"
         return None

@@ -1,0 +1,123 @@
+"""Several workers on one study in PostgreSQL, recording to an MLflow tracking server.
+
+Needs the real servers: .ci/run starts PostgreSQL and `mlflow server` (PostgreSQL backend) on
+loopback and sets BPEXP_TEST_PG_URL and BPEXP_TEST_MLFLOW_URI. Under CI a missing server is a
+failure, not a skip.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+PG = os.environ.get("BPEXP_TEST_PG_URL")
+MLFLOW = os.environ.get("BPEXP_TEST_MLFLOW_URI")
+
+
+@pytest.fixture
+def servers():
+    if not (PG and MLFLOW):
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide BPEXP_TEST_PG_URL and BPEXP_TEST_MLFLOW_URI (see .ci/run)")
+        pytest.skip("no PostgreSQL / MLflow server given (BPEXP_TEST_PG_URL, BPEXP_TEST_MLFLOW_URI)")
+    return PG, MLFLOW
+
+
+def start_workers(n, tmp_path, study, experiment, n_trials, extra=()):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cmd = [sys.executable, "-m", "bpexp", "sweep", f"sweep.n_trials={n_trials}", "sweep.seeds=1",
+           "sweep.batch_size=3", "train.epochs=400", "sweep.progress=false", "tracking.log_plots=false",
+           f"sweep.storage={PG}", f"tracking.uri={MLFLOW}", f"sweep.study_name={study}",
+           f"tracking.experiment={experiment}", *extra]
+    procs = []
+    for i in range(n):
+        d = tmp_path / f"worker{i}"  # as on separate machines: nothing shared but the servers
+        d.mkdir()
+        procs.append(subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, start_new_session=True))
+    return procs
+
+
+def check(study_name, experiment, n_trials, password):
+    study = optuna.load_study(study_name=study_name, storage=PG)
+    states = Counter(t.state for t in study.trials)
+    assert states[TrialState.COMPLETE] == n_trials and states[TrialState.RUNNING] == 0
+    client = MlflowClient(MLFLOW)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("bpexp.role") == "study"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_id == study.user_attrs["mlflow.parent_run_id"]
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    finished = Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED")
+    assert finished == Counter(t.number for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    for r in runs:  # credentials are never recorded
+        assert password not in " ".join([*r.data.params.values(), *r.data.tags.values()])
+    return study, children
+
+
+def test_three_workers_share_one_study(servers, tmp_path):
+    name, exp = f"scale-{uuid.uuid4().hex[:8]}", f"scale-{uuid.uuid4().hex[:8]}"
+    procs = start_workers(3, tmp_path, name, exp, 18)
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    password = PG.split("@")[0].rsplit(":", 1)[-1]
+    assert all(password not in o[0] + o[1] for o in outs)
+    study, children = check(name, exp, 18, password)
+    assert len({c.data.tags["bpexp.worker"] for c in children}) >= 2  # the work was shared
+
+
+def test_a_dying_worker_does_not_stop_the_others(servers, tmp_path):
+    name, exp = f"die-{uuid.uuid4().hex[:8]}", f"die-{uuid.uuid4().hex[:8]}"
+    procs = start_workers(3, tmp_path, name, exp, 18, extra=["train.epochs=1500"])
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill one worker once the study is under way
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name=name, storage=PG)
+        except KeyError:
+            continue
+        if Counter(t.state for t in study.trials)[TrialState.COMPLETE] >= 3:
+            break
+    os.killpg(procs[0].pid, signal.SIGKILL)
+    procs[0].wait()  # reaped, as a shell reaps a killed job (a zombie still answers kill -0)
+    outs = [p.communicate(timeout=600) for p in procs[1:]]
+    assert all(p.returncode == 0 for p in procs[1:]), [o[1][-1500:] for o in outs]
+    check(name, exp, 18, PG.split("@")[0].rsplit(":", 1)[-1])
+
+
+def test_wrong_credentials_fail_before_training(tmp_path):
+    """A server that refuses the credentials: one clear line, exit 2, nothing trained."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(MLFLOW_TRACKING_USERNAME="alice", MLFLOW_TRACKING_PASSWORD="wrong-pw")
+        r = subprocess.run([sys.executable, "-m", "bpexp", "sweep", f"tracking.uri=http://127.0.0.1:{server.server_port}"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    assert r.returncode == 2 and "tracking.uri" in r.stderr and "refused user 'alice' (HTTP 401)" in r.stderr
+    assert "wrong-pw" not in r.stderr + r.stdout and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs" / "optuna.db").exists()
