@@ -40,11 +40,15 @@ def checked(cfg: DictConfig, validate: Callable, command: str):
 
 
 def run_checked(command: str, fn: Callable, cfg) -> float:
-    """Run the command; a ConfigError found only at run time (no CUDA, say) is one line too."""
+    """Run the command; a ConfigError found only at run time (no CUDA, say) is one line too,
+    and so is Ctrl-C (what was running is already marked failed / KILLED by then)."""
     try:
         return fn(cfg)
     except ConfigError as e:
         fail(command, str(e))
+    except KeyboardInterrupt:
+        print(f"bpexp {command}: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="train")

@@ -468,9 +468,11 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
                                       batch.results, batch.outcomes)
             pending = batch
     except BaseException:
-        for b in (pending, batch):
-            for t in (b.trials if b else []):
-                study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+        in_flight = [b for b in (pending, batch) if b is not None]
+        for t in (t for b in in_flight for t in b.trials):
+            study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+        run_ids = [f.result() for b in in_flight for f in b.runs.values()]
+        recorder.call("end_runs", run_ids, "KILLED").result()
         raise
 
 

@@ -234,3 +234,35 @@ def test_reproduce_a_sweep_child(tmp_path):
         r = run_bpexp("reproduce", c.info.run_id, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
     assert len(load(tmp_path).trials) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_what_runs_then_resume(tmp_path):
+    """Ctrl-C: one line, exit 130, the batches in flight failed (trials) and KILLED (runs)."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    args = ["sweep", "sweep.n_trials=40", "sweep.batch_size=4", "train.epochs=2000", "sweep.progress=false",
+            "tracking.log_plots=false", "sweep.seeds=1"]
+    p = subprocess.Popen([sys.executable, "-m", "bpexp", *args], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            if Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 4:
+                break
+        except Exception:
+            continue
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.strip().splitlines() == ["bpexp sweep: interrupted; run the same command again to resume"]
+    study = load(tmp_path)
+    assert Counter(t.state for t in study.trials)[TrialState.RUNNING] == 0
+    _, parents, children = mlflow_runs(tmp_path)
+    assert parents[0].info.status == "KILLED" and "KeyboardInterrupt" in parents[0].data.tags["bpexp.error"]
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    r = run_bpexp(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    check_invariants(tmp_path, 40)
