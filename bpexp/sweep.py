@@ -25,8 +25,9 @@ import threading
 import time
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import optuna
 from omegaconf import OmegaConf
@@ -440,21 +441,21 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
             k = min(batch_size(cfg), cfg.sweep.n_trials - done - running)
             batch = None
             if k > 0:
-                batch = Batch(ask(cfg, study, k))
+                with deferred_interrupts():  # a trial asked is a trial this batch knows of
+                    batch = Batch(ask(cfg, study, k))
             if batch is not None and not batch.trials:
                 batch = None
             if batch is not None:
-                for t in batch.trials:
-                    t.set_user_attr("bpexp.worker", WORKER)
-                    for key, p in searched(cfg):
-                        suggest(t, key, p)
                 heartbeat.track([t for b in (pending, batch) if b for t in b.trials])
                 failpoint("training")
                 batch.results = train_batch(cfg, study, batch.trials, data)
                 batch.outcomes = {n: outcome(cfg, rs) for n, rs in batch.results.items()}
-            finished, pending = pending, None
-            if finished is not None:
-                finish_batch(study, recorder, finished, progress)
+            if pending is not None:
+                with deferred_interrupts():  # told and finished together, or neither
+                    finish_batch(study, recorder, pending, progress)
+                    pending, finished = None, pending
+            else:
+                finished = None
             if batch is None:
                 if finished is not None:
                     continue  # its pruned trials may leave the study short of n_trials
@@ -464,8 +465,9 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
                 time.sleep(POLL_S)
                 fail_stale_trials(study)
                 continue
-            batch.runs = record_batch(cfg, recorder, parent, study.study_name, data, batch.trials,
-                                      batch.results, batch.outcomes)
+            with deferred_interrupts():  # every run submitted is a run this batch knows of
+                batch.runs = record_batch(cfg, recorder, parent, study.study_name, data, batch.trials,
+                                          batch.results, batch.outcomes)
             pending = batch
     except BaseException:
         in_flight = [b for b in (pending, batch) if b is not None]
@@ -482,6 +484,24 @@ class Batch:
     results: dict = field(default_factory=dict)
     outcomes: dict = field(default_factory=dict)
     runs: dict = field(default_factory=dict)  # trial number -> future of its child run id
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, so a step that must not be cut in two (asking a
+    batch, recording it, telling it and ending its runs) is never half done. Python runs
+    signal handlers in the main thread: this one notes the signal, and the block's end raises."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def finish_batch(study: optuna.Study, recorder: Recorder, batch: Batch, progress) -> None:
@@ -513,6 +533,9 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
     keep = []
     for t in asked:
         if bisect.bisect_left(taken, t.number) < cfg.sweep.n_trials:
+            t.set_user_attr("bpexp.worker", WORKER)
+            for key, p in searched(cfg):
+                suggest(t, key, p)
             keep.append(t)
         else:
             t.set_user_attr("bpexp.surplus", True)  # asked by a worker that raced another; never trained
