@@ -15,6 +15,7 @@ Every trial's state lives in Optuna's storage, the source of truth when a sweep 
 from __future__ import annotations
 
 import bisect
+import datetime
 import json
 import math
 import os
@@ -248,8 +249,12 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not worker_alive(t.user_attrs.get("bpexp.worker", "")):
+        worker = t.user_attrs.get("bpexp.worker")
+        # Unclaimed: its worker died between asking for it and claiming it (milliseconds apart).
+        orphan = worker is None and t.datetime_start and (now - t.datetime_start).total_seconds() > GRACE_S
+        if orphan or (worker is not None and not worker_alive(worker)):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
@@ -526,14 +531,16 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
     trial is trained only if fewer than n_trials lower-numbered trials are COMPLETE or RUNNING.
     Then no study ever ends with more than n_trials COMPLETE trials.
     """
+    asked = []
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
-        asked = [study.ask() for _ in range(k)]
+        for _ in range(k):
+            asked.append(study.ask())
+            asked[-1].set_user_attr("bpexp.worker", WORKER)  # claimed at once (see fail_stale_trials)
     taken = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
     keep = []
     for t in asked:
         if bisect.bisect_left(taken, t.number) < cfg.sweep.n_trials:
-            t.set_user_attr("bpexp.worker", WORKER)
             for key, p in searched(cfg):
                 suggest(t, key, p)
             keep.append(t)

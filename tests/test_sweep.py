@@ -250,3 +250,24 @@ def test_objective_is_the_median_over_seeds_with_diverged_seeds_penalised():
     assert value == penalty(cfg) > cfg.train.diverge_above
     state, _, _ = outcome(cfg, [_result(1, 0.5, "pruned")])
     assert state == TrialState.PRUNED
+
+
+def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypatch):
+    from bpexp import sweep
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    unclaimed = study.ask()  # its worker died before claiming it
+    dead = study.ask()
+    dead.set_user_attr("bpexp.worker", f"{sweep.socket.gethostname()}:{2**22 + 12345}")  # no such pid
+    live = study.ask()
+    live.set_user_attr("bpexp.worker", sweep.WORKER)
+    elsewhere = study.ask()
+    elsewhere.set_user_attr("bpexp.worker", "another-host:1")  # Optuna's heartbeat covers it
+    sweep.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.trials}
+    assert states[dead.number] == TrialState.FAIL
+    assert states[unclaimed.number] == states[live.number] == states[elsewhere.number] == TrialState.RUNNING
+    monkeypatch.setattr(sweep, "GRACE_S", 0)  # unclaimed for longer than the grace period
+    sweep.fail_stale_trials(study)
+    assert study.trials[unclaimed.number].state == TrialState.FAIL
+    assert study.trials[live.number].state == TrialState.RUNNING
