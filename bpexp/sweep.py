@@ -512,12 +512,18 @@ def deferred_interrupts() -> Iterator[None]:
 def finish_batch(study: optuna.Study, recorder: Recorder, batch: Batch, progress) -> None:
     """Wait for the batch's child runs, tell Optuna the results, then finish the runs."""
     failpoint("recording")
-    run_ids = [run.result() for run in batch.runs.values()]
+    finished, killed = [], []
     for t in batch.trials:
+        run_id = batch.runs[t.number].result()
         state, value, _ = batch.outcomes[t.number]
-        study.tell(t, value if state == TrialState.COMPLETE else None, state=state)
+        told = study.tell(t, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
+        # Another worker may have failed it as stale meanwhile (a heartbeat missed under load):
+        # Optuna's state is the record, so its run ends KILLED, never FINISHED for a failed trial.
+        (finished if told.state == state else killed).append(run_id)
     failpoint("told")
-    recorder.call("end_runs", run_ids, "FINISHED")
+    recorder.call("end_runs", finished, "FINISHED")
+    if killed:
+        recorder.call("end_runs", killed, "KILLED")
     if progress is not None:
         progress.update(sum(1 for o in batch.outcomes.values() if o[0] == TrialState.COMPLETE))
         progress.set_postfix(best=f"{_best_value(study):.3g}")

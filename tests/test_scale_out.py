@@ -91,7 +91,7 @@ def test_a_dying_worker_does_not_stop_the_others(servers, tmp_path):
     os.killpg(procs[0].pid, signal.SIGKILL)
     procs[0].wait()  # reaped, as a shell reaps a killed job (a zombie still answers kill -0)
     outs = [p.communicate(timeout=600) for p in procs[1:]]
-    assert all(p.returncode == 0 for p in procs[1:]), [o[1][-1500:] for o in outs]
+    assert all(p.returncode == 0 for p in procs[1:]), [o[1][-6000:] for o in outs]
     check(name, exp, 18, PG.split("@")[0].rsplit(":", 1)[-1])
 
 
