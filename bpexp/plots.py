@@ -1,7 +1,7 @@
-"""Figures recorded with every run and study.
+"""The study-level figures on a sweep's parent run (per-run figures are SVG: bpexp/svg.py).
 
-Built on matplotlib's object API (Figure + Agg canvas, no pyplot): no global state, so a
-figure can be rendered on a worker thread while the next population trains.
+Built on matplotlib's object API (Figure + Agg canvas, no pyplot): no global state. They are
+drawn once per sweep, in the recorder process.
 """
 from __future__ import annotations
 
@@ -25,19 +25,6 @@ def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
-
-
-def fit_plot(x_test, y_test, x, y, pred, title: str) -> bytes:
-    """The seed's figure, done well: truth on the dense grid, the training points, the fit."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    ax.plot(x_test, y_test, color="0.3", lw=1.5, label="truth")
-    ax.plot(x_test, pred, color="tab:red", lw=1.5, label="network")
-    ax.scatter(x, y, s=18, color="tab:blue", zorder=3, label="training points")
-    ax.set(xlabel="x", ylabel="y", title=title)
-    ax.legend(loc="upper right", fontsize=8)
-    _frame(fig)
-    return _png(fig)
 
 
 def loss_plot(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str) -> bytes:

@@ -1,4 +1,4 @@
-"""A separate process that does all MLflow work and renders the figures.
+"""A separate process that does all MLflow work, and draws the study's figures.
 
 Importing MLflow and opening its store costs about 2.5 s, matplotlib 0.6 s, and each
 recorded run tens of milliseconds of database writes and figure rendering. None of that
@@ -35,7 +35,6 @@ class RunRecord:
     metrics: list[tuple[str, float, int]] = field(default_factory=list)  # (key, value, step)
     tags: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)  # artifact path -> bytes | str
-    figures: dict[str, tuple[str, dict]] = field(default_factory=dict)  # path -> (plots.fn name, kwargs)
 
 
 def _init() -> None:
@@ -96,14 +95,11 @@ def _new_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: in
 
 
 def _record(run_id: str, record: RunRecord, end_status: Optional[str]) -> None:
-    from bpexp import plots, tracking
+    from bpexp import tracking
 
-    files = dict(record.files)
-    for path, (fn, kwargs) in record.figures.items():
-        files[path] = getattr(plots, fn)(**kwargs)
     tracking.log_all(_client, run_id, record.params, record.metrics, record.tags)
-    if files:
-        tracking.log_files(_client, run_id, files)
+    if record.files:
+        tracking.log_files(_client, run_id, record.files)
     if end_status:
         _client.set_terminated(run_id, end_status)
 

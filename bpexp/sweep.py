@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 from bpexp import tracking
 from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig, storage_default, validate_train
 from bpexp.data import dataset_from_config
-from bpexp.population import Member, MemberResult, train_population
+from bpexp.population import MemberResult, train_population
 from bpexp.recorder import Recorder
 from bpexp.train import check_device, check_tracking_uri, config_tree, member_of, run_record
 
