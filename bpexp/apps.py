@@ -111,9 +111,9 @@ def precheck(command: str, args: list[str]) -> None:
                 cfg = compose(config_name, overrides=trial)
             except Exception as e:
                 # Name the override that breaks the config: compose with each one alone.
-                culprit = next((o for o in trial if _composes(config_name, o) is not None), None)
-                where = f"{culprit}: " if culprit else ""
-                fail(command, where + _first_line(_composes(config_name, culprit) if culprit else e))
+                alone = ((o, _composes(config_name, o)) for o in trial)
+                culprit, error = next(((o, err) for o, err in alone if err is not None), (None, e))
+                fail(command, (f"{culprit}: " if culprit else "") + _first_line(error))
             checked(cfg, validate, command)
 
 

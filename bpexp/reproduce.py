@@ -96,4 +96,4 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
     a = p.parse_args(argv)
-    return reproduce(a.run_id, tracking.resolve_uri_or_none(a.tracking_uri))
+    return reproduce(a.run_id, tracking.resolved_uri(a.tracking_uri))

@@ -76,15 +76,12 @@ def suggest(trial: optuna.Trial, key: str, p: ParamSpec) -> Any:
     return trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
 
 
-def trial_config(cfg: SweepAppConfig, params: dict[str, Any], seed: Optional[int] = None) -> TrainAppConfig:
+def trial_config(cfg: SweepAppConfig, params: dict[str, Any]) -> TrainAppConfig:
     """The train config of one trial: the sweep's config with the sampled values put in."""
     c = OmegaConf.structured(TrainAppConfig(cfg.model, cfg.data, cfg.train, cfg.tracking))
     for key, value in params.items():
         OmegaConf.update(c, key, value)
-    obj = OmegaConf.to_object(c)
-    if seed is not None:
-        obj.train = replace(obj.train, seed=seed)
-    return obj
+    return OmegaConf.to_object(c)
 
 
 def check_search_space(cfg: SweepAppConfig) -> None:
@@ -316,10 +313,10 @@ def count(study: optuna.Study, *states: TrialState) -> int:
 
 
 # ----------------------------------------------------------------------------- one batch
-def train_batch(cfg: SweepAppConfig, study: optuna.Study, trials: list[optuna.Trial], data) -> dict[int, list[MemberResult]]:
+def train_batch(cfg: SweepAppConfig, trials: list[optuna.Trial], configs: dict[int, TrainAppConfig],
+                data) -> dict[int, list[MemberResult]]:
     """Train every seed of every trial as one population, pruning from inside the loop."""
     seeds = [cfg.train.seed + i for i in range(cfg.sweep.seeds)]
-    configs = {t.number: trial_config(cfg, t.params) for t in trials}
     members, owner = [], []
     for t in trials:
         for s in seeds:
@@ -375,15 +372,14 @@ def outcome(cfg: SweepAppConfig, results: list[MemberResult]) -> tuple[TrialStat
     return state, objective, per_seed
 
 
-def record_batch(cfg, recorder: Recorder, parent_run_id: str, study_name: str, data, trials, by_trial,
-                 outcomes) -> dict[int, Any]:
+def record_batch(cfg, recorder: Recorder, parent_run_id: str, study_name: str, data, batch: "Batch") -> dict[int, Any]:
     """Record each trial as a child run, left RUNNING until its trial has been told."""
     runs = {}
-    for t in trials:
-        results = by_trial[t.number]
-        state, _, per_seed = outcomes[t.number]
+    for t in batch.trials:
+        results = batch.results[t.number]
+        state, _, per_seed = batch.outcomes[t.number]
         first = results[0]  # the trial's config as given (seed = train.seed): reproducible as is
-        rec = run_record(config_tree(trial_config(cfg, t.params)), first, data, cfg.tracking.log_plots)
+        rec = run_record(config_tree(batch.configs[t.number]), first, data, cfg.tracking.log_plots)
         rec.metrics += [(k, v, len(first.train_loss) - 1) for k, v in per_seed.items()]
         diverged = [r for r in results if r.status == "diverged"]
         rec.tags.update({"optuna.trial_state": state.name, "diverged": "true" if diverged else "false"})
@@ -453,7 +449,8 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
             if batch is not None:
                 heartbeat.track([t for b in (pending, batch) if b for t in b.trials])
                 failpoint("training")
-                batch.results = train_batch(cfg, study, batch.trials, data)
+                batch.configs = {t.number: trial_config(cfg, t.params) for t in batch.trials}
+                batch.results = train_batch(cfg, batch.trials, batch.configs, data)
                 batch.outcomes = {n: outcome(cfg, rs) for n, rs in batch.results.items()}
             if pending is not None:
                 with deferred_interrupts():  # told and finished together, or neither
@@ -471,8 +468,7 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
                 fail_stale_trials(study)
                 continue
             with deferred_interrupts():  # every run submitted is a run this batch knows of
-                batch.runs = record_batch(cfg, recorder, parent, study.study_name, data, batch.trials,
-                                          batch.results, batch.outcomes)
+                batch.runs = record_batch(cfg, recorder, parent, study.study_name, data, batch)
             pending = batch
     except BaseException:
         in_flight = [b for b in (pending, batch) if b is not None]
@@ -486,6 +482,7 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
 @dataclass
 class Batch:
     trials: list
+    configs: dict = field(default_factory=dict)  # trial number -> its TrainAppConfig
     results: dict = field(default_factory=dict)
     outcomes: dict = field(default_factory=dict)
     runs: dict = field(default_factory=dict)  # trial number -> future of its child run id

@@ -12,6 +12,7 @@ itself: that is why mlflow is imported inside the functions that need it.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -60,14 +61,14 @@ def default_uri(cwd: Optional[str] = None) -> str:
     return "sqlite:///" + str(Path(cwd or os.getcwd()).resolve() / "outputs" / "mlflow.db")
 
 
-def resolve_uri_or_none(uri: Optional[str]) -> str:
+def resolved_uri(uri: Optional[str]) -> str:
     """tracking.uri if given, else $MLFLOW_TRACKING_URI, else a sqlite store under ./outputs/."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
 def resolve_uri(uri: Optional[str]) -> str:
-    """As resolve_uri_or_none, creating a local store's folder."""
-    uri = resolve_uri_or_none(uri)
+    """As resolved_uri, creating a local store's folder."""
+    uri = resolved_uri(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return uri
@@ -195,10 +196,17 @@ def _git_commit() -> Optional[str]:
 
 def run_tags(command: str) -> dict[str, str]:
     """Tags every bpexp run carries: how it was started and with which library versions."""
+    return dict(_run_tags(command, tuple(sys.argv[1:])))
+
+
+@functools.lru_cache(maxsize=None)
+def _run_tags(command: str, args: tuple[str, ...]) -> dict[str, str]:
+    # Fixed for the life of the process, and costly (a git subprocess, package metadata):
+    # worked out once, not once per trial.
     tags = {
         "mlflow.source.name": f"bpexp {command}",
         "mlflow.source.type": "LOCAL",
-        "bpexp.command": redact(" ".join(["bpexp", command, *map(shlex.quote, sys.argv[1:])])),
+        "bpexp.command": redact(" ".join(["bpexp", command, *map(shlex.quote, args)])),
         **{f"version.{p}": _version(p) for p in ("bpexp", "torch", "optuna", "mlflow", "hydra-core")},
     }
     commit = _git_commit()

@@ -32,7 +32,7 @@ def check_device(device: str) -> None:
 def check_tracking_uri(uri: Optional[str]) -> str:
     """The resolved tracking URI, checked before anything runs: a server must answer, a local
     store's folder must be writable. Raises ConfigError naming tracking.uri otherwise."""
-    uri = tracking.resolve_uri_or_none(uri)
+    uri = tracking.resolved_uri(uri)
     problem = tracking.store_problem(uri)
     if problem:
         raise ConfigError("tracking.uri", tracking.redact(uri), problem)
