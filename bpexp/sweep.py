@@ -252,7 +252,20 @@ def fail_stale_trials(study: optuna.Study) -> None:
         # Unclaimed: its worker died between asking for it and claiming it (milliseconds apart).
         orphan = worker is None and t.datetime_start and (now - t.datetime_start).total_seconds() > GRACE_S
         if orphan or (worker is not None and not worker_alive(worker)):
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            tell(study, t.number, None, TrialState.FAIL)
+
+
+def tell(study: optuna.Study, trial, value: Optional[float], state: TrialState) -> TrialState:
+    """Tell a trial's result unless it is finished already; return the state it ends in.
+
+    skip_if_finished alone is not enough with several workers: two of them may both see a dead
+    worker's trial RUNNING and fail it together; the storage then refuses the second update.
+    """
+    try:
+        return study.tell(trial, value, state=state, skip_if_finished=True).state
+    except optuna.exceptions.UpdateFinishedTrialError:
+        number = trial if isinstance(trial, int) else trial.number
+        return study.get_trials(deepcopy=False)[number].state
 
 
 def take_over(study: optuna.Study, recorder: Recorder, parent: str) -> None:
@@ -473,7 +486,7 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
     except BaseException:
         in_flight = [b for b in (pending, batch) if b is not None]
         for t in (t for b in in_flight for t in b.trials):
-            study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+            tell(study, t, None, TrialState.FAIL)
         run_ids = [f.result() for b in in_flight for f in b.runs.values()]
         recorder.call("end_runs", run_ids, "KILLED").result()
         raise
@@ -513,10 +526,10 @@ def finish_batch(study: optuna.Study, recorder: Recorder, batch: Batch, progress
     for t in batch.trials:
         run_id = batch.runs[t.number].result()
         state, value, _ = batch.outcomes[t.number]
-        told = study.tell(t, value if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
+        told = tell(study, t, value if state == TrialState.COMPLETE else None, state)
         # Another worker may have failed it as stale meanwhile (a heartbeat missed under load):
         # Optuna's state is the record, so its run ends KILLED, never FINISHED for a failed trial.
-        (finished if told.state == state else killed).append(run_id)
+        (finished if told == state else killed).append(run_id)
     failpoint("told")
     recorder.call("end_runs", finished, "FINISHED")
     if killed:
@@ -549,7 +562,7 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
             keep.append(t)
         else:
             t.set_user_attr("bpexp.surplus", True)  # asked by a worker that raced another; never trained
-            study.tell(t, state=TrialState.FAIL)
+            tell(study, t, None, TrialState.FAIL)
     return keep
 
 

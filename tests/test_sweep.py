@@ -271,3 +271,24 @@ def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypat
     sweep.fail_stale_trials(study)
     assert study.trials[unclaimed.number].state == TrialState.FAIL
     assert study.trials[live.number].state == TrialState.RUNNING
+
+
+def test_two_workers_failing_one_dead_trial_together_both_go_on(tmp_path, monkeypatch):
+    """Both workers see the dead worker's trial RUNNING; the other one's update lands first."""
+    from bpexp import sweep
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=url, study_name="s")
+    dead = study.ask()
+    dead.set_user_attr("bpexp.worker", f"{sweep.socket.gethostname()}:{2**22 + 12345}")  # no such pid
+    other = optuna.load_study(study_name="s", storage=url)
+    storage = study._storage
+    original = storage.set_trial_state_values
+
+    def after_the_other_worker(trial_id, state, values=None):
+        other.tell(dead.number, state=TrialState.FAIL)  # lands between our read and our write
+        return original(trial_id, state, values)
+
+    monkeypatch.setattr(storage, "set_trial_state_values", after_the_other_worker)
+    sweep.fail_stale_trials(study)  # raised UpdateFinishedTrialError before
+    assert study.trials[dead.number].state == TrialState.FAIL
