@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 # (tests/test_config.py checks). Named here so that checking a config never imports torch.
 ACTIVATIONS = ("tanh", "sigmoid", "relu")
 FUNCTIONS = ("sin", "cos", "gauss", "abs", "cubic")
+OPTIMIZERS = ("gd", "momentum", "adam")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,14 @@ class TrainConfig:
     device: str = "cpu"
     log_every: int = 0  # epochs between recorded metric points; 0 = epochs // 200 (>= 200 points)
     diverge_above: float = 1.0e4  # a training MSE above this (or non-finite) means divergence
+    optimizer: str = "gd"  # gd (the seed's w = w - lr * dw) | momentum | adam
+    momentum: float = 0.9  # momentum's coefficient; adam's beta1
+    beta2: float = 0.999  # adam
+    eps: float = 1.0e-8  # adam
+    schedule: str = "constant"  # constant (the seed) | step | exponential | cosine
+    decay: float = 0.5  # step / exponential: lr is multiplied by this every decay_every epochs
+    decay_every: int = 1000
+    lr_min: float = 0.0  # cosine: the lr reached at the last epoch
 
 
 @dataclass
@@ -144,6 +154,15 @@ def validate_train(cfg: TrainAppConfig | DictConfig) -> None:
     _need(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
     _need(t.log_every >= 0, "train.log_every", t.log_every, "must be >= 0 (0 = automatic)")
     _need(_finite_positive(t.diverge_above), "train.diverge_above", t.diverge_above, "must be a finite number > 0")
+    _need(t.optimizer in OPTIMIZERS, "train.optimizer", t.optimizer, f"must be one of {', '.join(OPTIMIZERS)}")
+    _need(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
+    _need(0 <= t.beta2 < 1, "train.beta2", t.beta2, "must be in [0, 1)")
+    _need(_finite_positive(t.eps), "train.eps", t.eps, "must be a finite number > 0")
+    _need(t.schedule in SCHEDULES, "train.schedule", t.schedule, f"must be one of {', '.join(SCHEDULES)}")
+    _need(0 < t.decay <= 1, "train.decay", t.decay, "must be in (0, 1]")
+    _need(t.decay_every >= 1, "train.decay_every", t.decay_every, "must be >= 1")
+    _need(math.isfinite(t.lr_min) and 0 <= t.lr_min <= t.lr, "train.lr_min", t.lr_min,
+          f"must be in [0, train.lr={t.lr!r}]")
     _need(t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "must be cpu or cuda[:N]")
 
 

@@ -93,6 +93,10 @@ class Params:
     def select(self, rows: torch.Tensor) -> "Params":
         return self._map(lambda t: t[rows])
 
+    def weights(self) -> list[torch.Tensor]:
+        """The trained tensors, in the order `gradients` returns their gradients."""
+        return [self.w1, self.b1, self.w2, self.b2]
+
     def clone(self) -> "Params":
         return self._map(torch.clone)
 
@@ -180,12 +184,3 @@ def gradients(p: Params, x: torch.Tensor, y: torch.Tensor, activation: str):
     return sums[:, 3 * width + 1] / n, (sums[:, 2 * width:3 * width], sums[:, width:2 * width], dw2,
                                        sums[:, 3 * width])
 
-
-def sgd_step(p: Params, grads, lr: torch.Tensor) -> None:
-    """The seed's update w = w - lr * dw, for every member with its own lr [K]."""
-    dw1, db1, dw2, db2 = grads
-    col = lr.unsqueeze(1)
-    p.w1.addcmul_(dw1, col, value=-1)
-    p.b1.addcmul_(db1, col, value=-1)
-    p.w2.addcmul_(dw2, col, value=-1)
-    p.b2.addcmul_(db2, lr, value=-1)

@@ -1,7 +1,7 @@
 """Train a population of networks together: one batched tensor program instead of K loops.
 
-Members may differ in learning rate, seed, width and activation. Members with the same
-activation share one group whose tensors are padded to the group's widest member (see
+Members may differ in learning rate, seed, width, activation, optimizer and schedule. Members
+with the same activation and optimizer share one group whose tensors are padded to the group's widest member (see
 network.py); `plan_groups` decides where to cut widths into groups, trading padding waste
 against the fixed cost of each extra group's tensor operations. Every member draws its
 initial weights exactly as a solo run with its seed does, so a member's result is the same
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from bpexp.data import Dataset
-from bpexp.network import Params, gradients, init_weights, forward, mse, sgd_step, stack, unstack
+from bpexp.network import Params, gradients, init_weights, forward, mse, stack, unstack
+from bpexp.optim import Optimizer, Schedule, Stepper, lr_table
 
 # Measured on the 2-core CI machine (benchmarks/population.py): one group costs about
 # 90 us of per-operation overhead per epoch, and each padded element [member, point, unit]
@@ -36,6 +37,8 @@ class Member:
     activation: str
     lr: float
     seed: int
+    optimizer: Optimizer = Optimizer()  # the seed's plain gradient descent
+    schedule: Schedule = Schedule()  # the seed's constant lr
 
 
 @dataclass
@@ -138,13 +141,16 @@ def _train_population(
     finals: list[Any] = [None] * m
 
     groups = []
-    for act in sorted({mb.activation for mb in members}):
-        idx = [i for i, mb in enumerate(members) if mb.activation == act]
+    for act, opt in sorted({(mb.activation, mb.optimizer.name) for mb in members}):
+        idx = [i for i, mb in enumerate(members) if (mb.activation, mb.optimizer.name) == (act, opt)]
         for part in plan_groups([members[i].hidden for i in idx], len(data.x)):
             rows = np.array([idx[j] for j in part])
             p = stack([inits[i] for i in rows]).to(device)
             lr = torch.tensor([members[i].lr for i in rows], dtype=torch.float32, device=device)
-            groups.append(_Group(act, rows, p, lr))
+            table = lr_table([members[i].lr for i in rows], [members[i].schedule for i in rows], epochs,
+                             device, torch.float32)
+            stepper = Stepper([members[i].optimizer for i in rows], p.weights())
+            groups.append(_Group(act, rows, p, lr, table, stepper))
 
     def finish(g: "_Group", keep: np.ndarray) -> None:
         """Store the weights of members leaving group g, then compact it to the `keep` rows."""
@@ -163,7 +169,7 @@ def _train_population(
                     pending_test.append(mse(forward(g.p, data.x_test, g.act)[0], data.y_test))
             loss, grads = gradients(g.p, data.x, data.y, g.act)
             pending.append(loss)
-            sgd_step(g.p, grads, g.lr)
+            g.stepper.step(g.p.weights(), grads, g.lr if g.table is None else g.table[:, epoch])
             last = epoch == epochs - 1
             report = on_report is not None and report_every and (epoch + 1) % report_every == 0
             if not (last or report or (epoch + 1) % chunk == 0):
@@ -214,7 +220,9 @@ class _Group:
     act: str
     rows: np.ndarray  # member index of each row
     p: Params
-    lr: torch.Tensor
+    lr: torch.Tensor  # [K] the base learning rates
+    table: Optional[torch.Tensor]  # [K, epochs] scheduled learning rates; None when all constant
+    stepper: Stepper
     empty: bool = field(default=False)
 
     def compact(self, keep: np.ndarray, device: str) -> None:
@@ -223,3 +231,5 @@ class _Group:
             return
         sel = torch.as_tensor(np.flatnonzero(keep), device=device)
         self.rows, self.p, self.lr = self.rows[keep], self.p.select(sel), self.lr[sel]
+        self.table = None if self.table is None else self.table[sel]
+        self.stepper.select(sel)

@@ -16,12 +16,16 @@ from bpexp import svg, tracking
 from bpexp.config import ConfigError, TrainAppConfig
 from bpexp.data import Dataset, dataset_from_config
 from bpexp.network import forward, stack
+from bpexp.optim import Optimizer, Schedule
 from bpexp.population import Member, MemberResult, train_population
 from bpexp.recorder import Recorder, RunRecord
 
 
 def member_of(cfg) -> Member:
-    return Member(cfg.model.hidden, cfg.model.activation, float(cfg.train.lr), cfg.train.seed)
+    t = cfg.train
+    return Member(cfg.model.hidden, cfg.model.activation, float(t.lr), t.seed,
+                  Optimizer(t.optimizer, float(t.momentum), float(t.beta2), float(t.eps)),
+                  Schedule(t.schedule, float(t.decay), t.decay_every, float(t.lr_min)))
 
 
 def check_device(device: str) -> None:

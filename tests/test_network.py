@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bpexp.data import FUNCTIONS, make_dataset
-from bpexp.network import ACTIVATIONS, gradients, init_weights, sgd_step, stack
+from bpexp.network import ACTIVATIONS, gradients, init_weights, stack
 from bpexp.population import Member, train_population
 from bpexp import config
 
@@ -106,10 +106,3 @@ def test_schema_choices_are_implemented():
     assert tuple(ACTIVATIONS) == config.ACTIVATIONS
     assert tuple(FUNCTIONS) == config.FUNCTIONS
 
-
-def test_sgd_step_is_the_seed_update():
-    p = stack([init_weights(3, 5)])
-    before = p.clone()
-    grads = tuple(torch.full_like(t, 2.0) for t in (p.w1, p.b1, p.w2, p.b2))
-    sgd_step(p, grads, torch.tensor([0.1]))
-    assert torch.allclose(p.w1, before.w1 - 0.2) and torch.allclose(p.b2, before.b2 - 0.2)
