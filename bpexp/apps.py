@@ -1,4 +1,4 @@
-"""The Hydra apps behind `bpexp train` and `bpexp sweep`.
+"""The Hydra apps behind `bpexp train`, `bpexp sweep` and `bpexp lr-find`.
 
 The apps are thin: they check the composed config and hand it to a plain function.
 Before handing over to Hydra, `precheck` composes the config once with the same overrides,
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bpexp import recorder
 from bpexp.cli import INFO_FLAGS
-from bpexp.config import ConfigError, register_schemas, validate_sweep, validate_train
+from bpexp.config import ConfigError, register_schemas, validate_lr_find, validate_sweep, validate_train
 
 CONF = "bpexp.conf"
 register_schemas()
@@ -65,7 +65,16 @@ def sweep_app(cfg: DictConfig) -> float:
     return run_checked("sweep", sweep, checked(cfg, validate_sweep, "sweep"))
 
 
-COMMANDS = {"train": (train_app, validate_train), "sweep": (sweep_app, validate_sweep)}
+@hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="lr_find")
+def lr_find_app(cfg: DictConfig) -> float:
+    from bpexp.lr_find import lr_find
+
+    return run_checked("lr-find", lr_find, checked(cfg, validate_lr_find, "lr-find"))
+
+
+# command -> (Hydra app, validation, config name)
+COMMANDS = {"train": (train_app, validate_train, "train"), "sweep": (sweep_app, validate_sweep, "sweep"),
+            "lr-find": (lr_find_app, validate_lr_find, "lr_find")}
 # With these, Hydra prints instead of running, or reads configs precheck can't see.
 SKIP_PRECHECK = INFO_FLAGS | {"--config-dir", "-cd"}
 VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--package", "-p"}
@@ -85,7 +94,7 @@ def precheck(command: str, args: list[str]) -> None:
     """Compose and validate the config for these overrides (each value of a -m sweep too)."""
     if any(a.split("=")[0] in SKIP_PRECHECK for a in args):
         return
-    config_name, overrides, skip = command, [], False
+    config_name, overrides, skip = COMMANDS[command][2], [], False
     for i, a in enumerate(args):
         if skip:
             skip = False

@@ -1,4 +1,5 @@
-"""Command line entry point: `bpexp train ...`, `bpexp sweep ...` (Hydra apps in apps.py).
+"""Command line entry point: `bpexp train|sweep|lr-find ...` (Hydra apps in apps.py), and
+`bpexp reproduce|compare ...` (plain argparse: they read MLflow, no config to compose).
 
 Kept light on purpose: the recorder process is started before anything heavy is imported,
 and it re-imports this module as its __main__ (multiprocessing's spawn does that).
@@ -9,19 +10,24 @@ import sys
 
 from bpexp import recorder
 
-COMMANDS = ("train", "sweep")
+COMMANDS = ("train", "sweep", "lr-find")
 # Hydra flags that print something instead of running: then there is nothing to record.
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version",
               "--shell-completion", "-sc", "--experimental-rerun"}
 
-USAGE = """usage: bpexp {train,sweep} [hydra overrides and flags ...]
+USAGE = """usage: bpexp {train,sweep,lr-find} [hydra overrides and flags ...]
+       bpexp {reproduce,compare} ...
 
   bpexp train                      train the seed's network once, record it in MLflow
   bpexp train model.hidden=8 train.lr=0.05
   bpexp train -m train.lr=0.001,0.01,0.1     one recorded run per value
   bpexp sweep                      the Optuna study of learning rate x hidden units
   bpexp sweep sweep.n_trials=200 sweep.sampler=gp train.epochs=2000
+  bpexp lr-find                    the learning-rate range test: a suggested train.lr
+  bpexp lr-find train.optimizer=adam model.hidden=16
   bpexp reproduce RUN_ID           train a recorded run again and compare (exit 1 on a mismatch)
+  bpexp compare [RUN_ID ...] [--parent RUN_ID] [--experiment NAME]
+                                   rank recorded runs, draw comparison figures (outputs/)
   bpexp COMMAND --help             the command's config groups and keys
 """
 
@@ -32,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
         from bpexp.reproduce import main as reproduce
 
         sys.exit(reproduce(argv[1:]))
+    if argv and argv[0] == "compare":
+        from bpexp.compare import main as compare
+
+        sys.exit(compare(argv[1:]))
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)

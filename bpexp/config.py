@@ -118,10 +118,28 @@ class SweepAppConfig(TrainAppConfig):
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
+@dataclass
+class LrFindConfig:
+    """The learning-rate range test: lr rises exponentially from lr_min to lr_max over `epochs`."""
+
+    lr_min: float = 1.0e-5
+    lr_max: float = 10.0
+    epochs: int = 500  # a short run: the ramp's length
+    seeds: int = 3  # init seeds (train.seed, train.seed+1, ...); the test reads their median loss
+    stop_factor: float = 4.0  # the test ends where the loss exceeds this times its lowest value
+    divide_by: float = 1.0  # suggested lr = lr at the lowest loss / divide_by
+
+
+@dataclass
+class LrFindAppConfig(TrainAppConfig):
+    lr_find: LrFindConfig = field(default_factory=LrFindConfig)
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainAppConfig)
     cs.store(name="sweep_schema", node=SweepAppConfig)
+    cs.store(name="lr_find_schema", node=LrFindAppConfig)
 
 
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
@@ -199,6 +217,18 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
             for field_name in ("low", "high", "step"):
                 v = getattr(p, field_name)
                 _need(v is None or float(v).is_integer(), f"{where}.{field_name}", v, "must be a whole number for type int")
+
+
+def validate_lr_find(cfg: LrFindAppConfig | DictConfig) -> None:
+    validate_train(cfg)
+    f = cfg.lr_find
+    _need(_finite_positive(f.lr_min), "lr_find.lr_min", f.lr_min, "must be a finite number > 0")
+    _need(_finite_positive(f.lr_max) and f.lr_max > f.lr_min, "lr_find.lr_max", f.lr_max,
+          f"must be finite and > lr_find.lr_min={f.lr_min!r}")
+    _need(f.epochs >= 10, "lr_find.epochs", f.epochs, "must be >= 10")
+    _need(f.seeds >= 1, "lr_find.seeds", f.seeds, "must be >= 1")
+    _need(_finite_positive(f.stop_factor) and f.stop_factor > 1, "lr_find.stop_factor", f.stop_factor, "must be > 1")
+    _need(_finite_positive(f.divide_by), "lr_find.divide_by", f.divide_by, "must be a finite number > 0")
 
 
 def storage_default(cwd: str | None = None) -> str:

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 DPI = 100
 
@@ -43,11 +44,19 @@ def loss_plot(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str) 
 
 
 def scatter_plot(x, y, color, xlabel: str, ylabel: str, clabel: str, title: str,
-                 logx: bool = True, logy: bool = True) -> bytes:
-    """One point per trial, coloured by a third quantity (e.g. objective vs lr by hidden units)."""
+                 logx: bool = True, logy: bool = True, marks=None) -> bytes:
+    """One point per trial, coloured by a third quantity (e.g. objective vs lr by hidden units).
+    marks = (x, color): points without a y (diverged runs), drawn as x along the top edge."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     sc = ax.scatter(x, y, c=color, cmap="viridis", s=20)
+    if marks is not None and len(marks[0]):
+        ax.scatter(marks[0], [0.97] * len(marks[0]), c="tab:red", marker="x", s=25,
+                   transform=ax.get_xaxis_transform(), label="diverged")
+        ax.legend(loc="lower right", fontsize=7)
+        xs = np.concatenate([np.asarray(x, dtype=float), np.asarray(marks[0], dtype=float)])
+        if logx:  # the marks' transform leaves the x limits to us
+            ax.set_xlim(xs.min() / 1.5, xs.max() * 1.5)
     fig.colorbar(sc, ax=ax, label=clabel)
     if logx:
         ax.set_xscale("log")
@@ -97,5 +106,44 @@ def history_plot(numbers, values, best, ylabel: str, title: str) -> bytes:
     ax.set(xlabel="trial", ylabel=ylabel, title=title)
     ax.legend(loc="best", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def boundary_plot(lr_ok, hidden_ok, lr_bad, hidden_bad, boundary: dict[float, float]) -> bytes:
+    """Where learning rates blow up: runs by (lr, hidden units), converged o / diverged x, and
+    the boundary between them per width."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.scatter(lr_ok, hidden_ok, marker="o", s=16, c="tab:blue", label="converged")
+    ax.scatter(lr_bad, hidden_bad, marker="x", s=20, c="tab:red", label="diverged")
+    if boundary:
+        h = sorted(boundary)
+        ax.plot([boundary[k] for k in h], h, "k--", lw=1, label="boundary")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel="hidden units", title="divergence boundary")
+    ax.legend(loc="best", fontsize=7)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, title: str) -> bytes:
+    """Each config's per-seed values as dots over a bar from the lowest to the highest."""
+    fig = Figure(figsize=(6, 0.8 + 0.35 * max(1, len(groups))))
+    ax = fig.add_subplot()
+    for i, (_, values) in enumerate(groups):
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v) & (v > 0)]
+        if len(v):
+            ax.plot([v.min(), v.max()], [i, i], color="0.7", lw=3)
+            ax.scatter(v, [i] * len(v), s=14, c="tab:blue", zorder=3)
+            ax.scatter([np.median(v)], [i], s=30, marker="|", c="k", zorder=4)
+    ax.set_yticks(range(len(groups)), [name for name, _ in groups], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range would label every minor tick
+    ax.set(xlabel=ylabel, title=title)
+    ax.grid(True, which="major", axis="x", alpha=0.3)
     fig.tight_layout()
     return _png(fig)

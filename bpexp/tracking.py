@@ -389,7 +389,9 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
         for t in top:
             if t["number"] in runs:
                 hist = sorted(client.get_metric_history(runs[t["number"]].info.run_id, "train_loss"), key=lambda m: m.step)
-                label = f"#{t['number']} " + " ".join(f"{k.split('.')[-1]}={v:.3g}" for k, v in t["params"].items())
+                label = f"#{t['number']} " + " ".join(
+                    f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                    for k, v in t["params"].items())
                 curves.append((label, np.array([m.step for m in hist]), np.array([m.value for m in hist])))
         if curves:
             files["plots/top_trials_loss.png"] = plots.loss_plot(curves, "train loss of the top trials")

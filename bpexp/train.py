@@ -113,7 +113,8 @@ def train(cfg: TrainAppConfig) -> float:
     """Train the configured network, record it, and return its final training MSE."""
     check_device(cfg.train.device)
     uri = check_tracking_uri(cfg.tracking.uri)
-    name = f"train-h{cfg.model.hidden}-lr{cfg.train.lr:g}-s{cfg.train.seed}"
+    name = f"train-h{cfg.model.hidden}-lr{cfg.train.lr:g}-s{cfg.train.seed}" + (
+        f"-{cfg.train.optimizer}" if cfg.train.optimizer != "gd" else "")
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         with recorder.run(name, tracking.run_tags("train")) as run:
             data = dataset_from_config(cfg.data)

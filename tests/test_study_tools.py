@@ -1,0 +1,106 @@
+"""`bpexp lr-find` and `bpexp compare` as a user runs them, read back through MlflowClient."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from bpexp.config import LrFindAppConfig
+from bpexp.data import make_dataset
+from bpexp.lr_find import range_test
+
+
+def test_range_test_finds_where_the_seeds_gd_blows_up():
+    """The seed's network under plain GD: the loss falls as the lr ramps up, then blows up;
+    the suggestion sits below the blow-up and in the range where a sweep finds its best lr."""
+    cfg = LrFindAppConfig()
+    found = range_test(cfg, make_dataset("sin", -5, 5, 20))
+    end = found["end"]
+    assert 0 < end < cfg.lr_find.epochs and found["blow_up_lr"] is not None
+    assert found["median"][end] > cfg.lr_find.stop_factor * found["lowest_loss"]
+    assert found["lowest_loss"] < found["median"][0] / 2  # the loss did fall before blowing up
+    assert 0.05 < found["suggested_lr"] < found["blow_up_lr"] < 1.0
+    lrs = found["lrs"]
+    assert lrs[0] == pytest.approx(1e-5) and lrs[-1] == pytest.approx(10.0) and (np.diff(lrs) > 0).all()
+
+
+def test_lr_find_records_its_run(bpexp, local_store):
+    r = bpexp("lr-find", "lr_find.epochs=300", "lr_find.seeds=2", "lr_find.divide_by=2")
+    assert r.returncode == 0, r.stderr
+    suggested = float(re.search(r"suggested train.lr = (\S+)", r.stdout).group(1))
+    client = local_store()
+    (run,) = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["bpexp.role"] == "lr-find"
+    assert float(run.data.tags["bpexp.suggested_lr"]) == pytest.approx(suggested, rel=1e-3)
+    assert float(run.data.tags["bpexp.lowest_loss_lr"]) == pytest.approx(2 * suggested, rel=1e-3)
+    assert run.data.params["lr_find.epochs"] == "300"
+    assert len(client.get_metric_history(run.info.run_id, "lr_find_loss")) > 50
+    files = {a.path for d in ("plots", "curves") for a in client.list_artifacts(run.info.run_id, d)}
+    assert files == {"plots/lr_find.svg", "curves/lr_find.csv"}
+
+
+def test_lr_find_bad_input_is_one_line(bpexp, tmp_path):
+    r = bpexp("lr-find", "lr_find.lr_max=1e-9")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "lr_find.lr_max=1e-09" in r.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):
+    r = bpexp("train", "-m", "train.lr=0.01,0.1,3.0", "model.hidden=2,4", "train.seed=1,2", "train.epochs=300",
+              "tracking.log_plots=false")
+    assert r.returncode == 0, r.stderr
+    r = bpexp("compare", "--top", "5")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if re.match(r"^\d+ +train-", line)]
+    assert len(rows) == 5  # --top
+    assert rows[0][-1] == "finished" and all(row[3] != "3" for row in rows)  # lr 3 diverges: ranked last
+    assert "divergence boundary, 2 hidden" in r.stdout and "divergence boundary, 4 hidden" in r.stdout
+    out = re.search(r"in (outputs/compare-\w+)/", r.stdout).group(1)
+    assert {p.name for p in (tmp_path / out).iterdir()} == {
+        "loss_curves.png", "loss_vs_lr.png", "divergence_boundary.png", "seed_spread.png", "table.csv"}
+    table = (tmp_path / out / "table.csv").read_text().splitlines()
+    assert len(table) == 1 + 12  # every run, ranked; the report run itself is not one of them
+    client = local_store()
+    report = client.get_run(out.split("-")[1])
+    assert report.data.tags["bpexp.role"] == "report" and report.info.status == "FINISHED"
+    assert len(client.list_artifacts(report.info.run_id, "compare")) == 5
+    again = bpexp("compare")  # the first report run is not compared
+    assert again.returncode == 0 and "12 runs compared" in again.stdout
+
+
+def test_compare_a_sweep_by_its_parent(bpexp, tmp_path, local_store):
+    r = bpexp("sweep", "sweep.n_trials=6", "sweep.seeds=2", "train.epochs=200", "sweep.progress=false",
+              "tracking.log_plots=false")
+    assert r.returncode == 0, r.stderr
+    parent = re.search(r"MLflow parent run (\w+)", r.stdout).group(1)
+    r = bpexp("compare", "--parent", parent)
+    assert r.returncode == 0, r.stderr
+    assert "6 runs compared" in r.stdout
+    best = local_store().get_run(parent).data.tags["best.trial_number"]
+    first = next(line for line in r.stdout.splitlines() if line.startswith("1 "))
+    assert f"trial-{int(best):04d}" in first
+
+
+def test_compare_unknown_experiment_fails_cleanly(bpexp):
+    r = bpexp("compare", "--experiment", "nope")
+    assert r.returncode == 2 and "experiment 'nope' not found" in r.stderr
+
+
+def test_sweep_over_optimizers_and_schedules(bpexp, tmp_path, local_store):
+    r = bpexp("sweep", "sweep=lr_optimizer", "sweep.n_trials=12", "sweep.seeds=1", "train.epochs=300",
+              "sweep.progress=false", "tracking.log_plots=false")
+    assert r.returncode == 0, r.stderr
+    import optuna
+
+    study = optuna.load_study(study_name="lr_optimizer", storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 12 and len({t.params["train.optimizer"] for t in done}) > 1
+    client = local_store()
+    children = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id],
+                                  "tags.`optuna.study_name` = 'lr_optimizer'")
+    by_number = {int(c.data.tags["optuna.trial_number"]): c for c in children}
+    for t in done:  # each child run holds its trial's optimizer and schedule: reproducible as is
+        p = by_number[t.number].data.params
+        assert (p["train.optimizer"], p["train.schedule"]) == (t.params["train.optimizer"], t.params["train.schedule"])
