@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bpexp import recorder
 from bpexp.cli import INFO_FLAGS
-from bpexp.config import ConfigError, register_schemas, validate_lr_find, validate_sweep, validate_train
+from bpexp.config import ConfigError, absolute_paths, register_schemas, validate_lr_find, validate_sweep, validate_train
 
 CONF = "bpexp.conf"
 register_schemas()
@@ -34,6 +34,7 @@ def checked(cfg: DictConfig, validate: Callable, command: str):
     try:
         obj = OmegaConf.to_object(cfg)
         validate(obj)
+        absolute_paths(obj)
     except ConfigError as e:
         fail(command, str(e))
     return obj

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 ACTIVATIONS = ("tanh", "sigmoid", "relu")
 FUNCTIONS = ("sin", "cos", "gauss", "abs", "cubic")
 OPTIMIZERS = ("gd", "momentum", "adam")
+SOURCES = ("function", "csv")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
@@ -33,12 +34,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    hidden: int = 4  # units in the single hidden layer
+    hidden: Any = 4  # units of the single hidden layer (the seed's), or a list of layer widths [16, 16]
     activation: str = "tanh"
 
 
 @dataclass
 class DataConfig:
+    source: str = "function"  # function: y = fn(x) on a grid (the seed's) | csv: columns of a file
     fn: str = "sin"  # the target function, y = fn(x)
     x_min: float = -5.0
     x_max: float = 5.0
@@ -46,6 +48,11 @@ class DataConfig:
     noise: float = 0.0  # std of Gaussian noise added to the training targets
     noise_seed: int = 0  # the noise is drawn from its own seed, so init seeds don't change the data
     n_test: int = 200  # test points: a dense even grid on the same interval, noise-free
+    path: Optional[str] = None  # csv: the file (a header row names the columns)
+    inputs: List[str] = field(default_factory=lambda: ["x"])  # csv: input columns, one or more
+    target: str = "y"  # csv: the column to fit
+    test_fraction: float = 0.2  # csv: rows held out as the test set
+    split_seed: int = 0  # csv: the seed of the train/test split
 
 
 @dataclass
@@ -159,8 +166,13 @@ def _finite_positive(x: float) -> bool:
 def validate_train(cfg: TrainAppConfig | DictConfig) -> None:
     """Raise ConfigError for the first out-of-range value of the model/data/train groups."""
     m, d, t = cfg.model, cfg.data, cfg.train
-    _need(m.hidden >= 1, "model.hidden", m.hidden, "must be an integer >= 1")
+    hidden = list(m.hidden) if isinstance(m.hidden, (list, tuple)) or OmegaConf.is_list(m.hidden) else [m.hidden]
+    _need(len(hidden) >= 1 and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden),
+          "model.hidden", m.hidden, "must be an integer >= 1 or a list of them (one width per hidden layer)")
     _need(m.activation in ACTIVATIONS, "model.activation", m.activation, f"must be one of {', '.join(ACTIVATIONS)}")
+    _need(d.source in SOURCES, "data.source", d.source, f"must be one of {', '.join(SOURCES)}")
+    if d.source == "csv":
+        check_csv(d)
     _need(d.fn in FUNCTIONS, "data.fn", d.fn, f"must be one of {', '.join(FUNCTIONS)}")
     _need(math.isfinite(d.x_min), "data.x_min", d.x_min, "must be finite")
     _need(math.isfinite(d.x_max), "data.x_max", d.x_max, "must be finite")
@@ -182,6 +194,40 @@ def validate_train(cfg: TrainAppConfig | DictConfig) -> None:
     _need(math.isfinite(t.lr_min) and 0 <= t.lr_min <= t.lr, "train.lr_min", t.lr_min,
           f"must be in [0, train.lr={t.lr!r}]")
     _need(t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "must be cpu or cuda[:N]")
+
+
+def absolute_paths(cfg: TrainAppConfig) -> None:
+    """A CSV's path as an absolute one, so the recorded config reproduces from any folder."""
+    if cfg.data.source == "csv" and cfg.data.path:
+        cfg.data.path = os.path.abspath(cfg.data.path)
+
+
+def check_csv(d: DataConfig) -> None:
+    """The csv source's settings, and the file itself: it exists, has the named numeric
+    columns and enough rows for both sides of the split. Reads the file (it is small: the
+    whole of it trains as one full batch)."""
+    from bpexp.csv_data import ColumnError, read_columns
+
+    _need(bool(d.path), "data.path", d.path, "must name a CSV file for data.source=csv")
+    _need(len(d.inputs) >= 1, "data.inputs", list(d.inputs), "must name at least one input column")
+    _need(d.target not in d.inputs, "data.target", d.target, "must not also be an input column")
+    _need(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
+    try:
+        rows = len(read_columns(d.path, list(d.inputs), d.target)[1])
+    except FileNotFoundError:
+        raise ConfigError("data.path", d.path, "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError("data.path", d.path, "is a folder, not a CSV file") from None
+    except KeyError as e:  # a named column the header lacks
+        key = "data.target" if e.args[0] == d.target else "data.inputs"
+        raise ConfigError(key, e.args[0], f"is not a column of {d.path} (has: {e.args[1]})") from None
+    except ColumnError as e:
+        raise ConfigError("data.target" if e.column == d.target else "data.inputs", e.column, str(e)) from None
+    except ValueError as e:
+        raise ConfigError("data.path", d.path, str(e)) from None
+    n_test = round(rows * d.test_fraction)
+    _need(n_test >= 1 and rows - n_test >= 2, "data.test_fraction", d.test_fraction,
+          f"leaves {rows - n_test} training and {n_test} test rows of {rows} (need >= 2 and >= 1)")
 
 
 def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:

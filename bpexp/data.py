@@ -1,4 +1,5 @@
-"""The regression data: y = fn(x) on an even grid, as in the seed (sin on 20 points of [-5, 5]).
+"""The regression data: y = fn(x) on an even grid, as in the seed (sin on 20 points of [-5, 5]),
+or the columns of a CSV file (data.source=csv: one or more inputs, a seeded train/test split).
 
 Training points: `n_points` evenly spaced on [x_min, x_max] (the seed's `linspace`), with
 optional Gaussian noise drawn from its own seed. Test points: a dense noise-free grid of
@@ -23,9 +24,9 @@ FUNCTIONS = {
 
 @dataclass(frozen=True)
 class Dataset:
-    x: torch.Tensor  # [n_points] training inputs
+    x: torch.Tensor  # [n_points] training inputs (the seed's one input), or [n_points, D]
     y: torch.Tensor  # [n_points] training targets (noisy if noise > 0)
-    x_test: torch.Tensor  # [n_test] dense grid
+    x_test: torch.Tensor  # [n_test] dense grid, or [n_test, D] held-out rows
     y_test: torch.Tensor  # [n_test] noise-free truth
 
     def to(self, device: str | torch.device) -> "Dataset":
@@ -44,6 +45,24 @@ def make_dataset(fn: str, x_min: float, x_max: float, n_points: int, noise: floa
     return Dataset(x, y, x_test, f(x_test))
 
 
+def csv_dataset(path: str, inputs: list[str], target: str, test_fraction: float, split_seed: int) -> Dataset:
+    """A CSV file's rows, split at random (seeded) into training and test rows; each side keeps
+    the file's order. One input gives x as [N] (so the fit figure can draw y over x)."""
+    from bpexp.csv_data import read_columns
+
+    xs, ys = read_columns(path, inputs, target)
+    x, y = torch.tensor(xs, dtype=torch.float32), torch.tensor(ys, dtype=torch.float32)
+    n = len(y)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    n_test = round(n * test_fraction)
+    test, train = order[:n_test].sort().values, order[n_test:].sort().values
+    if x.shape[1] == 1:
+        x = x[:, 0]
+    return Dataset(x[train], y[train], x[test], y[test])
+
+
 def dataset_from_config(data) -> Dataset:
     """Build the dataset a `data` config group describes."""
+    if data.source == "csv":
+        return csv_dataset(data.path, list(data.inputs), data.target, data.test_fraction, data.split_seed)
     return make_dataset(data.fn, data.x_min, data.x_max, data.n_points, data.noise, data.noise_seed, data.n_test)

@@ -1,12 +1,13 @@
-"""The seed's BP network, for a whole population of networks at once, with the forward and
-backward passes written out by hand.
+"""The seed's BP network, generalised to D inputs and L hidden layers, for a whole population
+of networks at once, with the forward and backward passes written out by hand.
 
-One network (the seed's): out = w2 @ act(w1 @ x + b1) + b2 with w1 [H,1], b1 [H,1],
-w2 [1,H], b2 [1,1], and loss = mean((out - y)^2) over the N training points.
+The seed's network (D = 1, L = 1): out = w2 @ act(w1 @ x + b1) + b2 with w1 [H,1], b1 [H,1],
+w2 [1,H], b2 [1,1], and loss = mean((out - y)^2) over the N training points. A deeper one
+(model.hidden = [H1, H2, ...]) stacks hidden layers h_l = act(W_l h_{l-1} + b_l), h_0 = x.
 
-A population stacks K such networks. Every tensor gets a leading member axis, and networks
-with fewer hidden units than the widest are padded with units whose weights are zero and
-stay zero (their gradients are masked). Hidden units are the innermost axis ([K, N, H]).
+A population stacks K such networks of one depth. Every tensor gets a leading member axis,
+and layers narrower than the widest member's are padded with units whose weights are zero
+and stay zero (the gradients of weights leaving them are masked).
 
 A member of a population computes *bit for bit* what it computes alone, so a sweep's trial
 is the same computation as `bpexp train` with its config. Three rules make that hold:
@@ -17,23 +18,25 @@ is the same computation as `bpexp train` with its config. Three rules make that 
   (+, *, /, exp, ...; torch.sigmoid is not one of them: measured);
 - the same operations in the same order for every member.
 
-    w1, b1, w2 : [K, H]      b2 : [K]      x, y : [N]
-    z   = x * w1 + b1                 [K, N, H]  pre-activations
-    h   = act(z)                      [K, N, H]
-    out = sum_h h * w2 + b2           [K, N]
-    L   = mean_n (out - y)^2          [K]
+    W_1 : [K, D, H1]   W_l : [K, H_{l-1}, H_l]   b_l : [K, H_l]   w_o : [K, H_L]   b_o : [K]
+    z_l = sum_i h_{l-1,i} W_l[i, :] + b_l          [K, N, H_l]
+    h_l = act(z_l)
+    out = sum_j h_L,j w_o[j] + b_o                 [K, N]
+    L   = mean_n (out - y)^2                       [K]
 
 Backward, by the chain rule (g = dL/dout = 2 (out - y) / N):
 
-    dL/db2 = sum_n g                  dL/dw2 = sum_n g * h
-    dL/dz  = g * w2 * act'(z)         (act' written through h = act(z))
-    dL/db1 = sum_n dL/dz              dL/dw1 = sum_n x * dL/dz
+    dL/db_o = sum_n g                  dL/dw_o = sum_n g h_L
+    dL/dz_L = g w_o act'(z_L)          dL/dz_l = act'(z_l) sum_j W_{l+1}[:, j] dL/dz_{l+1, j}
+    dL/db_l = sum_n dL/dz_l            dL/dW_l[i, j] = sum_n h_{l-1, i} dL/dz_{l, j}
 
-tests/test_network.py checks these against torch autograd on the seed's own formula.
+(act' is written through h = act(z), so the backward pass reuses h instead of keeping z.)
+tests/test_network.py checks these against torch autograd on the plain formula.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -77,25 +80,29 @@ def tree_sum(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.squeeze(dim)
 
 
+def widths_of(hidden) -> tuple[int, ...]:
+    """model.hidden as a tuple of layer widths: 4 -> (4,), [16, 16] -> (16, 16)."""
+    return (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
+
+
 @dataclass
 class Params:
-    """Weights of K networks padded to H hidden units; mask[k, j] = 1 where unit j is real."""
+    """Weights of K networks of one depth, each layer padded to a power-of-two width.
 
-    w1: torch.Tensor  # [K, H]
-    b1: torch.Tensor  # [K, H]
-    w2: torch.Tensor  # [K, H]
-    b2: torch.Tensor  # [K]
-    mask: torch.Tensor  # [K, H]
+    ws: hidden layers' W_l [K, D_in, H_l], then the output's w_o [K, H_L];
+    bs: hidden layers' b_l [K, H_l], then the output's b_o [K];
+    masks: per hidden layer [K, H_l], 1 where a unit is real, 0 where it is padding.
+    """
+
+    ws: list[torch.Tensor]
+    bs: list[torch.Tensor]
+    masks: list[torch.Tensor]
 
     def _map(self, f) -> "Params":
-        return Params(*(f(getattr(self, fl.name)) for fl in fields(self)))
+        return Params([f(t) for t in self.ws], [f(t) for t in self.bs], [f(t) for t in self.masks])
 
     def select(self, rows: torch.Tensor) -> "Params":
         return self._map(lambda t: t[rows])
-
-    def weights(self) -> list[torch.Tensor]:
-        """The trained tensors, in the order `gradients` returns their gradients."""
-        return [self.w1, self.b1, self.w2, self.b2]
 
     def clone(self) -> "Params":
         return self._map(torch.clone)
@@ -103,58 +110,93 @@ class Params:
     def to(self, device) -> "Params":
         return self._map(lambda t: t.to(device))
 
+    def weights(self) -> list[torch.Tensor]:
+        """The trained tensors w1, b1, w2, b2, ... in the order `gradients` returns their gradients."""
+        return [t for wb in zip(self.ws, self.bs) for t in wb]
 
-def init_weights(hidden: int, seed: int) -> dict[str, torch.Tensor]:
+
+def init_weights(hidden, seed: int, inputs: int = 1) -> dict[str, torch.Tensor]:
     """One network's initial weights, drawn exactly as the seed draws them.
 
     The seed calls torch.manual_seed(seed) then torch.randn for w1 [H,1], b1 [H,1], w2 [1,H],
-    b2 [1,1] in that order. A private generator with the same seed gives the same numbers
-    without touching torch's global RNG. Drawn on the CPU so every device starts alike.
+    b2 [1,1] in that order; a deeper or wider network continues the pattern, layer by layer:
+    w_l [H_l, H_{l-1}] then b_l [H_l, 1], the output last. A private generator with the same
+    seed gives the same numbers without touching torch's global RNG. Drawn on the CPU so
+    every device starts alike.
     """
     g = torch.Generator().manual_seed(seed)
-    return {
-        "w1": torch.randn(hidden, 1, generator=g),
-        "b1": torch.randn(hidden, 1, generator=g),
-        "w2": torch.randn(1, hidden, generator=g),
-        "b2": torch.randn(1, 1, generator=g),
-    }
+    sizes = [inputs, *widths_of(hidden), 1]
+    out = {}
+    for n, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:]), 1):
+        out[f"w{n}"] = torch.randn(fan_out, fan_in, generator=g)
+        out[f"b{n}"] = torch.randn(fan_out, 1, generator=g)
+    return out
 
 
-def stack(weights: list[dict[str, torch.Tensor]], width: int | None = None) -> Params:
-    """Stack single networks (seed-shaped tensors) into one population padded to `width` units
-    (by default the widest member's width, rounded up to a power of two)."""
-    width = width or padded_width(max(w["w1"].shape[0] for w in weights))
-    if width != padded_width(width):
-        raise ValueError(f"width {width} is not a power of two")
-    k, dtype = len(weights), weights[0]["w1"].dtype
-    w1, b1, w2, mask = (torch.zeros(k, width, dtype=dtype) for _ in range(4))
-    b2 = torch.zeros(k, dtype=dtype)
-    for i, w in enumerate(weights):
-        n = w["w1"].shape[0]
-        w1[i, :n] = w["w1"][:, 0]
-        b1[i, :n] = w["b1"][:, 0]
-        w2[i, :n] = w["w2"][0]
-        b2[i] = w["b2"][0, 0]
-        mask[i, :n] = 1
-    return Params(w1, b1, w2, b2, mask)
+def layer_widths(weights: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    """The hidden widths of a network given in the seed's shapes."""
+    return tuple(weights[f"w{n}"].shape[0] for n in range(1, len(weights) // 2))
 
 
-def unstack(p: Params, i: int, hidden: int) -> dict[str, torch.Tensor]:
+def stack(weights: list[dict[str, torch.Tensor]], widths: Sequence[int] | None = None) -> Params:
+    """Stack single networks (seed-shaped tensors) of one depth into one population, each layer
+    padded to `widths` (by default the widest member's, rounded up to a power of two)."""
+    shapes = [layer_widths(w) for w in weights]
+    if len({len(s) for s in shapes}) != 1:
+        raise ValueError("a population's networks must have the same number of layers")
+    widths = list(widths or [padded_width(max(col)) for col in zip(*shapes)])
+    if any(w != padded_width(w) for w in widths):
+        raise ValueError(f"widths {widths} are not powers of two")
+    k, dtype, inputs = len(weights), weights[0]["w1"].dtype, weights[0]["w1"].shape[1]
+    depth = len(widths)
+    fan_in = [inputs, *widths[:-1]]
+    ws = [torch.zeros(k, a, b, dtype=dtype) for a, b in zip(fan_in, widths)] + [torch.zeros(k, widths[-1], dtype=dtype)]
+    bs = [torch.zeros(k, b, dtype=dtype) for b in widths] + [torch.zeros(k, dtype=dtype)]
+    masks = [torch.zeros(k, b, dtype=dtype) for b in widths]
+    for i, (w, shape) in enumerate(zip(weights, shapes)):
+        real_in = [inputs, *shape[:-1]]
+        for n in range(depth):
+            ws[n][i, :real_in[n], :shape[n]] = w[f"w{n + 1}"].T
+            bs[n][i, :shape[n]] = w[f"b{n + 1}"][:, 0]
+            masks[n][i, :shape[n]] = 1
+        ws[depth][i, :shape[-1]] = w[f"w{depth + 1}"][0]
+        bs[depth][i] = w[f"b{depth + 1}"][0, 0]
+    return Params(ws, bs, masks)
+
+
+def unstack(p: Params, i: int, hidden) -> dict[str, torch.Tensor]:
     """Member i back in the seed's shapes, without its padding."""
-    return {
-        "w1": p.w1[i, :hidden, None].cpu(),
-        "b1": p.b1[i, :hidden, None].cpu(),
-        "w2": p.w2[i, None, :hidden].cpu(),
-        "b2": p.b2[i].reshape(1, 1).cpu(),
-    }
+    shape = widths_of(hidden)
+    real_in = [p.ws[0].shape[1], *shape[:-1]]
+    out = {}
+    for n in range(len(shape)):
+        out[f"w{n + 1}"] = p.ws[n][i, :real_in[n], :shape[n]].T.contiguous().cpu()
+        out[f"b{n + 1}"] = p.bs[n][i, :shape[n], None].cpu()
+    out[f"w{len(shape) + 1}"] = p.ws[-1][i, None, :shape[-1]].cpu()
+    out[f"b{len(shape) + 1}"] = p.bs[-1][i].reshape(1, 1).cpu()
+    return out
 
 
-def forward(p: Params, x: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (out [K, N], h [K, N, H]) for inputs x [N]."""
+def _inputs(x: torch.Tensor) -> torch.Tensor:
+    return x.view(x.shape[0], -1)  # [N] (one input, the seed's) -> [N, 1]
+
+
+def _layer(h_in: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """z = sum_i h_in[..., i] w[i, :] + b, for h_in [K or 1, N, I], w [K, I, J], b [K, J]."""
+    if w.shape[1] == 1:  # one input (the seed's case): z = b + x w, one fused operation
+        return torch.addcmul(b.unsqueeze(1), w.view(w.shape[0], 1, -1), h_in)
+    return tree_sum(h_in.unsqueeze(3) * w.unsqueeze(1), 2) + b.unsqueeze(1)
+
+
+def forward(p: Params, x: torch.Tensor, activation: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Return (out [K, N], [h_1, ..., h_L] each [K, N, H_l]) for inputs x [N] or [N, D]."""
     act, _ = ACTIVATIONS[activation]
-    h = act(torch.addcmul(p.b1.unsqueeze(1), p.w1.unsqueeze(1), x.unsqueeze(1)))
-    out = tree_sum(h * p.w2.unsqueeze(1), 2) + p.b2.unsqueeze(1)
-    return out, h
+    h, hs = _inputs(x).unsqueeze(0), []
+    for w, b in zip(p.ws[:-1], p.bs[:-1]):
+        h = act(_layer(h, w, b))
+        hs.append(h)
+    out = tree_sum(h * p.ws[-1].unsqueeze(1), 2) + p.bs[-1].unsqueeze(1)
+    return out, hs
 
 
 def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -163,24 +205,51 @@ def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def gradients(p: Params, x: torch.Tensor, y: torch.Tensor, activation: str):
-    """Loss [K] (before the step) and its gradients (dw1, db1, dw2, db2), by hand-written BP."""
+    """Loss [K] (before the step) and its gradients [dw1, db1, dw2, db2, ...], by hand-written BP.
+
+    Every sum over the N points is taken at once: the per-point terms of every gradient (and
+    of the loss) are written side by side into one [K, N, C] tensor, summed by one tree.
+    """
     _, dact = ACTIVATIONS[activation]
-    k, width = p.w1.shape
-    n = x.shape[0]
-    out, h = forward(p, x, activation)
+    x = _inputs(x)
+    n, k = x.shape[0], p.ws[0].shape[0]
+    out, hs = forward(p, x, activation)
     err = out.sub_(y)
     g = err * (2.0 / n)  # dL/dout [K, N]
-    # Every sum over the points at once: one tree over a [K, N, 3H + 2] tensor whose columns
-    # are g*h (-> dw2), dz (-> db1), dz*x (-> dw1), g (-> db2) and err^2 (-> the loss).
-    cols = torch.empty(k, n, 3 * width + 2, dtype=h.dtype, device=h.device)
-    torch.mul(h, g.unsqueeze(2), out=cols[:, :, :width])
-    dz = torch.mul(dact(h).mul_(g.unsqueeze(2)), p.w2.unsqueeze(1), out=cols[:, :, width:2 * width])
-    torch.mul(dz, x.view(1, n, 1), out=cols[:, :, 2 * width:3 * width])
-    cols[:, :, 3 * width] = g
-    torch.mul(err, err, out=cols[:, :, 3 * width + 1])
-    sums = tree_sum(cols, 1)  # [K, 3H + 2]
-    # Padded units must not move: with sigmoid their h is 0.5, not 0, so mask their dw2.
-    dw2 = sums[:, :width] * p.mask  # (dz, hence dw1 and db1, is 0 there since w2 = 0)
-    return sums[:, 3 * width + 1] / n, (sums[:, 2 * width:3 * width], sums[:, width:2 * width], dw2,
-                                       sums[:, 3 * width])
+    depth, top = len(hs), hs[-1].shape[2]
+    # Column layout: [g h_L | dz_L, dW_L terms, dz_{L-1}, dW_{L-1} terms, ... | g | err^2]
+    n_cols = 2 * top + sum(w.shape[1] * w.shape[2] + w.shape[2] for w in p.ws[:-1]) + 2
+    cols = torch.empty(k, n, n_cols, dtype=out.dtype, device=out.device)
+    start: dict[str, int] = {}  # name -> its first column
+    sizes: dict[str, int] = {}
+    cursor = [0]
 
+    def part(name: str, size: int) -> torch.Tensor:
+        """The next `size` columns, kept under `name`."""
+        start[name], sizes[name] = cursor[0], size
+        cursor[0] += size
+        return cols[:, :, start[name]:cursor[0]]
+
+    torch.mul(hs[-1], g.unsqueeze(2), out=part("dwo", top))
+    # dz_L = act'(z_L) * g * w_o, multiplied in this order (the seed's formula's order)
+    dz = torch.mul(dact(hs[-1]).mul_(g.unsqueeze(2)), p.ws[-1].unsqueeze(1), out=part(f"dz{depth - 1}", top))
+    for layer in range(depth - 1, -1, -1):
+        h_in = x.unsqueeze(0) if layer == 0 else hs[layer - 1]  # [1 or K, N, I]
+        i_n, j_n = p.ws[layer].shape[1:]
+        torch.mul(h_in.unsqueeze(3), dz.unsqueeze(2), out=part(f"dw{layer}", i_n * j_n).view(k, n, i_n, j_n))
+        if layer > 0:  # dz_{l-1} = act'(z_{l-1}) * sum_j W_l[:, j] dz_l[j]
+            dh = tree_sum(dz.unsqueeze(2) * p.ws[layer].unsqueeze(1), 3)
+            dz = torch.mul(dact(hs[layer - 1]), dh, out=part(f"dz{layer - 1}", i_n))
+    cols[:, :, n_cols - 2] = g  # -> db_o
+    torch.mul(err, err, out=cols[:, :, n_cols - 1])  # -> the loss
+    sums = tree_sum(cols, 1)  # [K, C]
+
+    def total(name: str) -> torch.Tensor:
+        return sums[:, start[name]:start[name] + sizes[name]]
+    grads: list[torch.Tensor] = []
+    for layer in range(depth):
+        dw = total(f"dw{layer}").view(k, *p.ws[layer].shape[1:])
+        if layer > 0:  # weights leaving padded units must not move (a padded sigmoid unit is 0.5)
+            dw = dw * p.masks[layer - 1].unsqueeze(2)
+        grads += [dw, total(f"dz{layer}")]
+    return sums[:, n_cols - 1] / n, grads + [total("dwo") * p.masks[-1], sums[:, n_cols - 2]]

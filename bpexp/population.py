@@ -1,7 +1,7 @@
 """Train a population of networks together: one batched tensor program instead of K loops.
 
-Members may differ in learning rate, seed, width, activation, optimizer and schedule. Members
-with the same activation and optimizer share one group whose tensors are padded to the group's widest member (see
+Members may differ in learning rate, seed, widths, depth, activation, optimizer and schedule.
+Members with the same activation, optimizer and depth share one group whose tensors are padded to the group's widest member (see
 network.py); `plan_groups` decides where to cut widths into groups, trading padding waste
 against the fixed cost of each extra group's tensor operations. Every member draws its
 initial weights exactly as a solo run with its seed does, so a member's result is the same
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bpexp.data import Dataset
-from bpexp.network import Params, gradients, init_weights, forward, mse, stack, unstack
+from bpexp.network import Params, gradients, init_weights, forward, mse, stack, unstack, widths_of
 from bpexp.optim import Optimizer, Schedule, Stepper, lr_table
 
 # Measured on the 2-core CI machine (benchmarks/population.py): one group costs about
@@ -33,7 +33,7 @@ ELEMENT_COST_S = 2e-9
 
 @dataclass(frozen=True)
 class Member:
-    hidden: int
+    hidden: int | tuple[int, ...]  # one hidden layer's width (the seed's), or each layer's
     activation: str
     lr: float
     seed: int
@@ -137,13 +137,16 @@ def _train_population(
     test = np.full((m, len(test_at)), np.nan, dtype=np.float32)
     stopped = np.full(m, -1)  # epoch a member stopped at, -1 while training
     status = ["finished"] * m
-    inits = [init_weights(mb.hidden, mb.seed) for mb in members]
+    inputs = data.x.shape[1] if data.x.dim() == 2 else 1
+    inits = [init_weights(mb.hidden, mb.seed, inputs) for mb in members]
     finals: list[Any] = [None] * m
 
     groups = []
-    for act, opt in sorted({(mb.activation, mb.optimizer.name) for mb in members}):
-        idx = [i for i, mb in enumerate(members) if (mb.activation, mb.optimizer.name) == (act, opt)]
-        for part in plan_groups([members[i].hidden for i in idx], len(data.x)):
+    structure = [(mb.activation, mb.optimizer.name, len(widths_of(mb.hidden))) for mb in members]
+    for key in sorted(set(structure)):
+        act = key[0]
+        idx = [i for i, s in enumerate(structure) if s == key]
+        for part in plan_groups([max(widths_of(members[i].hidden)) for i in idx], len(data.x)):
             rows = np.array([idx[j] for j in part])
             p = stack([inits[i] for i in rows]).to(device)
             lr = torch.tensor([members[i].lr for i in rows], dtype=torch.float32, device=device)

@@ -62,14 +62,15 @@ def reproduce(run_id: str, uri: str) -> int:
             print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: {name}: {reason}", file=sys.stderr)
             return 2
     recorded_losses = np.array([float(line.split(",")[1]) for line in files["curves/loss_curve.csv"].splitlines()[1:]])
-    drawn = init_weights(cfg.model.hidden, cfg.train.seed)
+    data = dataset_from_config(cfg.data)
+    drawn = init_weights(cfg.model.hidden, cfg.train.seed, data.x.shape[1] if data.x.dim() == 2 else 1)
     if any(not np.array_equal(drawn[k].numpy(), recorded_init[k]) for k in drawn):
         print(f"bpexp reproduce: error: the recorded initial weights are not what seed {cfg.train.seed} draws",
               file=sys.stderr)
         return 1
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise
-    result = train_population([member_of(cfg)], dataset_from_config(cfg.data), cfg.train.epochs,
+    result = train_population([member_of(cfg)], data, cfg.train.epochs,
                               log_every=cfg.train.log_every, diverge_above=cfg.train.diverge_above,
                               device=cfg.train.device)[0]
     diffs = {"train_loss curve": max_rel_diff(result.train_loss, recorded_losses)}

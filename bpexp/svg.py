@@ -125,6 +125,14 @@ def fit_chart(x_test: Sequence, y_test: Sequence, x: Sequence, y: Sequence, pred
             .points(x, y, "training points", "#1f77b4").render())
 
 
+def prediction_chart(y: Sequence, pred: Sequence, y_test: Sequence, pred_test: Sequence, title: str) -> str:
+    """Predicted vs actual, training and test rows; a perfect fit lies on the diagonal."""
+    lo = float(min(np.min(y), np.min(y_test)))
+    hi = float(max(np.max(y), np.max(y_test)))
+    return (Chart(title, "actual", "predicted").line([lo, hi], [lo, hi], "perfect fit", "#555555")
+            .points(y, pred, "training rows", "#1f77b4").points(y_test, pred_test, "test rows", "#d62728").render())
+
+
 def loss_chart(curves: Sequence[tuple[str, Sequence, Sequence]], title: str, max_points: int = 1000) -> str:
     """Loss curves on a log scale; long curves are thinned to max_points (first and last kept)."""
     chart = Chart(title, "epoch", "MSE", logy=True)

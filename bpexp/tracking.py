@@ -253,22 +253,49 @@ def weights_json(weights: Mapping[str, Any]) -> str:
 
 
 def parse_weights(text: str) -> dict[str, np.ndarray]:
-    """Weights written by weights_json; anything else is rejected with a clear error."""
+    """Weights written by weights_json; anything else is rejected with a clear error.
+
+    A network of L hidden layers has w1, b1, ..., w{L+1}, b{L+1} in the seed's shapes:
+    w_n [H_n, H_{n-1}] (H_0 = the inputs), b_n [H_n, 1], the last layer's H = 1.
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"not a bpexp weights file (not JSON: {e.msg})") from None
-    if not isinstance(data, dict) or set(data) != {"w1", "b1", "w2", "b2"}:
-        raise ValueError("not a bpexp weights file (expected exactly the keys w1, b1, w2, b2)")
+    layers = len(data) // 2 if isinstance(data, dict) else 0
+    names = {f"{k}{n}" for n in range(1, layers + 1) for k in "wb"}
+    if layers < 2 or set(data) != names:
+        raise ValueError("not a bpexp weights file (expected the keys w1, b1, w2, b2, ... in pairs)")
     try:
-        w = {k: np.asarray(v, dtype=np.float32) for k, v in data.items()}
+        w = {k: np.asarray(data[k], dtype=np.float32) for k in sorted(names, key=lambda k: (int(k[1:]), k))}
     except (TypeError, ValueError):
         raise ValueError("not a bpexp weights file (values must be arrays of numbers)") from None
-    h = w["w1"].shape[0] if w["w1"].ndim == 2 else -1
-    if not (h >= 1 and w["w1"].shape == (h, 1) and w["b1"].shape == (h, 1) and w["w2"].shape == (1, h)
-            and w["b2"].shape == (1, 1)):
-        raise ValueError("not a bpexp weights file (shapes must be w1 [H,1], b1 [H,1], w2 [1,H], b2 [1,1])")
+    fan_in = w["w1"].shape[1] if w["w1"].ndim == 2 else 0
+    for n in range(1, layers + 1):
+        wn, bn = w[f"w{n}"], w[f"b{n}"]
+        out = wn.shape[0] if wn.ndim == 2 else 0
+        if not (fan_in >= 1 and out >= 1 and wn.shape == (out, fan_in) and bn.shape == (out, 1)
+                and (n < layers or out == 1)):
+            raise ValueError(f"not a bpexp weights file (w{n}, b{n}: shapes must be [H_out, H_in] and [H_out, 1], "
+                             "one output)")
+        fan_in = out
     return w
+
+
+def torch_module(w: Mapping[str, np.ndarray], activation: str):
+    """The network as a plain torch.nn.Sequential (Linear, act, ..., Linear), for export."""
+    import torch
+
+    act_module = {"tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU}[activation]
+    layers = []
+    for n in range(1, len(w) // 2 + 1):
+        wn = w[f"w{n}"]
+        lin = torch.nn.Linear(wn.shape[1], wn.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(wn))
+            lin.bias.copy_(torch.from_numpy(w[f"b{n}"][:, 0]))
+        layers += [lin, act_module()]
+    return torch.nn.Sequential(*layers[:-1])  # no activation after the output layer
 
 
 def log_files(client, run_id: str, files: Mapping[str, bytes | str]) -> None:
@@ -424,16 +451,13 @@ def log_best_model(client, parent_run_id: str, best_run_id: str, config: Mapping
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(best_run_id, "weights/final.json", tmp)
         w = parse_weights(Path(path).read_text())
-    hidden, act = w["w1"].shape[0], config["model"]["activation"]
-    act_module = {"tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU}[act]
-    net = torch.nn.Sequential(torch.nn.Linear(1, hidden), act_module(), torch.nn.Linear(hidden, 1))
-    with torch.no_grad():
-        net[0].weight.copy_(torch.from_numpy(w["w1"]))
-        net[0].bias.copy_(torch.from_numpy(w["b1"][:, 0]))
-        net[2].weight.copy_(torch.from_numpy(w["w2"]))
-        net[2].bias.copy_(torch.from_numpy(w["b2"][0]))
+    net = torch_module(w, config["model"]["activation"])
     d = config["data"]
-    example = np.linspace(d["x_min"], d["x_max"], 5, dtype=np.float32).reshape(-1, 1)
+    inputs = w["w1"].shape[1]
+    if d.get("source", "function") == "function":
+        example = np.linspace(d["x_min"], d["x_max"], 5, dtype=np.float32).reshape(-1, 1)
+    else:  # a CSV's inputs: zeros of the right width (the signature is what matters)
+        example = np.zeros((5, inputs), dtype=np.float32)
     with torch.no_grad():
         out = net(torch.from_numpy(example)).numpy()
     signature = mlflow.models.infer_signature(example, out)

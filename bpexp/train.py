@@ -15,15 +15,16 @@ from omegaconf import OmegaConf
 from bpexp import svg, tracking
 from bpexp.config import ConfigError, TrainAppConfig
 from bpexp.data import Dataset, dataset_from_config
-from bpexp.network import forward, stack
+from bpexp.network import forward, stack, widths_of
 from bpexp.optim import Optimizer, Schedule
 from bpexp.population import Member, MemberResult, train_population
 from bpexp.recorder import Recorder, RunRecord
 
 
 def member_of(cfg) -> Member:
-    t = cfg.train
-    return Member(cfg.model.hidden, cfg.model.activation, float(t.lr), t.seed,
+    t, hidden = cfg.train, cfg.model.hidden
+    hidden = hidden if isinstance(hidden, int) else tuple(int(h) for h in hidden)  # a list: each layer's width
+    return Member(hidden, cfg.model.activation, float(t.lr), t.seed,
                   Optimizer(t.optimizer, float(t.momentum), float(t.beta2), float(t.eps)),
                   Schedule(t.schedule, float(t.decay), t.decay_every, float(t.lr_min)))
 
@@ -96,9 +97,14 @@ def run_record(cfg_tree: Mapping, result: MemberResult, data: Dataset, with_plot
     if with_plots:
         m = result.member
         title = f"{m.activation}, {m.hidden} hidden, lr {m.lr:.3g}, seed {m.seed}"
-        rec.files["plots/fit.svg"] = svg.fit_chart(
-            data.x_test.numpy(), data.y_test.numpy(), data.x.numpy(), data.y.numpy(),
-            predict(result, data.x_test), f"fit: {title}")
+        if cfg_tree["data"]["source"] == "function":  # the seed's figure: the fit over x
+            rec.files["plots/fit.svg"] = svg.fit_chart(
+                data.x_test.numpy(), data.y_test.numpy(), data.x.numpy(), data.y.numpy(),
+                predict(result, data.x_test), f"fit: {title}")
+        else:  # rows of a file, maybe several inputs: predicted vs actual
+            rec.files["plots/fit.svg"] = svg.prediction_chart(
+                data.y.numpy(), predict(result, data.x), data.y_test.numpy(), predict(result, data.x_test),
+                f"predicted vs actual: {title}")
         rec.files["plots/loss_curve.svg"] = svg.loss_chart(
             [("train", np.arange(len(result.train_loss)), result.train_loss),
              ("test", result.test_epochs, result.test_loss)], f"loss: {title}")
@@ -113,7 +119,7 @@ def train(cfg: TrainAppConfig) -> float:
     """Train the configured network, record it, and return its final training MSE."""
     check_device(cfg.train.device)
     uri = check_tracking_uri(cfg.tracking.uri)
-    name = f"train-h{cfg.model.hidden}-lr{cfg.train.lr:g}-s{cfg.train.seed}" + (
+    name = f"train-h{'x'.join(map(str, widths_of(cfg.model.hidden)))}-lr{cfg.train.lr:g}-s{cfg.train.seed}" + (
         f"-{cfg.train.optimizer}" if cfg.train.optimizer != "gd" else "")
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         with recorder.run(name, tracking.run_tags("train")) as run:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bpexp.data import FUNCTIONS, make_dataset
-from bpexp.network import ACTIVATIONS, gradients, init_weights, stack
+from bpexp.network import ACTIVATIONS, Params, gradients, init_weights, stack, unstack
 from bpexp.population import Member, train_population
 from bpexp import config
 
@@ -16,9 +16,13 @@ AUTOGRAD_ACT = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu
 
 
 def autograd_grads(w: dict, x, y, activation: str):
-    """The seed's formula, out = w2 @ act(w1 @ x + b1) + b2, differentiated by autograd."""
+    """The plain formula, out = w_o @ act(... act(w1 @ x + b1) ...) + b_o, differentiated by autograd."""
     w = {k: v.clone().requires_grad_(True) for k, v in w.items()}
-    out = w["w2"] @ AUTOGRAD_ACT[activation](w["w1"] @ x.reshape(1, -1) + w["b1"]) + w["b2"]
+    layers = len(w) // 2
+    h = x.reshape(x.shape[0], -1).T  # [D, N]
+    for n in range(1, layers):
+        h = AUTOGRAD_ACT[activation](w[f"w{n}"] @ h + w[f"b{n}"])
+    out = w[f"w{layers}"] @ h + w[f"b{layers}"]
     loss = ((y.reshape(1, -1) - out) ** 2).mean()
     loss.backward()
     return loss.detach(), {k: v.grad for k, v in w.items()}
@@ -29,28 +33,36 @@ def rel_err(a, b):
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
-@pytest.mark.parametrize("trial", range(5))
-def test_gradients_match_autograd(activation, trial):
+@pytest.mark.parametrize("depth, inputs", [(1, 1), (1, 3), (2, 1), (3, 2)])
+@pytest.mark.parametrize("trial", range(3))
+def test_gradients_match_autograd(activation, depth, inputs, trial):
     """Random networks of random widths, padded into one population, on random data."""
     g = torch.Generator().manual_seed(trial)
-    widths = [int(w) for w in torch.randint(1, 16, (4,), generator=g)]
+    shapes = [tuple(int(w) for w in torch.randint(1, 9, (depth,), generator=g)) for _ in range(4)]
     n = int(torch.randint(3, 30, (1,), generator=g))
-    x = torch.randn(n, generator=g, dtype=torch.float64) * 3
+    x = torch.randn(n, inputs, generator=g, dtype=torch.float64) * 2
+    if inputs == 1:
+        x = x[:, 0]  # the seed's one input, given as [N]
     y = torch.randn(n, generator=g, dtype=torch.float64)
-    nets = [{k: v.double() * 0.8 for k, v in init_weights(w, 1000 * trial + i).items()} for i, w in enumerate(widths)]
-    p = stack(nets, width=16)  # every member padded
-    assert p.w1.dtype == torch.float64
-    loss, (dw1, db1, dw2, db2) = gradients(p, x, y, activation)
-    for i, (w, net) in enumerate(zip(widths, nets)):
+    nets = [{k: v.double() * 0.8 for k, v in init_weights(s, 1000 * trial + i, inputs).items()}
+            for i, s in enumerate(shapes)]
+    p = stack(nets, widths=[16] * depth)  # every member padded
+    loss, grads = gradients(p, x, y, activation)
+    assert [t.shape for t in grads] == [t.shape for t in p.weights()]
+    names = [f"{kind}{n}" for n in range(1, depth + 2) for kind in ("w", "b")]
+    for i, (shape, net) in enumerate(zip(shapes, nets)):
         ref_loss, ref = autograd_grads(net, x, y, activation)
         assert rel_err(loss[i], ref_loss) < 1e-6
-        assert rel_err(dw1[i, :w], ref["w1"][:, 0]) < 1e-6
-        assert rel_err(db1[i, :w], ref["b1"][:, 0]) < 1e-6
-        assert rel_err(dw2[i, :w], ref["w2"][0]) < 1e-6
-        assert rel_err(db2[i], ref["b2"][0, 0]) < 1e-6
-        # padding units get no gradient at all, so they stay exactly zero
-        for d in (dw1, db1, dw2):
-            assert not d[i, w:].any()
+        # the gradients of member i, unpadded, in the seed's shapes
+        got = unstack(Params(grads[0::2], grads[1::2], p.masks), i, shape)
+        for name in names:
+            assert rel_err(got[name], ref[name]) < 1e-6, name
+        # padding gets no gradient at all, so it stays exactly zero
+        full = unstack(Params(grads[0::2], grads[1::2], p.masks), i, [16] * depth)
+        for name in names:
+            padded = full[name].clone()
+            padded[tuple(slice(0, s) for s in got[name].shape)] = 0
+            assert not padded.any(), name
 
 
 def test_float32_gradients_match_autograd_float32():
@@ -60,7 +72,7 @@ def test_float32_gradients_match_autograd_float32():
     ref_loss, ref = autograd_grads(net, d.x, d.y, "tanh")
     assert rel_err(loss[0], ref_loss) < 1e-6
     for got, key in zip(grads[:3], ("w1", "b1", "w2")):
-        assert rel_err(got[0], ref[key].flatten()) < 1e-5  # float32 rounding of two formulas
+        assert rel_err(got[0].flatten(), ref[key].flatten()) < 1e-5  # float32 rounding of two formulas
 
 
 def test_init_draws_like_the_seed():

@@ -84,3 +84,21 @@ def test_cuda_population_matches_cpu_closely():
     for a, b in zip(cpu, gpu):
         if a.status == "finished":
             assert abs(a.final_train_loss / b.final_train_loss - 1) < 1e-3
+
+
+def test_deep_and_multi_input_members_equal_solo_runs():
+    """Depths 1-3 in one population (grouped by depth), on two inputs, bit for bit."""
+    x = torch.linspace(-2, 2, 15)
+    data = type(DATA)(torch.stack([x, x.flip(0) ** 2], 1), torch.sin(x), torch.stack([x, x], 1)[:5], torch.sin(x)[:5])
+    rng = np.random.default_rng(1)
+    shapes = [4, (8, 8), (3, 5), (2, 6, 3), 7, (16, 4)]
+    members = [Member(s, "tanh", float(10 ** rng.uniform(-3, -1)), i) for i, s in enumerate(shapes)]
+    together = train_population(members, data, 300)
+    for m, r in zip(members, together):
+        alone = train_population([m], data, 300)[0]
+        assert np.array_equal(r.train_loss, alone.train_loss)
+        assert set(r.final_weights) == {f"{k}{n}" for n in range(1, len(np.atleast_1d(m.hidden)) + 2) for k in "wb"}
+        for k in r.final_weights:
+            assert torch.equal(r.final_weights[k], alone.final_weights[k])
+        assert r.final_weights["w1"].shape == (np.atleast_1d(m.hidden)[0], 2)  # [H1, D]
+        assert r.final_train_loss < r.train_loss[0]

@@ -1,0 +1,58 @@
+"""Reading a CSV file's columns for `data.source=csv`, strictly, without torch or pandas.
+
+Kept apart from data.py so checking a config (which reads the file, to name a missing column
+or a bad value before anything runs) doesn't import torch. The first row names the columns;
+every named column must hold a finite number in every row.
+"""
+from __future__ import annotations
+
+import csv
+import math
+
+
+class ColumnError(ValueError):
+    """A bad value in a named column; .column says which."""
+
+    def __init__(self, column: str, message: str):
+        self.column = column
+        super().__init__(message)
+
+
+def read_columns(path: str, inputs: list[str], target: str) -> tuple[list[list[float]], list[float]]:
+    """(rows of the input columns, the target column). Raises FileNotFoundError, KeyError(name,
+    the header's columns) for a column the header lacks, ValueError for anything else wrong."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError:
+        raise ValueError("is not a UTF-8 text file") from None
+    except csv.Error as e:
+        raise ValueError(f"is not a readable CSV file ({e})") from None
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise ValueError("is empty (expected a header row naming the columns)")
+    header = [cell.strip() for cell in rows[0]]
+    where = {}
+    for name in [*inputs, target]:
+        if name not in header:
+            raise KeyError(name, ", ".join(header))
+        where[name] = header.index(name)
+    xs, ys = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not any(cell.strip() for cell in row):
+            continue  # a blank line (often the last)
+        if len(row) != len(header):
+            raise ValueError(f"line {line} has {len(row)} fields, the header has {len(header)}")
+        values = {}
+        for name, col in where.items():
+            try:
+                v = float(row[col])
+            except ValueError:
+                raise ColumnError(name, f"line {line} of {path} holds {row[col]!r}, not a number") from None
+            if not math.isfinite(v):
+                raise ColumnError(name, f"line {line} of {path} holds {row[col]!r}, not a finite number")
+            values[name] = v
+        xs.append([values[name] for name in inputs])
+        ys.append(values[target])
+    if not ys:
+        raise ValueError("has a header but no data rows")
+    return xs, ys
