@@ -13,7 +13,7 @@ import time
 
 import optuna
 
-CASES = [("4", "gd"), ("16", "gd"), ("4", "adam")]
+CASES = [("4", "gd"), ("16", "gd"), ("4", "momentum"), ("4", "adam"), ("16", "adam")]
 
 
 def bpexp(args, cwd):

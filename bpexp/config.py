@@ -134,7 +134,7 @@ class LrFindConfig:
     epochs: int = 500  # a short run: the ramp's length
     seeds: int = 3  # init seeds (train.seed, train.seed+1, ...); the test reads their median loss
     stop_factor: float = 4.0  # the test ends where the loss exceeds this times its lowest value
-    divide_by: float = 1.0  # suggested lr = lr at the lowest loss / divide_by
+    divide_by: Optional[float] = None  # suggested lr = lr at the lowest loss / divide_by; None: by optimizer
 
 
 @dataclass
@@ -274,7 +274,8 @@ def validate_lr_find(cfg: LrFindAppConfig | DictConfig) -> None:
     _need(f.epochs >= 10, "lr_find.epochs", f.epochs, "must be >= 10")
     _need(f.seeds >= 1, "lr_find.seeds", f.seeds, "must be >= 1")
     _need(_finite_positive(f.stop_factor) and f.stop_factor > 1, "lr_find.stop_factor", f.stop_factor, "must be > 1")
-    _need(_finite_positive(f.divide_by), "lr_find.divide_by", f.divide_by, "must be a finite number > 0")
+    _need(f.divide_by is None or _finite_positive(f.divide_by), "lr_find.divide_by", f.divide_by,
+          "must be a finite number > 0, or null (by optimizer)")
 
 
 def storage_default(cwd: str | None = None) -> str:

@@ -7,10 +7,11 @@ The lr where the loss is lowest marks where useful learning rates end, so it (or
 of it, lr_find.divide_by) is the suggestion. Several init seeds run as one population and
 the test reads their median loss, so one lucky or unlucky initialisation doesn't decide.
 
-With stochastic mini-batches the usual advice is to divide by 10, because gradient noise
-makes the edge ragged. Full-batch gradient descent, as here, is deterministic: the best
-constant lr for a long run sits close to the edge of stability (README: the range test's
-suggestion against the best lr a sweep finds).
+How far below that lr to go depends on the optimizer (measured against sweeps of train.lr
+alone, 5000 epochs, benchmarks/lr_find_vs_sweep.py; README): for full-batch gradient descent
+the best constant lr of a long run sits right at the edge of stability, so the lowest-loss lr
+itself is the suggestion; momentum and Adam build up speed along the ramp and get past lrs
+they cannot sustain for long, so their suggestion is that lr / 4 and / 10.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from bpexp.optim import Schedule
 from bpexp.population import train_population
 from bpexp.recorder import Recorder, RunRecord
 from bpexp.train import check_device, check_tracking_uri, config_tree, member_of
+
+DIVIDE_BY = {"gd": 1.0, "momentum": 4.0, "adam": 10.0}  # lr_find.divide_by=null (measured, see above)
 
 
 def range_test(cfg: LrFindAppConfig, data) -> dict:
@@ -49,7 +52,7 @@ def range_test(cfg: LrFindAppConfig, data) -> dict:
     return {
         "lrs": lrs, "losses": losses, "median": median, "end": end,
         "lowest_loss_lr": float(lrs[best]), "lowest_loss": float(median[best]),
-        "suggested_lr": float(lrs[best] / f.divide_by),
+        "suggested_lr": float(lrs[best] / (f.divide_by or DIVIDE_BY[cfg.train.optimizer])),
         "blow_up_lr": float(lrs[end]) if end < f.epochs else None,
     }
 
