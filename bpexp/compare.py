@@ -17,6 +17,7 @@ neither torch nor the configs the runs came from.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -47,6 +48,15 @@ class Row:
     def hidden(self) -> str:
         return self.params.get("model.hidden", "?")
 
+    @property
+    def units(self) -> float:
+        """Hidden units in all: "4" -> 4, "[16, 16]" -> 32 (NaN if not recorded)."""
+        try:
+            widths = json.loads(self.hidden)
+        except ValueError:
+            return math.nan
+        return float(sum(widths) if isinstance(widths, list) else widths)
+
     def config_key(self) -> tuple:
         """What a config is: every param but the seed."""
         return tuple(sorted((k, v) for k, v in self.params.items() if k != "train.seed"))
@@ -56,7 +66,7 @@ def row_of(run, metric: str) -> Row | None:
     m, tags = run.data.metrics, run.data.tags
     if tags.get(tracking.STUDY_ROLE) in SKIP_ROLES or "train.lr" not in run.data.params:
         return None
-    if run.info.status not in ("FINISHED",):
+    if run.info.status != "FINISHED":
         return None  # a failed, killed or still running run has no final result to rank
     seed_values = [v for k, v in sorted(m.items()) if k.startswith(f"{metric}_seed_")]
     value = m.get(f"{metric}_median", m.get(metric, math.nan))
@@ -115,13 +125,14 @@ def csv_table(rows: list[Row], metric: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def boundary(rows: list[Row]) -> dict[str, float]:
-    """Per width: the geometric middle of the largest converged lr and the smallest diverged
-    lr above it (only where both exist): where the learning rate starts to blow up."""
+def boundary(rows: list[Row], by_units: bool = False) -> dict:
+    """Per network shape (model.hidden, or its total units): the geometric middle of the largest
+    converged lr and the smallest diverged lr above it (only where both exist): where the
+    learning rate starts to blow up."""
     out = {}
     by_hidden = defaultdict(list)
     for r in rows:
-        by_hidden[r.hidden].append(r)
+        by_hidden[r.units if by_units else r.hidden].append(r)
     for h, rs in by_hidden.items():
         bad = [r.lr for r in rs if r.status == "diverged"]
         good = [r.lr for r in rs if r.status != "diverged" and (not bad or r.lr < min(bad))]
@@ -142,14 +153,14 @@ def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, byte
     figs["loss_curves.png"] = plots.loss_plot(history, f"train_loss of the {len(history)} best runs")
     ok = [r for r in rows if r.status != "diverged" and math.isfinite(r.value)]
     div = [r for r in rows if r.status == "diverged"]
-    hid = lambda rs: [float(r.hidden) if str(r.hidden).isdigit() else 0.0 for r in rs]  # noqa: E731
+    hid = lambda rs: [r.units for r in rs]  # noqa: E731
     figs["loss_vs_lr.png"] = plots.scatter_plot(
         [r.lr for r in ok], [r.value for r in ok], hid(ok), "learning rate", f"final {metric}", "hidden units",
         f"final {metric} vs lr ({len(div)} diverged: x on top)",
         marks=([r.lr for r in div], hid(div)))
     figs["divergence_boundary.png"] = plots.boundary_plot(
         [r.lr for r in ok], hid(ok), [r.lr for r in div], hid(div),
-        {float(h) if str(h).isdigit() else 0.0: v for h, v in boundary(rows).items()})
+        boundary(rows, by_units=True))
     groups = defaultdict(list)
     for r in rows:
         groups[r.config_key()].append(r)
@@ -177,7 +188,7 @@ def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[
         print("bpexp compare: error: no finished train runs or sweep trials among the selected runs", file=sys.stderr)
         return 2
     print(table(rows, metric, top))
-    for h, lr in sorted(boundary(rows).items(), key=lambda kv: float(kv[0]) if kv[0].isdigit() else 0):
+    for h, lr in sorted(boundary(rows).items(), key=lambda kv: (len(kv[0]), kv[0])):
         print(f"divergence boundary, {h} hidden: lr ~ {lr:.3g}")
     figs = figures(client, rows, metric, curves)
     exp_id = client.get_run(rows[0].run_id).info.experiment_id

@@ -121,7 +121,7 @@ def boundary_plot(lr_ok, hidden_ok, lr_bad, hidden_bad, boundary: dict[float, fl
         h = sorted(boundary)
         ax.plot([boundary[k] for k in h], h, "k--", lw=1, label="boundary")
     ax.set_xscale("log")
-    ax.set(xlabel="learning rate", ylabel="hidden units", title="divergence boundary")
+    ax.set(xlabel="learning rate", ylabel="hidden units (all layers)", title="divergence boundary")
     ax.legend(loc="best", fontsize=7)
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
