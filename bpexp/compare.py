@@ -102,7 +102,7 @@ def rank(rows: list[Row]) -> list[Row]:
 
 
 def table(rows: list[Row], metric: str, top: int) -> str:
-    varying = [k for k in ("model.hidden", "train.lr", "train.optimizer", "train.schedule", "model.activation",
+    varying = [k for k in ("data.source", "model.hidden", "train.lr", "train.optimizer", "train.schedule", "model.activation",
                            "train.epochs", "train.seed") if len({r.params.get(k) for r in rows}) > 1] or ["train.lr"]
     head = ["rank", "run", *varying, metric, "seed spread", "status"]
     lines = []
