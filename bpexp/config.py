@@ -163,7 +163,7 @@ def _finite_positive(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def validate_train(cfg: TrainAppConfig | DictConfig) -> None:
+def validate_train(cfg: TrainAppConfig | DictConfig, check_data: bool = True) -> None:
     """Raise ConfigError for the first out-of-range value of the model/data/train groups."""
     m, d, t = cfg.model, cfg.data, cfg.train
     hidden = list(m.hidden) if isinstance(m.hidden, (list, tuple)) or OmegaConf.is_list(m.hidden) else [m.hidden]
@@ -171,7 +171,7 @@ def validate_train(cfg: TrainAppConfig | DictConfig) -> None:
           "model.hidden", m.hidden, "must be an integer >= 1 or a list of them (one width per hidden layer)")
     _need(m.activation in ACTIVATIONS, "model.activation", m.activation, f"must be one of {', '.join(ACTIVATIONS)}")
     _need(d.source in SOURCES, "data.source", d.source, f"must be one of {', '.join(SOURCES)}")
-    if d.source == "csv":
+    if d.source == "csv" and check_data:  # (not for a recorded config: its file may be elsewhere now)
         check_csv(d)
     _need(d.fn in FUNCTIONS, "data.fn", d.fn, f"must be one of {', '.join(FUNCTIONS)}")
     _need(math.isfinite(d.x_min), "data.x_min", d.x_min, "must be finite")
@@ -282,7 +282,7 @@ def storage_default(cwd: str | None = None) -> str:
     return "sqlite:///" + os.path.join(os.path.abspath(cwd or os.getcwd()), "outputs", "optuna.db")
 
 
-def load_train_config(text: str) -> TrainAppConfig:
+def load_train_config(text: str, check_data: bool = True) -> TrainAppConfig:
     """A train config read back from a recorded run, safely.
 
     YAML's safe loader builds plain values only (a `!!python/object` tag is an error), and the
@@ -302,5 +302,5 @@ def load_train_config(text: str) -> TrainAppConfig:
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainAppConfig), data))
     except Exception as e:  # unknown key, wrong type
         raise ValueError(f"config.yaml does not fit the train schema: {str(e).splitlines()[0]}") from None
-    validate_train(cfg)
+    validate_train(cfg, check_data)
     return cfg

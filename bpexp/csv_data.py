@@ -7,7 +7,11 @@ every named column must hold a finite number in every row.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
+import os
+
+MAX_RECORDED_BYTES = 50 * 2**20  # larger files are recorded by their hash only
 
 
 class ColumnError(ValueError):
@@ -56,3 +60,18 @@ def read_columns(path: str, inputs: list[str], target: str) -> tuple[list[list[f
     if not ys:
         raise ValueError("has a header but no data rows")
     return xs, ys
+
+
+def data_record(path: str) -> tuple[dict[str, str], dict[str, bytes]]:
+    """(tags, files) that let a run be reproduced without the original file: its SHA-256, and
+    the file itself as artifact data/<name> (once per run, or once per sweep on its parent)."""
+    with open(path, "rb") as fh:
+        content = fh.read()
+    tags = {"bpexp.data_sha256": hashlib.sha256(content).hexdigest()}
+    files = {f"data/{os.path.basename(path)}": content} if len(content) <= MAX_RECORDED_BYTES else {}
+    return tags, files
+
+
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()

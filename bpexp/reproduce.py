@@ -8,6 +8,7 @@ Works for `bpexp train` runs and for a sweep's child runs (their config is the t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from bpexp import tracking
 from bpexp.config import ConfigError, load_train_config
+from bpexp.csv_data import file_sha256
 from bpexp.data import dataset_from_config
 from bpexp.network import init_weights
 from bpexp.population import train_population
@@ -33,6 +35,24 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     diff = np.abs(a - b)[~both_nan]
     scale = np.maximum(np.abs(b), 1e-12)[~both_nan]
     return float((diff / scale).max()) if diff.size else 0.0
+
+
+def recorded_data(client, run, path: str, tmp: str) -> str:
+    """The run's CSV file: at its recorded path if the file there is still the same (by its
+    SHA-256), else the copy MLflow holds (on the run, or on its sweep's parent run)."""
+    sha = run.data.tags.get("bpexp.data_sha256")
+    if os.path.isfile(path) and file_sha256(path) == sha:
+        return path
+    name = f"data/{os.path.basename(path)}"
+    for run_id in (run.info.run_id, run.data.tags.get("mlflow.parentRunId")):
+        if run_id:
+            try:
+                local = client.download_artifacts(run_id, name, tmp)
+            except Exception:  # not on this run
+                continue
+            if file_sha256(local) == sha:
+                return local
+    raise ValueError(f"the CSV file {path} is gone or changed, and no recorded copy matches its SHA-256")
 
 
 def reproduce(run_id: str, uri: str) -> int:
@@ -52,17 +72,20 @@ def reproduce(run_id: str, uri: str) -> int:
             for name in ("config.yaml", "weights/initial.json", "weights/final.json", "curves/loss_curve.csv"):
                 files[name] = Path(client.download_artifacts(run_id, name, tmp)).read_text(encoding="utf-8")
             name = "config.yaml"
-            cfg = load_train_config(files[name])
+            cfg = load_train_config(files[name], check_data=False)
+            if cfg.data.source == "csv":
+                name = "data"
+                cfg.data.path = recorded_data(client, run, cfg.data.path, tmp)
             name = "weights/initial.json"
             recorded_init = tracking.parse_weights(files[name])
             name = "weights/final.json"
             recorded_final = tracking.parse_weights(files[name])
+            data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
         except (OSError, ValueError, ConfigError) as e:  # UnicodeDecodeError is a ValueError
             reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
             print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: {name}: {reason}", file=sys.stderr)
             return 2
     recorded_losses = np.array([float(line.split(",")[1]) for line in files["curves/loss_curve.csv"].splitlines()[1:]])
-    data = dataset_from_config(cfg.data)
     drawn = init_weights(cfg.model.hidden, cfg.train.seed, data.x.shape[1] if data.x.dim() == 2 else 1)
     if any(not np.array_equal(drawn[k].numpy(), recorded_init[k]) for k in drawn):
         print(f"bpexp reproduce: error: the recorded initial weights are not what seed {cfg.train.seed} draws",

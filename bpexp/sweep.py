@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 
 from bpexp import tracking
 from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig, storage_default, validate_train
+from bpexp.csv_data import data_record
 from bpexp.data import dataset_from_config
 from bpexp.population import MemberResult, train_population
 from bpexp.recorder import Recorder
@@ -231,6 +232,10 @@ def parent_run(recorder: Recorder, study: optuna.Study, creator: bool, cfg: Swee
                            tracking.run_tags("sweep"), tracking.flatten(config_tree(cfg))).result()
     if parent != known:
         study.set_user_attr("mlflow.parent_run_id", parent)
+        if cfg.data.source == "csv":
+            tags, files = data_record(cfg.data.path)
+            recorder.call("log_all", parent, tags=tags).result()
+            recorder.call("log_files", parent, files).result()
     return parent
 
 
@@ -392,7 +397,8 @@ def record_batch(cfg, recorder: Recorder, parent_run_id: str, study_name: str, d
         results = batch.results[t.number]
         state, _, per_seed = batch.outcomes[t.number]
         first = results[0]  # the trial's config as given (seed = train.seed): reproducible as is
-        rec = run_record(config_tree(batch.configs[t.number]), first, data, cfg.tracking.log_plots)
+        rec = run_record(config_tree(batch.configs[t.number]), first, data, cfg.tracking.log_plots,
+                         with_data=False)  # a CSV is recorded once, on the parent run
         rec.metrics += [(k, v, len(first.train_loss) - 1) for k, v in per_seed.items()]
         diverged = [r for r in results if r.status == "diverged"]
         rec.tags.update({"optuna.trial_state": state.name, "diverged": "true" if diverged else "false"})

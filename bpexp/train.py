@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from bpexp import svg, tracking
 from bpexp.config import ConfigError, TrainAppConfig
+from bpexp.csv_data import data_record
 from bpexp.data import Dataset, dataset_from_config
 from bpexp.network import forward, stack, widths_of
 from bpexp.optim import Optimizer, Schedule
@@ -81,7 +82,8 @@ def status_tags(result: MemberResult) -> dict[str, Any]:
     return tags
 
 
-def run_record(cfg_tree: Mapping, result: MemberResult, data: Dataset, with_plots: bool) -> RunRecord:
+def run_record(cfg_tree: Mapping, result: MemberResult, data: Dataset, with_plots: bool,
+               with_data: bool = True) -> RunRecord:
     """Everything a trained network's run holds: params, curves, weights, config, figures."""
     rec = RunRecord(
         params=tracking.flatten(cfg_tree),
@@ -94,6 +96,11 @@ def run_record(cfg_tree: Mapping, result: MemberResult, data: Dataset, with_plot
             "curves/loss_curve.csv": curve_csv(result),
         },
     )
+    if cfg_tree["data"]["source"] == "csv":  # which file it was; the file itself on train runs
+        tags, files = data_record(cfg_tree["data"]["path"])
+        rec.tags.update(tags)
+        if with_data:
+            rec.files.update(files)
     if with_plots:
         m = result.member
         title = f"{m.activation}, {m.hidden} hidden, lr {m.lr:.3g}, seed {m.seed}"

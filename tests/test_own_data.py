@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 
+from bpexp import tracking
 from bpexp.config import DataConfig
 from bpexp.data import csv_dataset
 from bpexp.tracking import parse_weights, weights_json
@@ -55,14 +57,27 @@ def test_train_a_deep_network_on_two_csv_inputs_then_reproduce(bpexp, tmp_path, 
     again = run_bpexp("reproduce", run.info.run_id, "--tracking-uri", f"sqlite:///{tmp_path}/outputs/mlflow.db",
                       cwd=tmp_path / "elsewhere")
     assert again.returncode == 0 and "bit for bit" in again.stdout, again.stderr
+    (tmp_path / "d.csv").write_text("a,b,y\n1,2,3\n")  # the file changed since: MLflow's copy is used
+    assert run.data.tags["bpexp.data_sha256"] and client.list_artifacts(run.info.run_id, "data")
+    again = run_bpexp("reproduce", run.info.run_id, "--tracking-uri", f"sqlite:///{tmp_path}/outputs/mlflow.db",
+                      cwd=tmp_path / "elsewhere")
+    assert again.returncode == 0 and "bit for bit" in again.stdout, again.stderr
 
 
-def test_sweep_on_csv_data_by_test_loss(bpexp, tmp_path):
+def test_sweep_on_csv_data_by_test_loss(bpexp, tmp_path, local_store):
     write_csv(tmp_path / "d.csv")
     r = bpexp("sweep", "data=csv", "data.path=d.csv", "data.inputs=[a,b]", "sweep.metric=test_loss",
               "sweep.n_trials=6", "sweep.seeds=1", "train.epochs=200", "sweep.progress=false")
     assert r.returncode == 0, r.stderr
     assert "best trial" in r.stdout
+    parent = re.search(r"MLflow parent run (\w+)", r.stdout).group(1)
+    client = local_store()
+    assert [a.path for a in client.list_artifacts(parent, "data")] == ["data/d.csv"]
+    child = tracking.child_runs(client, parent)[0]
+    assert not client.list_artifacts(child.info.run_id, "data")  # once per sweep, not per trial
+    (tmp_path / "d.csv").unlink()
+    again = bpexp("reproduce", child.info.run_id)
+    assert again.returncode == 0 and "bit for bit" in again.stdout, again.stderr
 
 
 def test_weights_files_of_any_depth_round_trip():
