@@ -97,7 +97,10 @@ class ParamSpec:
 class SweepConfig:
     study_name: str = "lr_hidden"
     n_trials: int = 100  # COMPLETE trials the study ends with; reruns top up to it
-    search_space: Dict[str, ParamSpec] = field(default_factory=dict)
+    # name -> a ParamSpec's fields. Typed Any so that an entry can be added on the command line
+    # (`+sweep.search_space.act={key: ..., type: ...}`; OmegaConf refuses a dict for a
+    # Dict[str, ParamSpec] value); validate_sweep turns each entry into a ParamSpec, checked.
+    search_space: Dict[str, Any] = field(default_factory=dict)
     sampler: str = "tpe"
     sampler_seed: Optional[int] = 0
     grid_points: int = 8  # values per float/int key when sampler=grid
@@ -230,7 +233,20 @@ def check_csv(d: DataConfig) -> None:
           f"leaves {rows - n_test} training and {n_test} test rows of {rows} (need >= 2 and >= 1)")
 
 
+def param_spec(where: str, entry: Any) -> ParamSpec:
+    """One search_space entry as a ParamSpec: unknown fields and wrong types are ConfigErrors."""
+    if isinstance(entry, ParamSpec):
+        return entry
+    _need(isinstance(entry, dict) or OmegaConf.is_dict(entry), where, entry,
+          "must be a mapping {key, type, low, high, log, step, choices}")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ParamSpec), entry))
+    except Exception as e:  # an unknown field, a value of the wrong type
+        raise ConfigError(where, entry, str(e).splitlines()[0]) from None
+
+
 def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
+    """Check the sweep config; its search_space entries become ParamSpec objects on the way."""
     validate_train(cfg)
     s = cfg.sweep
     _need(s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be >= 1")
@@ -245,8 +261,9 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
     _need(bool(s.study_name), "sweep.study_name", s.study_name, "must not be empty")
     _need(len(s.search_space) > 0, "sweep.search_space", {}, "must name at least one key")
     train_keys = OmegaConf.structured(TrainAppConfig)
-    for name, p in s.search_space.items():
+    for name in list(s.search_space):
         where = f"sweep.search_space.{name}"
+        s.search_space[name] = p = param_spec(where, s.search_space[name])
         key = p.key or name
         _need(OmegaConf.select(train_keys, key, default=None) is not None, f"{where}.key", key,
               "is not a key of the train config (model.*, data.*, train.*)")

@@ -69,9 +69,15 @@ def searched(cfg: SweepAppConfig) -> list[tuple[str, ParamSpec]]:
     return [(spec.key or name, spec) for name, spec in cfg.sweep.search_space.items()]
 
 
+def choices(p: ParamSpec) -> list:
+    """A categorical's choices as Optuna takes them: scalars. A list (a network shape such as
+    [16, 16] for model.hidden) becomes its JSON text, "[16, 16]"; trial_config turns it back."""
+    return [json.dumps(list(c)) if OmegaConf.is_list(c) or isinstance(c, (list, tuple)) else c for c in p.choices]
+
+
 def suggest(trial: optuna.Trial, key: str, p: ParamSpec) -> Any:
     if p.type == "categorical":
-        return trial.suggest_categorical(key, list(p.choices))
+        return trial.suggest_categorical(key, choices(p))
     if p.type == "int":
         return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
     return trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
@@ -81,6 +87,8 @@ def trial_config(cfg: SweepAppConfig, params: dict[str, Any]) -> TrainAppConfig:
     """The train config of one trial: the sweep's config with the sampled values put in."""
     c = OmegaConf.structured(TrainAppConfig(cfg.model, cfg.data, cfg.train, cfg.tracking))
     for key, value in params.items():
+        if isinstance(value, str) and value.startswith("["):  # a list choice (see `choices`)
+            value = json.loads(value)
         OmegaConf.update(c, key, value)
     return OmegaConf.to_object(c)
 
@@ -89,7 +97,7 @@ def check_search_space(cfg: SweepAppConfig) -> None:
     """Every value the search space can produce must be a valid train config."""
     for key, p in searched(cfg):
         where = f"sweep.search_space.{key}"
-        values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
+        values = choices(p) if p.type == "categorical" else [p.low, p.high]
         for v in values:
             if p.type == "int":
                 v = int(v)
@@ -120,7 +128,16 @@ def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed)
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GridSampler(grid(cfg), seed=seed)
+    return AskTellGridSampler(grid(cfg), seed=seed)
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, minus its call to study.stop() once every grid point has a
+    trial: that call ends study.optimize(), but raises with ask/tell (after the trial was
+    told). Here n_trials ends the sweep; past the grid's size, points are sampled again."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
 
 
 def grid(cfg: SweepAppConfig) -> dict[str, list]:
@@ -130,7 +147,7 @@ def grid(cfg: SweepAppConfig) -> dict[str, list]:
     out = {}
     for key, p in searched(cfg):
         if p.type == "categorical":
-            out[key] = list(p.choices)
+            out[key] = choices(p)
             continue
         n = cfg.sweep.grid_points
         pts = np.geomspace(p.low, p.high, n) if p.log else np.linspace(p.low, p.high, n)

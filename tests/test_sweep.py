@@ -292,3 +292,41 @@ def test_two_workers_failing_one_dead_trial_together_both_go_on(tmp_path, monkey
     monkeypatch.setattr(storage, "set_trial_state_values", after_the_other_worker)
     sweep.fail_stale_trials(study)  # raised UpdateFinishedTrialError before
     assert study.trials[dead.number].state == TrialState.FAIL
+
+
+@pytest.mark.slow
+def test_a_key_added_on_the_command_line_and_network_shapes_are_searched(tmp_path):
+    """The README's `+sweep.search_space.<name>={...}`; a categorical over shapes (lists)."""
+    r = run_bpexp("sweep", "sweep.n_trials=8", "sweep.seeds=1", "~sweep.search_space.hidden",
+                  "+sweep.search_space.act={key: model.activation, type: categorical, choices: [tanh, relu]}",
+                  "+sweep.search_space.shape={key: model.hidden, type: categorical, choices: [4, [6, 6]]}",
+                  *SMALL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 8)
+    assert {t.params["model.hidden"] for t in study.trials} == {4, "[6, 6]"}  # both shapes were tried
+    assert {t.params["model.activation"] for t in study.trials} <= {"tanh", "relu"}
+    deep = next(c for c in children if c.data.params["model.hidden"] == "[6, 6]")
+    again = run_bpexp("reproduce", deep.info.run_id, cwd=tmp_path)
+    assert again.returncode == 0 and "bit for bit" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("entry, value", [
+    ("{key: model.activation, typ: categorical}", "typ"),
+    ("{key: train.lr, log: maybe}", "maybe"),
+    ("5", "5"),
+])
+def test_a_bad_added_key_is_one_line(tmp_path, entry, value):
+    r = run_bpexp("sweep", f"+sweep.search_space.extra={entry}", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "sweep.search_space.extra" in r.stderr and value in r.stderr
+
+
+def test_grid_sampler_covers_the_grid_and_ends(tmp_path):
+    """Optuna's grid sampler calls study.stop() when its grid is used up, which raises under
+    ask/tell; bpexp's sweep ends by n_trials instead."""
+    r = run_bpexp("sweep", "sweep.sampler=grid", "sweep.grid_points=2", "sweep.n_trials=4", "sweep.seeds=1",
+                  "sweep.search_space.lr.high=0.5", *SMALL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = load(tmp_path)
+    done = {(t.params["train.lr"], t.params["model.hidden"]) for t in study.trials if t.state == TrialState.COMPLETE}
+    assert done == {(1e-4, 1), (1e-4, 32), (0.5, 1), (0.5, 32)}
