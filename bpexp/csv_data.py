@@ -7,6 +7,7 @@ every named column must hold a finite number in every row.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import math
 import os
@@ -24,7 +25,17 @@ class ColumnError(ValueError):
 
 def read_columns(path: str, inputs: list[str], target: str) -> tuple[list[list[float]], list[float]]:
     """(rows of the input columns, the target column). Raises FileNotFoundError, KeyError(name,
-    the header's columns) for a column the header lacks, ValueError for anything else wrong."""
+    the header's columns) for a column the header lacks, ValueError for anything else wrong.
+
+    A run reads its file three times (checking the overrides, checking the composed config,
+    building the dataset): the parse is kept for the same file, unchanged since (its size and
+    modification time), and the same columns. Callers must not modify what it returns."""
+    st = os.stat(path)
+    return _read_columns(path, tuple(inputs), target, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_columns(path: str, inputs: tuple[str, ...], target: str, mtime_ns: int, size: int):
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh))
@@ -62,16 +73,15 @@ def read_columns(path: str, inputs: list[str], target: str) -> tuple[list[list[f
     return xs, ys
 
 
-def data_record(path: str) -> tuple[dict[str, str], dict[str, bytes]]:
-    """(tags, files) that let a run be reproduced without the original file: its SHA-256, and
-    the file itself as artifact data/<name> (once per run, or once per sweep on its parent)."""
-    with open(path, "rb") as fh:
-        content = fh.read()
-    tags = {"bpexp.data_sha256": hashlib.sha256(content).hexdigest()}
-    files = {f"data/{os.path.basename(path)}": content} if len(content) <= MAX_RECORDED_BYTES else {}
-    return tags, files
-
-
 def file_sha256(path: str) -> str:
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()
+
+
+def file_copy(path: str) -> dict[str, bytes]:
+    """The file as artifact data/<name>, so a run reproduces without the original (recorded
+    once per run, or once per sweep on its parent); a file over the limit only by its hash."""
+    if os.path.getsize(path) > MAX_RECORDED_BYTES:
+        return {}
+    with open(path, "rb") as fh:
+        return {f"data/{os.path.basename(path)}": fh.read()}

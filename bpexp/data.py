@@ -9,6 +9,7 @@ learned the function between the training points, not only at them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -28,9 +29,10 @@ class Dataset:
     y: torch.Tensor  # [n_points] training targets (noisy if noise > 0)
     x_test: torch.Tensor  # [n_test] dense grid, or [n_test, D] held-out rows
     y_test: torch.Tensor  # [n_test] noise-free truth
+    sha256: Optional[str] = None  # read from a file: the SHA-256 of that file, as read
 
     def to(self, device: str | torch.device) -> "Dataset":
-        return Dataset(*(t.to(device) for t in (self.x, self.y, self.x_test, self.y_test)))
+        return Dataset(*(t.to(device) for t in (self.x, self.y, self.x_test, self.y_test)), self.sha256)
 
 
 def make_dataset(fn: str, x_min: float, x_max: float, n_points: int, noise: float = 0.0,
@@ -48,8 +50,9 @@ def make_dataset(fn: str, x_min: float, x_max: float, n_points: int, noise: floa
 def csv_dataset(path: str, inputs: list[str], target: str, test_fraction: float, split_seed: int) -> Dataset:
     """A CSV file's rows, split at random (seeded) into training and test rows; each side keeps
     the file's order. One input gives x as [N] (so the fit figure can draw y over x)."""
-    from bpexp.csv_data import read_columns
+    from bpexp.csv_data import file_sha256, read_columns
 
+    sha256 = file_sha256(path)
     xs, ys = read_columns(path, inputs, target)
     x, y = torch.tensor(xs, dtype=torch.float32), torch.tensor(ys, dtype=torch.float32)
     n = len(y)
@@ -58,7 +61,7 @@ def csv_dataset(path: str, inputs: list[str], target: str, test_fraction: float,
     test, train = order[:n_test].sort().values, order[n_test:].sort().values
     if x.shape[1] == 1:
         x = x[:, 0]
-    return Dataset(x[train], y[train], x[test], y[test])
+    return Dataset(x[train], y[train], x[test], y[test], sha256)
 
 
 def dataset_from_config(data) -> Dataset:

@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 
 from bpexp import tracking
 from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig, storage_default, validate_train
-from bpexp.csv_data import data_record
+from bpexp.csv_data import file_copy
 from bpexp.data import dataset_from_config
 from bpexp.population import MemberResult, train_population
 from bpexp.recorder import Recorder
@@ -242,17 +242,16 @@ def wait_for_attr(study: optuna.Study, key: str, timeout: float = 30.0) -> Any:
         time.sleep(0.2)
 
 
-def parent_run(recorder: Recorder, study: optuna.Study, creator: bool, cfg: SweepAppConfig) -> str:
+def parent_run(recorder: Recorder, study: optuna.Study, creator: bool, cfg: SweepAppConfig, data) -> str:
     """The study's one MLflow parent run: made by the study's creator, found by everyone else."""
     known = None if creator else wait_for_attr(study, "mlflow.parent_run_id")
     parent = recorder.call("open_parent_run", recorder.experiment_id.result(), known, study.study_name,
                            tracking.run_tags("sweep"), tracking.flatten(config_tree(cfg))).result()
     if parent != known:
         study.set_user_attr("mlflow.parent_run_id", parent)
-        if cfg.data.source == "csv":
-            tags, files = data_record(cfg.data.path)
-            recorder.call("log_all", parent, tags=tags).result()
-            recorder.call("log_files", parent, files).result()
+        if data.sha256:  # read from a file: recorded once, here, not with every trial
+            recorder.call("log_all", parent, tags={"bpexp.data_sha256": data.sha256}).result()
+            recorder.call("log_files", parent, file_copy(cfg.data.path)).result()
     return parent
 
 
@@ -438,10 +437,10 @@ def sweep(cfg: SweepAppConfig) -> float:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, creator = open_study(cfg)
     with Recorder(uri, cfg.tracking.experiment) as recorder:
-        parent = parent_run(recorder, study, creator, cfg)
+        data = dataset_from_config(cfg.data)
+        parent = parent_run(recorder, study, creator, cfg, data)
         failpoint("parent-created")
         take_over(study, recorder, parent)
-        data = dataset_from_config(cfg.data)
         heartbeat = Heartbeat(study)
         progress = _progress(cfg, study)
         try:

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from bpexp import svg, tracking
 from bpexp.config import ConfigError, TrainAppConfig
-from bpexp.csv_data import data_record
+from bpexp.csv_data import file_copy
 from bpexp.data import Dataset, dataset_from_config
 from bpexp.network import forward, stack, widths_of
 from bpexp.optim import Optimizer, Schedule
@@ -96,11 +96,10 @@ def run_record(cfg_tree: Mapping, result: MemberResult, data: Dataset, with_plot
             "curves/loss_curve.csv": curve_csv(result),
         },
     )
-    if cfg_tree["data"]["source"] == "csv":  # which file it was; the file itself on train runs
-        tags, files = data_record(cfg_tree["data"]["path"])
-        rec.tags.update(tags)
+    if data.sha256:  # read from a file: which file it was, and on train runs the file itself
+        rec.tags["bpexp.data_sha256"] = data.sha256
         if with_data:
-            rec.files.update(files)
+            rec.files.update(file_copy(cfg_tree["data"]["path"]))
     if with_plots:
         m = result.member
         title = f"{m.activation}, {m.hidden} hidden, lr {m.lr:.3g}, seed {m.seed}"
