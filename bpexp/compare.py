@@ -87,13 +87,7 @@ def select_runs(client, experiment: str | None, parent: str | None, run_ids: lis
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise LookupError(f"experiment {experiment!r} not found")
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
+    return tracking.search_all(client, exp.experiment_id)
 
 
 def rank(rows: list[Row]) -> list[Row]:
@@ -106,10 +100,10 @@ def table(rows: list[Row], metric: str, top: int) -> str:
                            "train.epochs", "train.seed") if len({r.params.get(k) for r in rows}) > 1] or ["train.lr"]
     head = ["rank", "run", *varying, metric, "seed spread", "status"]
     lines = []
+    cell = lambda k, v: f"{float(v):.4g}" if k == "train.lr" else str(v)  # noqa: E731
     for i, r in enumerate(rows[:top], 1):
         spread = max(r.seed_values) - min(r.seed_values) if len(r.seed_values) > 1 else math.nan
-        lr_fmt = lambda k, v: f"{float(v):.4g}" if k == "train.lr" else str(v)  # noqa: E731
-        lines.append([str(i), r.name, *(lr_fmt(k, r.params.get(k, "")) for k in varying), f"{r.value:.4g}",
+        lines.append([str(i), r.name, *(cell(k, r.params.get(k, "")) for k in varying), f"{r.value:.4g}",
                       "" if math.isnan(spread) else f"{spread:.2g}", r.status])
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731

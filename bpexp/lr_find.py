@@ -23,6 +23,7 @@ import numpy as np
 from bpexp import svg, tracking
 from bpexp.config import LrFindAppConfig
 from bpexp.data import dataset_from_config
+from bpexp.network import shape_name
 from bpexp.optim import Schedule
 from bpexp.population import train_population
 from bpexp.recorder import Recorder, RunRecord
@@ -81,10 +82,11 @@ def record(cfg: LrFindAppConfig, found: dict, figure: str) -> RunRecord:
             "bpexp.lowest_loss_lr": f"{found['lowest_loss_lr']:.6g}"}
     if found["blow_up_lr"] is not None:
         rows.append(("blow_up_lr", found["blow_up_lr"], 0))
-    csv = "epoch,lr," + ",".join(f"seed_{cfg.train.seed + i}" for i in range(len(found["losses"]))) + ",median\n"
+    lines = ["epoch,lr," + ",".join(f"seed_{cfg.train.seed + i}" for i in range(len(found["losses"]))) + ",median"]
     for e in range(len(found["lrs"])):
-        csv += ",".join([str(e), repr(float(found["lrs"][e])), *(repr(float(v)) for v in found["losses"][:, e]),
-                         repr(float(found["median"][e]))]) + "\n"
+        lines.append(",".join([str(e), repr(float(found["lrs"][e])), *(repr(float(v)) for v in found["losses"][:, e]),
+                               repr(float(found["median"][e]))]))
+    csv = "\n".join(lines) + "\n"
     return RunRecord(params=tracking.flatten(config_tree(cfg)), metrics=rows, tags=tags,
                      files={"plots/lr_find.svg": figure, "curves/lr_find.csv": csv})
 
@@ -93,9 +95,9 @@ def lr_find(cfg: LrFindAppConfig) -> float:
     """Run the range test, record it, print the suggestion and return it."""
     check_device(cfg.train.device)
     uri = check_tracking_uri(cfg.tracking.uri)
-    name = f"lr-find-h{cfg.model.hidden}-{cfg.train.optimizer}"
+    name = f"lr-find-h{shape_name(cfg.model.hidden)}-{cfg.train.optimizer}"
     with Recorder(uri, cfg.tracking.experiment) as recorder:
-        with recorder.run(name, {**tracking.run_tags("lr-find"), "bpexp.role": "lr-find"}) as run:
+        with recorder.run(name, {**tracking.run_tags("lr-find"), tracking.STUDY_ROLE: "lr-find"}) as run:
             data = dataset_from_config(cfg.data)
             found = range_test(cfg, data)
             figure = chart(cfg, found)

@@ -85,6 +85,11 @@ def widths_of(hidden) -> tuple[int, ...]:
     return (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
 
 
+def shape_name(hidden) -> str:
+    """model.hidden for run names: 4 -> "4", [16, 16] -> "16x16"."""
+    return "x".join(map(str, widths_of(hidden)))
+
+
 @dataclass
 class Params:
     """Weights of K networks of one depth, each layer padded to a power-of-two width.

@@ -30,10 +30,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-SCHEDULES = ("constant", "step", "exponential", "cosine")
-OPTIMIZERS = ("gd", "momentum", "adam")
-
-
 @dataclass(frozen=True)
 class Schedule:
     name: str = "constant"

@@ -1,11 +1,12 @@
 """Train a population of networks together: one batched tensor program instead of K loops.
 
 Members may differ in learning rate, seed, widths, depth, activation, optimizer and schedule.
-Members with the same activation, optimizer and depth share one group whose tensors are padded to the group's widest member (see
-network.py); `plan_groups` decides where to cut widths into groups, trading padding waste
-against the fixed cost of each extra group's tensor operations. Every member draws its
-initial weights exactly as a solo run with its seed does, so a member's result is the same
-computation as training that config alone (tests/test_population.py checks 1e-6 agreement).
+Members with the same activation, optimizer and depth share one group whose tensors are
+padded to the group's widest member (see network.py); `plan_groups` decides where to cut
+widths into groups, trading padding waste against the fixed cost of each extra group's
+tensor operations. Every member draws its initial weights exactly as a solo run with its
+seed does, so a member's result is the same computation as training that config alone
+(tests/test_population.py checks 1e-6 agreement).
 
 Every `chunk` epochs the trainer reads the losses back from the device (one sync), marks
 members whose loss left the finite range at the first epoch it did, asks the caller's

@@ -335,16 +335,20 @@ def open_parent_run(client, experiment_id: str, known: Optional[str], study_name
     return run_id
 
 
-def child_runs(client, parent_run_id: str, extra: str = "") -> list:
-    exp = client.get_run(parent_run_id).info.experiment_id
-    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'" + (f" and {extra}" if extra else "")
+def search_all(client, experiment_id: str, query: str = "") -> list:
+    """Every run of the experiment that matches the query, page by page."""
     runs, token = [], None
     while True:
-        page = client.search_runs([exp], query, max_results=1000, page_token=token)
+        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
         runs += list(page)
         token = page.token
         if not token:
             return runs
+
+
+def child_runs(client, parent_run_id: str, extra: str = "") -> list:
+    exp = client.get_run(parent_run_id).info.experiment_id
+    return search_all(client, exp, f"tags.`mlflow.parentRunId` = '{parent_run_id}'" + (f" and {extra}" if extra else ""))
 
 
 def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str],

@@ -16,7 +16,7 @@ from bpexp import svg, tracking
 from bpexp.config import ConfigError, TrainAppConfig
 from bpexp.csv_data import file_copy
 from bpexp.data import Dataset, dataset_from_config
-from bpexp.network import forward, stack, widths_of
+from bpexp.network import forward, shape_name, stack, widths_of
 from bpexp.optim import Optimizer, Schedule
 from bpexp.population import Member, MemberResult, train_population
 from bpexp.recorder import Recorder, RunRecord
@@ -24,7 +24,7 @@ from bpexp.recorder import Recorder, RunRecord
 
 def member_of(cfg) -> Member:
     t, hidden = cfg.train, cfg.model.hidden
-    hidden = hidden if isinstance(hidden, int) else tuple(int(h) for h in hidden)  # a list: each layer's width
+    hidden = hidden if isinstance(hidden, int) else widths_of(hidden)  # a list: each layer's width
     return Member(hidden, cfg.model.activation, float(t.lr), t.seed,
                   Optimizer(t.optimizer, float(t.momentum), float(t.beta2), float(t.eps)),
                   Schedule(t.schedule, float(t.decay), t.decay_every, float(t.lr_min)))
@@ -125,7 +125,7 @@ def train(cfg: TrainAppConfig) -> float:
     """Train the configured network, record it, and return its final training MSE."""
     check_device(cfg.train.device)
     uri = check_tracking_uri(cfg.tracking.uri)
-    name = f"train-h{'x'.join(map(str, widths_of(cfg.model.hidden)))}-lr{cfg.train.lr:g}-s{cfg.train.seed}" + (
+    name = f"train-h{shape_name(cfg.model.hidden)}-lr{cfg.train.lr:g}-s{cfg.train.seed}" + (
         f"-{cfg.train.optimizer}" if cfg.train.optimizer != "gd" else "")
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         with recorder.run(name, tracking.run_tags("train")) as run:

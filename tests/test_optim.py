@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from bpexp import config
 from bpexp.data import make_dataset
 from bpexp.network import init_weights, stack
 from bpexp.optim import Optimizer, Schedule, Stepper
@@ -95,3 +96,14 @@ def test_adam_and_momentum_beat_plain_gd_at_the_seeds_lr():
                                       Member(4, "tanh", 0.01, 99, Optimizer("adam"))], data, 5000)
     assert gd.final_train_loss == pytest.approx(0.008276, abs=2e-6)  # the seed's figure, unchanged
     assert mom.final_train_loss < gd.final_train_loss / 2 and adam.final_train_loss < gd.final_train_loss / 2
+
+
+def test_schema_choices_are_implemented():
+    """config.py names the choices (so checking a config never imports torch); optim.py has them."""
+    for name in config.SCHEDULES:
+        assert Schedule(name).factors(0.1, 5).shape == (5,)
+    p = [torch.ones(2, 3)]
+    for name in config.OPTIMIZERS:
+        Stepper([Optimizer(name)] * 2, p).step(p, [torch.ones(2, 3)], torch.full((2,), 0.1))
+        assert (p[0] < 1).all()
+        p = [torch.ones(2, 3)]
