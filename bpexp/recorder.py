@@ -125,7 +125,11 @@ def abandon() -> None:
     if _prestarted is not None:
         for child in multiprocessing.active_children():
             child.terminate()
-        _prestarted.shutdown(wait=False, cancel_futures=True)
+        # Wait for the pool's manager thread to see the child gone and close its wake-up pipe:
+        # at exit, concurrent.futures wakes that thread through the pipe, and on Python 3.11
+        # the two race (the check for a closed pipe and the write are not atomic), printing an
+        # "OSError: Bad file descriptor" traceback after the one-line error (seen once in CI).
+        _prestarted.shutdown(wait=True, cancel_futures=True)
         _prestarted = None
 
 
