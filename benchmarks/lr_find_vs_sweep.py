@@ -45,11 +45,14 @@ def main() -> None:
             best_lr = study.best_params["train.lr"]
             # the study's own objective at the suggestion: a one-trial study with lr fixed there
             at = f"at-{name}"
-            bpexp(["sweep", *common, f"train.lr={suggested}", "~sweep.search_space.hidden",
-                   "sweep.search_space.lr.type=categorical", f"sweep.search_space.lr.choices=[{suggested}]",
+            bpexp(["sweep", *common, f"train.lr={suggested}", "~sweep.search_space.hidden", "~sweep.search_space.lr",
+                   f"+sweep.search_space.at={{key: train.lr, type: categorical, choices: [{suggested}]}}",
                    f"sweep.study_name={at}", "sweep.n_trials=1", "sweep.progress=false", "tracking.log_plots=false"],
                   tmp)
-            at_value = optuna.load_study(study_name=at, storage=f"sqlite:///{tmp}/outputs/optuna.db").best_value
+            try:
+                at_value = optuna.load_study(study_name=at, storage=f"sqlite:///{tmp}/outputs/optuna.db").best_value
+            except ValueError:  # the suggestion diverged: no value
+                at_value = float("nan")
             print(f"{hidden:>6} {opt:>9} {suggested:>9.4g} {blow.group(1) if blow else '-':>9} {best_lr:>10.4g} "
                   f"{at_value:>11.3g} {study.best_value:>9.3g} {t_find:>9.1f} {t_sweep:>8.1f}")
 

@@ -12,9 +12,12 @@ import sys
 import tempfile
 import time
 
+from collections import Counter
+
 import optuna
 
 from bpexp.data import make_dataset
+from bpexp.outcome import verdict_of
 from bpexp.population import Member, train_population
 
 BAR = 1.0e-3
@@ -39,7 +42,10 @@ def main() -> None:
     finals = [r.final_train_loss for r in results]
     med = statistics.median(finals)
     n = len(study.trials)
+    verdicts = Counter(verdict_of(t) or "failed" for t in study.trials)
     print(f"sweep {' '.join(overrides) or '(defaults)'}: {n} trials in {elapsed:.1f} s")
+    print("outcomes: " + ", ".join(f"{v} {k}" for k, v in verdicts.most_common())
+          + f" ({verdicts['diverged'] / n:.0%} diverged, {verdicts['partly diverged'] / n:.0%} partly)")
     print(f"best trial #{best.number}: train.lr={lr:.4g} model.hidden={hidden} objective={best.value:.4g}")
     print("final MSE on seeds 99..103: " + ", ".join(f"{f:.3g}" for f in finals))
     print(f"median {med:.4g}  ->  {'PASS' if med <= BAR else 'FAIL'} (bar {BAR:g})")

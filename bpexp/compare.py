@@ -6,8 +6,8 @@ under outputs/compare-<run id>/ and records them on a run of their own (bpexp.ro
 
 - loss curves overlaid (the best runs' train_loss histories);
 - final loss vs learning rate, coloured by hidden units, diverged runs marked on top;
-- the divergence boundary: lr vs hidden units, converged vs diverged, and for each width the
-  geometric middle between the largest lr that converged and the smallest that diverged;
+- the divergence bracket: lr vs hidden units, converged vs diverged, and for each width the
+  bracket [largest lr at which every seed converged, smallest lr at which a seed diverged];
 - seed spread per config: every seed's final loss, per config (runs that differ only in
   train.seed are one config; a sweep trial carries its seeds' values itself).
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bpexp import plots, tracking
+from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED
 
 SKIP_ROLES = ("study", "lr-find", "report")  # runs that are not a trained network
 
@@ -36,9 +37,15 @@ class Row:
     run_id: str
     name: str
     params: dict
-    value: float  # the final metric: a sweep trial's median over its seeds, else the run's own
-    seed_values: list = field(default_factory=list)
-    status: str = "finished"
+    value: float  # the final metric: the last point of the run's curve (a trial's median over seeds); NaN if none
+    seed_values: list = field(default_factory=list)  # the final metric of each seed that converged
+    status: str = "converged"  # the run's verdict (bpexp/outcome.py)
+    n_diverged: int = 0  # its seeds that diverged
+
+    @property
+    def diverged(self) -> bool:
+        """A seed of it diverged (partly or wholly): the lr is past the edge for this width."""
+        return self.status in (DIVERGED, PARTLY_DIVERGED)
 
     @property
     def lr(self) -> float:
@@ -68,15 +75,16 @@ def row_of(run, metric: str) -> Row | None:
         return None
     if run.info.status != "FINISHED":
         return None  # a failed, killed or still running run has no final result to rank
-    seed_values = [v for k, v in sorted(m.items()) if k.startswith(f"{metric}_seed_")]
-    value = m.get(f"{metric}_median", m.get(metric, math.nan))
-    if seed_values:  # a sweep trial: diverged when its median is the divergence penalty
-        diverged = value > float(run.data.params.get("train.diverge_above", "inf"))
-    else:
-        diverged = tags.get("bpexp.status") == "diverged"
-    status = "diverged" if diverged else tags.get("bpexp.status", "finished")
+    status = tags.get("bpexp.outcome")
+    if status is None:  # recorded before bpexp.outcome: a run with one seed
+        status = {"finished": CONVERGED}.get(tags.get("bpexp.status", "finished"), tags.get("bpexp.status"))
+    gone = set(tags["diverged_seeds"].split(",")) if tags.get("diverged_seeds") else set()
+    seed_values = [v for k, v in sorted(m.items())
+                   if k.startswith(f"{metric}_seed_") and k[len(f"{metric}_seed_"):] not in gone]
+    value = m.get(metric, math.nan) if status in (CONVERGED, PARTLY_DIVERGED) else math.nan
     return Row(run.info.run_id, run.info.run_name, dict(run.data.params), float(value),
-               seed_values or [float(value)], status)
+               seed_values or ([float(value)] if math.isfinite(value) else []), status,
+               len(gone) or int(status == DIVERGED))
 
 
 def select_runs(client, experiment: str | None, parent: str | None, run_ids: list[str]) -> list:
@@ -90,9 +98,12 @@ def select_runs(client, experiment: str | None, parent: str | None, run_ids: lis
     return tracking.search_all(client, exp.experiment_id)
 
 
+ORDER = {CONVERGED: 0, PARTLY_DIVERGED: 1, PRUNED: 2, DIVERGED: 3}
+
+
 def rank(rows: list[Row]) -> list[Row]:
-    """Best first; diverged runs last (their final loss says nothing), NaN after them."""
-    return sorted(rows, key=lambda r: (r.status == "diverged", not math.isfinite(r.value), r.value))
+    """Converged best first, then trials some seeds of which diverged, pruned, diverged."""
+    return sorted(rows, key=lambda r: (ORDER.get(r.status, 4), not math.isfinite(r.value), r.value))
 
 
 def table(rows: list[Row], metric: str, top: int) -> str:
@@ -103,7 +114,8 @@ def table(rows: list[Row], metric: str, top: int) -> str:
     cell = lambda k, v: f"{float(v):.4g}" if k == "train.lr" else str(v)  # noqa: E731
     for i, r in enumerate(rows[:top], 1):
         spread = max(r.seed_values) - min(r.seed_values) if len(r.seed_values) > 1 else math.nan
-        lines.append([str(i), r.name, *(cell(k, r.params.get(k, "")) for k in varying), f"{r.value:.4g}",
+        lines.append([str(i), r.name, *(cell(k, r.params.get(k, "")) for k in varying),
+                      f"{r.value:.4g}" if math.isfinite(r.value) else "-",
                       "" if math.isnan(spread) else f"{spread:.2g}", r.status])
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
@@ -111,33 +123,78 @@ def table(rows: list[Row], metric: str, top: int) -> str:
 
 
 def csv_table(rows: list[Row], metric: str) -> str:
+    import csv
+    import io
+
     keys = sorted({k for r in rows for k in r.params})
-    out = ["rank,run_id,run_name," + ",".join(keys) + f",{metric},status"]
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["rank", "run_id", "run_name", *keys, metric, "outcome"])
     for i, r in enumerate(rows, 1):
-        out.append(",".join([str(i), r.run_id, r.name, *(str(r.params.get(k, "")) for k in keys), repr(r.value),
-                             r.status]))
-    return "\n".join(out) + "\n"
+        out.writerow([i, r.run_id, r.name, *(r.params.get(k, "") for k in keys),
+                      repr(r.value) if math.isfinite(r.value) else "", r.status])
+    return buf.getvalue()
 
 
-def boundary(rows: list[Row], by_units: bool = False) -> dict:
-    """Per network shape (model.hidden, or its total units): the geometric middle of the largest
-    converged lr and the smallest diverged lr above it (only where both exist): where the
-    learning rate starts to blow up."""
-    out = {}
+@dataclass
+class Bracket:
+    """Where the learning rate stops training, for one width: every seed converged at lrs up to
+    `stable` (n_stable runs), a seed diverged at lrs from `unstable` (n_unstable runs)."""
+
+    stable: float | None
+    unstable: float | None
+    n_stable: int
+    n_unstable: int
+
+    @property
+    def measured(self) -> bool:
+        return self.stable is not None and self.unstable is not None
+
+    def describe(self) -> str:
+        if not self.measured:
+            side = "no run diverged" if self.unstable is None else "no run converged"
+            return f"too few samples ({self.n_stable} converged, {self.n_unstable} with a diverged seed: {side})"
+        text = (f"stable up to lr {self.stable:.3g} ({self.n_stable} converged), "
+                f"a seed diverges from lr {self.unstable:.3g} ({self.n_unstable} run{'s' if self.n_unstable != 1 else ''})")
+        if self.stable > self.unstable:
+            text += ": the two overlap, so the edge depends on the seed"
+        return text
+
+
+def brackets(rows: list[Row], by_units: bool = False) -> dict:
+    """Per network shape (model.hidden, or its total units): the divergence bracket."""
     by_hidden = defaultdict(list)
     for r in rows:
-        by_hidden[r.units if by_units else r.hidden].append(r)
+        if r.status != PRUNED:
+            by_hidden[r.units if by_units else r.hidden].append(r)
+    out = {}
     for h, rs in by_hidden.items():
-        bad = [r.lr for r in rs if r.status == "diverged"]
-        good = [r.lr for r in rs if r.status != "diverged" and (not bad or r.lr < min(bad))]
-        if good and bad:
-            out[h] = math.sqrt(max(good) * min(bad))
+        good = [r.lr for r in rs if r.status == CONVERGED]
+        bad = [r.lr for r in rs if r.diverged]
+        out[h] = Bracket(max(good) if good else None, min(bad) if bad else None, len(good), len(bad))
     return out
+
+
+def print_brackets(found: dict) -> None:
+    """The measured brackets, one line per width; the widths without one, in a line."""
+    order = sorted(found, key=lambda h: (len(h), h))
+    measured = [h for h in order if found[h].measured]
+    print("\nwhere the learning rate stops training, per width "
+          "[largest lr at which every seed converged, smallest lr at which a seed diverged]:")
+    for h in measured:
+        print(f"  {h} hidden: {found[h].describe()}")
+    if not measured:
+        print("  no width has both a converged run and one with a diverged seed")
+    few = [h for h in order if not found[h].measured]
+    if few:
+        only_ok = sum(1 for h in few if found[h].unstable is None)
+        print(f"  too few samples for a bracket at {len(few)} width{'s' if len(few) > 1 else ''} "
+              f"({only_ok} with converged runs only, {len(few) - only_ok} with diverged runs only): {', '.join(few)}")
 
 
 def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, bytes]:
     figs = {}
-    best = [r for r in rows if r.status != "diverged"][:curves]
+    best = [r for r in rows if math.isfinite(r.value)][:curves]
     history = []
     for r in best:
         pts = sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, "train_loss"))
@@ -145,24 +202,32 @@ def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, byte
             ep, loss = map(np.array, zip(*pts))
             history.append((f"{r.name} (lr {r.lr:.3g}, h {r.hidden})", ep, loss))
     figs["loss_curves.png"] = plots.loss_plot(history, f"train_loss of the {len(history)} best runs")
-    ok = [r for r in rows if r.status != "diverged" and math.isfinite(r.value)]
-    div = [r for r in rows if r.status == "diverged"]
+    ok = [r for r in rows if r.status == CONVERGED and math.isfinite(r.value)]
+    half = [r for r in rows if r.status == PARTLY_DIVERGED and math.isfinite(r.value)]
+    div = [r for r in rows if r.status == DIVERGED]
     hid = lambda rs: [r.units for r in rs]  # noqa: E731
     figs["loss_vs_lr.png"] = plots.scatter_plot(
-        [r.lr for r in ok], [r.value for r in ok], hid(ok), "learning rate", f"final {metric}", "hidden units",
-        f"final {metric} vs lr ({len(div)} diverged: x on top)",
-        marks=([r.lr for r in div], hid(div)))
+        [r.lr for r in ok], [r.value for r in ok], hid(ok), "learning rate", f"final {metric} (median over seeds)",
+        "hidden units", f"final {metric} vs lr", marks=([r.lr for r in div], hid(div)),
+        partly=([r.lr for r in half], [r.value for r in half]))
+    bad = [r for r in rows if r.diverged]
     figs["divergence_boundary.png"] = plots.boundary_plot(
-        [r.lr for r in ok], hid(ok), [r.lr for r in div], hid(div),
-        boundary(rows, by_units=True))
+        [r.lr for r in ok], hid(ok), [r.lr for r in bad], hid(bad),
+        {h: (b.stable, b.unstable) for h, b in brackets(rows, by_units=True).items() if b.measured})
     groups = defaultdict(list)
     for r in rows:
         groups[r.config_key()].append(r)
-    spread = sorted(((f"lr {g[0].lr:.3g}, h {g[0].hidden}", [v for r in g for v in r.seed_values]) for g in
-                     groups.values() if sum(len(r.seed_values) for r in g) > 1),
-                    key=lambda item: float(np.median(item[1])))[:curves]
+    spread = []
+    for g in groups.values():  # a diverged seed counts as worse than any loss, as in a trial's value
+        values = [v for r in g for v in r.seed_values] + [math.inf] * sum(r.n_diverged for r in g)
+        k = sum(r.n_diverged for r in g)
+        if len(values) > 1:
+            label = f"lr {g[0].lr:.3g}, h {g[0].hidden}" + (f" ({k} of {len(values)} diverged)" if k else "")
+            spread.append((float(np.median(values)), label, values))
+    spread = [(label, values) for _, label, values in sorted(spread, key=lambda item: item[0])[:curves]]
     if spread:
-        figs["seed_spread.png"] = plots.spread_plot(spread, f"final {metric}", "seed spread per config (best first)")
+        figs["seed_spread.png"] = plots.spread_plot(spread, f"final {metric} of each seed",
+                                                    "seed spread per config (best median first)")
     return figs
 
 
@@ -182,8 +247,7 @@ def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[
         print("bpexp compare: error: no finished train runs or sweep trials among the selected runs", file=sys.stderr)
         return 2
     print(table(rows, metric, top))
-    for h, lr in sorted(boundary(rows).items(), key=lambda kv: (len(kv[0]), kv[0])):
-        print(f"divergence boundary, {h} hidden: lr ~ {lr:.3g}")
+    print_brackets(brackets(rows))
     figs = figures(client, rows, metric, curves)
     exp_id = client.get_run(rows[0].run_id).info.experiment_id
     what = {"bpexp.compared": parent or (experiment if not run_ids else ",".join(run_ids))[:5000]}

@@ -96,7 +96,7 @@ class ParamSpec:
 @dataclass
 class SweepConfig:
     study_name: str = "lr_hidden"
-    n_trials: int = 100  # COMPLETE trials the study ends with; reruns top up to it
+    n_trials: int = 100  # trained trials (converged, partly diverged, diverged) the study ends with; reruns top up
     # name -> a ParamSpec's fields. Typed Any so that an entry can be added on the command line
     # (`+sweep.search_space.act={key: ..., type: ...}`; OmegaConf refuses a dict for a
     # Dict[str, ParamSpec] value); validate_sweep turns each entry into a ParamSpec, checked.

@@ -27,7 +27,8 @@ from bpexp.network import shape_name
 from bpexp.optim import Schedule
 from bpexp.population import train_population
 from bpexp.recorder import Recorder, RunRecord
-from bpexp.train import check_device, check_tracking_uri, config_tree, member_of
+from bpexp.run_record import config_tree, member_of
+from bpexp.train import check_device, check_tracking_uri
 
 DIVIDE_BY = {"gd": 1.0, "momentum": 4.0, "adam": 10.0}  # lr_find.divide_by=null (measured, see above)
 

@@ -28,7 +28,7 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def loss_plot(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str) -> bytes:
+def loss_plot(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str, ylabel: str = "MSE") -> bytes:
     """Loss curves on a log scale; each curve is (label, epochs, losses)."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
@@ -36,7 +36,7 @@ def loss_plot(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str) 
         ok = np.isfinite(loss) & (loss > 0)
         ax.plot(ep[ok], loss[ok], lw=1, label=label)
     ax.set_yscale("log")
-    ax.set(xlabel="epoch", ylabel="MSE", title=title)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend(loc="upper right", fontsize=7)
     ax.grid(True, which="major", alpha=0.3)
     _frame(fig)
@@ -44,19 +44,14 @@ def loss_plot(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str) 
 
 
 def scatter_plot(x, y, color, xlabel: str, ylabel: str, clabel: str, title: str,
-                 logx: bool = True, logy: bool = True, marks=None) -> bytes:
+                 logx: bool = True, logy: bool = True, marks=None, partly=None) -> bytes:
     """One point per trial, coloured by a third quantity (e.g. objective vs lr by hidden units).
-    marks = (x, color): points without a y (diverged runs), drawn as x along the top edge."""
+    marks = (x, color): points without a y (diverged runs), drawn as x along the top edge;
+    partly = (x, y): trials some of whose seeds diverged (value over the others), as triangles."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     sc = ax.scatter(x, y, c=color, cmap="viridis", s=20)
-    if marks is not None and len(marks[0]):
-        ax.scatter(marks[0], [0.97] * len(marks[0]), c="tab:red", marker="x", s=25,
-                   transform=ax.get_xaxis_transform(), label="diverged")
-        ax.legend(loc="lower right", fontsize=7)
-        xs = np.concatenate([np.asarray(x, dtype=float), np.asarray(marks[0], dtype=float)])
-        if logx:  # the marks' transform leaves the x limits to us
-            ax.set_xlim(xs.min() / 1.5, xs.max() * 1.5)
+    _partly_and_diverged(ax, logx, x, partly, marks[0] if marks is not None else ())
     fig.colorbar(sc, ax=ax, label=clabel)
     if logx:
         ax.set_xscale("log")
@@ -68,7 +63,28 @@ def scatter_plot(x, y, color, xlabel: str, ylabel: str, clabel: str, title: str,
     return _png(fig)
 
 
-def heatmap_plot(x, y, z, xlabel: str, ylabel: str, zlabel: str, title: str) -> bytes:
+def _partly_and_diverged(ax, logx: bool, x, partly, diverged_x) -> None:
+    """Trials some of whose seeds diverged (open triangles at their value), and trials every
+    seed of which diverged (red x along the top edge: they have no value to plot)."""
+    labelled = False
+    if partly is not None and len(partly[0]):
+        ax.scatter(partly[0], partly[1], facecolors="none", edgecolors="tab:orange", marker="^", s=30,
+                   label="some seeds diverged")
+        labelled = True
+    if len(diverged_x):
+        ax.scatter(diverged_x, [0.97] * len(diverged_x), c="tab:red", marker="x", s=25,
+                   transform=ax.get_xaxis_transform(), label="diverged (no value)")
+        labelled = True
+        xs = np.concatenate([np.asarray(x, dtype=float), np.asarray(diverged_x, dtype=float),
+                             np.asarray(partly[0] if partly is not None else [], dtype=float)])
+        xs = xs[np.isfinite(xs)]
+        if len(xs):  # the marks' transform leaves the x limits to us
+            ax.set_xlim(*((xs.min() / 1.5, xs.max() * 1.5) if logx else (xs.min() - 0.5, xs.max() + 0.5)))
+    if labelled:
+        ax.legend(loc="best", fontsize=7, framealpha=0.6)
+
+
+def heatmap_plot(x, y, z, xlabel: str, ylabel: str, zlabel: str, title: str, bad=None) -> bytes:
     """Objective over two parameters: trials as points on a log-coloured interpolated map."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
@@ -81,14 +97,18 @@ def heatmap_plot(x, y, z, xlabel: str, ylabel: str, zlabel: str, title: str) -> 
             fig.colorbar(cf, ax=ax, label=f"log10 {zlabel}")
         except (ValueError, RuntimeError):  # degenerate triangulation (e.g. collinear points)
             pass
-    ax.scatter(lx, y, c="k", s=6)
+    ax.scatter(lx, y, c="k", s=6, label="converged")
+    if bad is not None and len(bad[0]):  # trials with a diverged seed: (x, y)
+        ax.scatter(np.log10(np.asarray(bad[0], dtype=float)), bad[1], c="tab:red", marker="x", s=20,
+                   label="a seed diverged")
+        ax.legend(loc="best", fontsize=7, framealpha=0.6)
     ax.set(xlabel=f"log10 {xlabel}", ylabel=ylabel, title=title)
     fig.tight_layout()
     return _png(fig)
 
 
 def bar_plot(names: Sequence[str], values: Sequence[float], xlabel: str, title: str) -> bytes:
-    fig = Figure(figsize=(6, 0.6 + 0.4 * max(1, len(names))))
+    fig = Figure(figsize=(6, max(4.0, 0.6 + 0.4 * len(names))))  # the size of the other figures, at least
     ax = fig.add_subplot()
     ax.barh(list(names)[::-1], list(values)[::-1], color="tab:blue")
     ax.set(xlabel=xlabel, title=title)
@@ -96,32 +116,37 @@ def bar_plot(names: Sequence[str], values: Sequence[float], xlabel: str, title: 
     return _png(fig)
 
 
-def history_plot(numbers, values, best, ylabel: str, title: str) -> bytes:
-    """Optimization history: each trial's objective and the best so far."""
+def history_plot(numbers, values, best, ylabel: str, title: str, partly=None, diverged=()) -> bytes:
+    """Optimization history: each converged trial's value, the best so far, and the trials
+    with diverged seeds (see _partly_and_diverged)."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    ax.scatter(numbers, values, s=12, label="trial")
-    ax.step(numbers, best, where="post", color="tab:red", label="best so far")
-    ax.set_yscale("log")
-    ax.set(xlabel="trial", ylabel=ylabel, title=title)
-    ax.legend(loc="best", fontsize=8)
+    ax.scatter(numbers, values, s=12, label="converged trial")
+    ax.step(numbers, best, where="post", color="tab:blue", label="best so far")
+    _partly_and_diverged(ax, False, numbers, partly, diverged)
+    if len(values) or (partly is not None and len(partly[1])):
+        ax.set_yscale("log")
+    ax.set(xlabel="trial number", ylabel=ylabel, title=title)
+    ax.legend(loc="best", fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return _png(fig)
 
 
-def boundary_plot(lr_ok, hidden_ok, lr_bad, hidden_bad, boundary: dict[float, float]) -> bytes:
-    """Where learning rates blow up: runs by (lr, hidden units), converged o / diverged x, and
-    the boundary between them per width."""
+def boundary_plot(lr_ok, hidden_ok, lr_bad, hidden_bad, brackets: dict[float, tuple[float, float]]) -> bytes:
+    """Where learning rates stop training: runs by (lr, hidden units), converged o / a seed
+    diverged x, and per width the measured bracket [largest all-converged lr, smallest lr
+    with a diverged seed] as a bar (red where the two overlap)."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    ax.scatter(lr_ok, hidden_ok, marker="o", s=16, c="tab:blue", label="converged")
-    ax.scatter(lr_bad, hidden_bad, marker="x", s=20, c="tab:red", label="diverged")
-    if boundary:
-        h = sorted(boundary)
-        ax.plot([boundary[k] for k in h], h, "k--", lw=1, label="boundary")
+    ax.scatter(lr_ok, hidden_ok, marker="o", s=16, c="tab:blue", label="every seed converged")
+    ax.scatter(lr_bad, hidden_bad, marker="x", s=20, c="tab:red", label="a seed diverged")
+    for i, (h, (lo, hi)) in enumerate(sorted(brackets.items())):
+        ax.plot([lo, hi], [h, h], color="k" if lo <= hi else "tab:red", lw=3, alpha=0.6,
+                solid_capstyle="butt", label="bracket" if i == 0 else None)
+        ax.plot([lo, hi], [h, h], "|", color="k", ms=10)
     ax.set_xscale("log")
-    ax.set(xlabel="learning rate", ylabel="hidden units (all layers)", title="divergence boundary")
+    ax.set(xlabel="learning rate", ylabel="hidden units (all layers)", title="divergence bracket per width")
     ax.legend(loc="best", fontsize=7)
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
@@ -129,16 +154,25 @@ def boundary_plot(lr_ok, hidden_ok, lr_bad, hidden_bad, boundary: dict[float, fl
 
 
 def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, title: str) -> bytes:
-    """Each config's per-seed values as dots over a bar from the lowest to the highest."""
+    """Each config's per-seed values as dots over a bar from the lowest to the highest, the
+    median as a tick; diverged seeds (inf) as x at the right edge."""
     fig = Figure(figsize=(6, 0.8 + 0.35 * max(1, len(groups))))
     ax = fig.add_subplot()
+    gone = []
     for i, (_, values) in enumerate(groups):
-        v = np.asarray(values, dtype=float)
-        v = v[np.isfinite(v) & (v > 0)]
+        every = np.asarray(values, dtype=float)
+        v = every[np.isfinite(every) & (every > 0)]
+        gone += [i] * int(np.sum(np.isinf(every)))
         if len(v):
             ax.plot([v.min(), v.max()], [i, i], color="0.7", lw=3)
             ax.scatter(v, [i] * len(v), s=14, c="tab:blue", zorder=3)
-            ax.scatter([np.median(v)], [i], s=30, marker="|", c="k", zorder=4)
+        median = np.median(every)  # a diverged seed (inf) counts as worse than any loss
+        if np.isfinite(median):
+            ax.scatter([median], [i], s=30, marker="|", c="k", zorder=4)
+    if gone:  # diverged seeds: a red x at the right edge of their row
+        ax.scatter([0.98] * len(gone), gone, c="tab:red", marker="x", s=25, zorder=4,
+                   transform=ax.get_yaxis_transform(), label="a seed diverged")
+        ax.legend(loc="lower right", fontsize=7)
     ax.set_yticks(range(len(groups)), [name for name, _ in groups], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
@@ -147,3 +181,47 @@ def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, titl
     ax.grid(True, which="major", axis="x", alpha=0.3)
     fig.tight_layout()
     return _png(fig)
+
+
+def study_figures(trials: Sequence[dict], keys: Sequence[str], metric: str, direction: str,
+                  importances: dict) -> dict[str, bytes]:
+    """The parent run's figures: every trial plotted as its verdict says (bpexp/outcome.py)."""
+    files = {}
+    ok = [t for t in trials if t["outcome"] == "converged"]
+    partly = [t for t in trials if t["outcome"] == "partly diverged"]
+    diverged = [t for t in trials if t["outcome"] == "diverged"]
+    ylabel = f"final {metric} (median over seeds)"
+    if ok or partly or diverged:
+        values = [t["value"] for t in ok]
+        acc = np.minimum.accumulate if direction == "minimize" else np.maximum.accumulate
+        files["plots/optimization_history.png"] = history_plot(
+            [t["number"] for t in ok], values, acc(values) if values else [], ylabel,
+            f"history: {len(ok)} converged, {len(partly)} partly diverged, {len(diverged)} diverged",
+            partly=([t["number"] for t in partly], [t["value"] for t in partly]),
+            diverged=[t["number"] for t in diverged])
+    x_key = next((k for k in keys if k == "train.lr"), keys[0])
+    c_key = next((k for k in keys if k != x_key), None)
+    has = lambda t: x_key in t["params"] and (c_key is None or c_key in t["params"])  # noqa: E731
+    pts, half, gone = [t for t in ok if has(t)], [t for t in partly if has(t)], [t for t in diverged if has(t)]
+    numeric = lambda ts, k: all(isinstance(t["params"][k], (int, float)) for t in ts)  # noqa: E731
+    if pts and numeric(pts + half + gone, x_key):
+        xs = [t["params"][x_key] for t in pts]
+        cs = [t["params"][c_key] if c_key else t["number"] for t in pts]
+        numeric_c = c_key is None or numeric(pts + half + gone, c_key)
+        logx = min(t["params"][x_key] for t in pts + half + gone) > 0
+        files[f"plots/objective_vs_{x_key}.png"] = scatter_plot(
+            xs, [t["value"] for t in pts], cs if numeric_c else list(range(len(cs))), x_key, ylabel,
+            c_key or "trial number", f"final {metric} vs {x_key}", logx=logx,
+            marks=([t["params"][x_key] for t in gone], None),
+            partly=([t["params"][x_key] for t in half], [t["value"] for t in half]))
+        if c_key and numeric_c and logx:
+            bad = half + gone
+            files[f"plots/heatmap_{x_key}_x_{c_key}.png"] = heatmap_plot(
+                xs, cs, [t["value"] for t in pts], x_key, c_key, metric,
+                f"final {metric} over {x_key} x {c_key}",
+                bad=([t["params"][x_key] for t in bad], [t["params"][c_key] for t in bad]))
+    if importances:
+        files["plots/param_importances.png"] = bar_plot(list(importances), list(importances.values()),
+                                                        f"importance for the final {metric} (fANOVA)",
+                                                        "parameter importances (trials with a value)")
+    return files

@@ -24,6 +24,7 @@ import torch
 from bpexp.data import Dataset
 from bpexp.network import Params, gradients, init_weights, forward, mse, stack, unstack, widths_of
 from bpexp.optim import Optimizer, Schedule, Stepper, lr_table
+from bpexp.outcome import diverged_mask
 
 # Measured on the 2-core CI machine (benchmarks/population.py): one group costs about
 # 90 us of per-operation overhead per epoch, and each padded element [member, point, unit]
@@ -185,7 +186,7 @@ def _train_population(
                 cols = np.searchsorted(test_at, [e for e in range(start, epoch + 1) if is_test_epoch[e]])
                 test[np.ix_(g.rows, cols)] = torch.stack(pending_test, 1).cpu().numpy()
             pending, pending_test, start = [], [], epoch + 1
-            bad = ~np.isfinite(block) | (block > diverge_above)
+            bad = diverged_mask(block, diverge_above)
             keep = ~bad.any(1)
             for r in np.flatnonzero(~keep):
                 i = g.rows[r]

@@ -166,6 +166,15 @@ class Recorder:
             self.call("end_run", run.result(), status, f"{type(e).__name__}: {e}").result()
             raise
 
+    def run_links(self, run_id: str) -> dict[str, str]:
+        """Where a run is, for Optuna's user attributes: its id, and its page on a server."""
+        from bpexp import tracking
+
+        links = {"mlflow.run_id": run_id}
+        if self.uri.startswith(("http://", "https://")):
+            links["mlflow.run_url"] = tracking.run_url(self.uri, self.experiment_id.result(), run_id)
+        return links
+
     def call(self, name: str, *args, **kwargs) -> Future:
         """Any `bpexp.tracking` function that takes the client first, run in the recorder."""
         return self._pool.submit(_call, name, *args, **kwargs)

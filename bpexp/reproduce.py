@@ -22,7 +22,7 @@ from bpexp.csv_data import file_sha256
 from bpexp.data import dataset_from_config
 from bpexp.network import init_weights
 from bpexp.population import train_population
-from bpexp.train import member_of
+from bpexp.run_record import measured, member_of
 
 TOLERANCE = 1e-6  # relative, when not bitwise (another machine, torch version or device)
 
@@ -55,6 +55,21 @@ def recorded_data(client, run, path: str, tmp: str) -> str:
     raise ValueError(f"the CSV file {path} is gone or changed, and no recorded copy matches its SHA-256")
 
 
+def recorded_curve(text: str, seed: int) -> np.ndarray:
+    """The train loss of every epoch of seed `seed`, as recorded: a trial's column
+    train_loss_seed_<seed>, a train run's train_loss (blank cells end a diverged seed's curve)."""
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(text)))
+    column = f"train_loss_seed_{seed}" if rows and f"train_loss_seed_{seed}" in rows[0] else "train_loss"
+    try:
+        values = [row[column] for row in rows]
+        return np.array([float(v) for v in values if v not in ("", None)])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"no numeric column {column}") from None
+
+
 def reproduce(run_id: str, uri: str) -> int:
     tracking.quiet_mlflow()
     from mlflow.tracking import MlflowClient
@@ -66,11 +81,32 @@ def reproduce(run_id: str, uri: str) -> int:
         print(f"bpexp reproduce: error: run {run_id!r} not found in {tracking.redact(uri)} ({type(e).__name__})",
               file=sys.stderr)
         return 2
+    role = run.data.tags.get(tracking.STUDY_ROLE)
+    if role == "study":  # a sweep's parent: its best trial is what the study recommends
+        best = run.data.tags.get("best.trial_number")
+        child = [r for r in tracking.child_runs(client, run_id, "attributes.status = 'FINISHED'")
+                 if r.data.tags.get("optuna.trial_number") == best] if best is not None else []
+        if not child:
+            print(f"bpexp reproduce: error: run {run_id} is the parent of study "
+                  f"'{run.data.tags.get('optuna.study_name')}', which has no best trial recorded yet", file=sys.stderr)
+            return 2
+        print(f"run {run_id} is the parent of study '{run.data.tags.get('optuna.study_name')}': "
+              f"reproducing its best trial #{best}, run {child[0].info.run_id}")
+        run_id, run = child[0].info.run_id, child[0]
+    elif role is not None:  # an lr-find run, a compare report: no one network to train again
+        print(f"bpexp reproduce: error: run {run_id} is a {role} run ({tracking.STUDY_ROLE}={role}), "
+              "not a trained network: reproduce a train run, a sweep's trial or its parent", file=sys.stderr)
+        return 2
     files, name = {}, "config.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         try:
             for name in ("config.yaml", "weights/initial.json", "weights/final.json", "curves/loss_curve.csv"):
-                files[name] = Path(client.download_artifacts(run_id, name, tmp)).read_text(encoding="utf-8")
+                try:
+                    files[name] = Path(client.download_artifacts(run_id, name, tmp)).read_text(encoding="utf-8")
+                except (OSError, ValueError):
+                    raise
+                except Exception:  # MlflowException: not recorded (a run killed before its files)
+                    raise OSError(f"not recorded on this run (status {run.info.status})") from None
             name = "config.yaml"
             cfg = load_train_config(files[name], check_data=False)
             if cfg.data.source == "csv":
@@ -85,7 +121,11 @@ def reproduce(run_id: str, uri: str) -> int:
             reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
             print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: {name}: {reason}", file=sys.stderr)
             return 2
-    recorded_losses = np.array([float(line.split(",")[1]) for line in files["curves/loss_curve.csv"].splitlines()[1:]])
+    try:
+        recorded_losses = recorded_curve(files["curves/loss_curve.csv"], cfg.train.seed)
+    except ValueError as e:
+        print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: curves/loss_curve.csv: {e}", file=sys.stderr)
+        return 2
     drawn = init_weights(cfg.model.hidden, cfg.train.seed, data.x.shape[1] if data.x.dim() == 2 else 1)
     if any(not np.array_equal(drawn[k].numpy(), recorded_init[k]) for k in drawn):
         print(f"bpexp reproduce: error: the recorded initial weights are not what seed {cfg.train.seed} draws",
@@ -96,12 +136,14 @@ def reproduce(run_id: str, uri: str) -> int:
     result = train_population([member_of(cfg)], data, cfg.train.epochs,
                               log_every=cfg.train.log_every, diverge_above=cfg.train.diverge_above,
                               device=cfg.train.device)[0]
-    diffs = {"train_loss curve": max_rel_diff(result.train_loss, recorded_losses)}
+    diffs = {"train_loss curve": max_rel_diff(measured(result)[1], recorded_losses)}
     diffs.update({f"final {k}": max_rel_diff(result.final_weights[k].numpy(), recorded_final[k]) for k in recorded_final})
     worst = max(diffs, key=diffs.get)
     print(f"run {run_id}: {run.info.run_name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
           f"seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
-    print(f"final train_loss recorded {recorded_losses[-1]:.9g}, reproduced {result.final_train_loss:.9g}")
+    if len(recorded_losses):
+        print(f"last train_loss recorded {recorded_losses[-1]:.9g}, reproduced {measured(result)[1][-1]:.9g}"
+              + (f" (diverged at epoch {result.stopped_at})" if result.status == "diverged" else ""))
     print(f"largest relative difference: {diffs[worst]:.3g} ({worst})")
     if diffs[worst] == 0:
         print("reproduced bit for bit")

@@ -119,27 +119,39 @@ class Chart:
         return "\n".join(out)
 
 
-def fit_chart(x_test: Sequence, y_test: Sequence, x: Sequence, y: Sequence, pred: Sequence, title: str) -> str:
-    """The seed's figure: truth on the dense grid, the training points, the network's fit."""
-    return (Chart(title, "x", "y").line(x_test, y_test, "truth", "#555555").line(x_test, pred, "network", "#d62728")
-            .points(x, y, "training points", "#1f77b4").render())
+def fit_chart(x_test: Sequence, y_test: Sequence, x: Sequence, y: Sequence,
+              preds: Sequence[tuple[str, Sequence]], title: str) -> str:
+    """The seed's figure: truth on the dense grid, the training points, each network's fit
+    (one line per init seed of a trial)."""
+    chart = Chart(title, "x", "y").line(x_test, y_test, "truth", "#555555")
+    for i, (label, pred) in enumerate(preds):
+        chart.line(x_test, pred, label, NETWORK_COLORS[i % len(NETWORK_COLORS)])
+    return chart.points(x, y, "training points", "#1f77b4").render()
 
 
-def prediction_chart(y: Sequence, pred: Sequence, y_test: Sequence, pred_test: Sequence, title: str) -> str:
-    """Predicted vs actual, training and test rows; a perfect fit lies on the diagonal."""
+def prediction_chart(y: Sequence, y_test: Sequence, preds: Sequence[tuple[str, Sequence, Sequence]], title: str) -> str:
+    """Predicted vs actual; a perfect fit lies on the diagonal. preds: (label, predicted on the
+    training rows, predicted on the test rows), one per init seed of a trial."""
     lo = float(min(np.min(y), np.min(y_test)))
     hi = float(max(np.max(y), np.max(y_test)))
-    return (Chart(title, "actual", "predicted").line([lo, hi], [lo, hi], "perfect fit", "#555555")
-            .points(y, pred, "training rows", "#1f77b4").points(y_test, pred_test, "test rows", "#d62728").render())
+    chart = Chart(title, "actual", "predicted").line([lo, hi], [lo, hi], "perfect fit", "#555555")
+    for i, (label, pred, pred_test) in enumerate(preds):
+        chart.points(np.concatenate([y, y_test]), np.concatenate([pred, pred_test]), f"{label}: all rows",
+                     NETWORK_COLORS[i % len(NETWORK_COLORS)])
+    return chart.render()
 
 
-def loss_chart(curves: Sequence[tuple[str, Sequence, Sequence]], title: str, max_points: int = 1000) -> str:
-    """Loss curves on a log scale; long curves are thinned to max_points (first and last kept)."""
+NETWORK_COLORS = ("#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#8c564b", "#e377c2")
+
+
+def loss_chart(curves: Sequence[tuple], title: str, max_points: int = 1000) -> str:
+    """Loss curves on a log scale, each (label, epochs, losses[, color]); long curves are
+    thinned to max_points (first and last kept)."""
     chart = Chart(title, "epoch", "MSE", logy=True)
-    for label, ep, loss in curves:
+    for label, ep, loss, *color in curves:
         ep, loss = np.asarray(ep), np.asarray(loss)
         if len(ep) > max_points:
             keep = np.unique(np.append(np.linspace(0, len(ep) - 1, max_points).astype(int), len(ep) - 1))
             ep, loss = ep[keep], loss[keep]
-        chart.line(ep, loss, label)
+        chart.line(ep, loss, label, *color)
     return chart.render()

@@ -38,9 +38,12 @@ from bpexp import tracking
 from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig, storage_default, validate_train
 from bpexp.csv_data import file_copy
 from bpexp.data import dataset_from_config
+from bpexp.outcome import (CONSTRAINT, CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED, Outcome, optuna_attrs,
+                           optuna_state, trial_outcome, verdict_of)
 from bpexp.population import MemberResult, train_population
 from bpexp.recorder import Recorder
-from bpexp.train import check_device, check_tracking_uri, config_tree, member_of, run_record
+from bpexp.run_record import config_tree, member_of, run_record
+from bpexp.train import check_device, check_tracking_uri
 
 POLL_S = 2.0  # how often an idle worker checks on the trials other workers run
 HEARTBEAT_S = 20  # how often a worker marks its trials alive in the storage
@@ -119,6 +122,8 @@ def fingerprint(cfg: SweepAppConfig) -> dict:
 
 def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
     s, seed = cfg.sweep, cfg.sweep.sampler_seed
+    # A diverged trial carries a violated constraint (finish_batch, bpexp/outcome.py): TPE and GP
+    # rank infeasible trials below every feasible one, so they learn where the lr is too high.
     if s.sampler == "tpe":
         # constant_liar: trials asked while others of the batch run are steered away from them
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
@@ -164,13 +169,6 @@ def make_pruner(cfg: SweepAppConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def penalty(cfg: SweepAppConfig) -> float:
-    """The value a diverged trial is told: worse than any converged trial can be, since a
-    converged trial's loss is at most train.diverge_above (above it counts as divergence)."""
-    worst = 10.0 * cfg.train.diverge_above
-    return worst if cfg.sweep.direction == "minimize" else -worst
-
-
 # ----------------------------------------------------------------------------- study
 def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
     """Create or load the study; True if this worker created it (and so owns its set-up)."""
@@ -182,6 +180,9 @@ def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
         # The study name is unique in the storage: of several workers starting at once exactly
         # one creates the study, and that one alone creates the MLflow parent run.
         study = optuna.create_study(direction=cfg.sweep.direction, **kwargs)
+        with warnings.catch_warnings():  # experimental since 3.2, and what optuna-dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([cfg.sweep.metric])  # the dashboard's axis, not "Objective 0"
         study.set_user_attr("bpexp.config", mine)
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
@@ -246,13 +247,30 @@ def parent_run(recorder: Recorder, study: optuna.Study, creator: bool, cfg: Swee
     """The study's one MLflow parent run: made by the study's creator, found by everyone else."""
     known = None if creator else wait_for_attr(study, "mlflow.parent_run_id")
     parent = recorder.call("open_parent_run", recorder.experiment_id.result(), known, study.study_name,
-                           tracking.run_tags("sweep"), tracking.flatten(config_tree(cfg))).result()
+                           tracking.run_tags("sweep"), parent_params(cfg)).result()
     if parent != known:
         study.set_user_attr("mlflow.parent_run_id", parent)
         if data.sha256:  # read from a file: recorded once, here, not with every trial
             recorder.call("log_all", parent, tags={"bpexp.data_sha256": data.sha256}).result()
             recorder.call("log_files", parent, file_copy(cfg.data.path)).result()
     return parent
+
+
+def parent_params(cfg: SweepAppConfig) -> dict[str, Any]:
+    """The study's params: the fixed config, and the search space as one param per searched
+    key (search.train.lr = "float [0.0001, 1] log"), never a base value no trial used."""
+    params = tracking.flatten(config_tree(cfg))
+    for name in cfg.sweep.search_space:
+        for k in [k for k in params if k.startswith(f"sweep.search_space.{name}.")]:
+            del params[k]
+    for key, p in searched(cfg):
+        params.pop(key, None)
+        if p.type == "categorical":
+            params[f"search.{key}"] = "categorical " + json.dumps(choices(p))
+        else:
+            params[f"search.{key}"] = f"{p.type} [{p.low:g}, {p.high:g}]" + (" log" if p.log else "") + (
+                f" step {p.step:g}" if p.step else "")
+    return params
 
 
 def first_difference(a: dict, b: dict) -> tuple[str, Any, Any]:
@@ -384,53 +402,33 @@ def train_batch(cfg: SweepAppConfig, trials: list[optuna.Trial], configs: dict[i
     return by_trial
 
 
-def outcome(cfg: SweepAppConfig, results: list[MemberResult]) -> tuple[TrialState, float, dict]:
-    """(state, objective, per-seed metrics) of one trial from its seeds' results.
-
-    Each seed's final metric, a diverged seed counting as the penalty; the objective is their
-    median, so one unlucky seed does not sink a trial but a majority of diverged seeds does.
-    """
-    metric = cfg.sweep.metric
-    values = []
-    for r in results:
-        if r.status == "diverged":
-            values.append(penalty(cfg))
-        else:
-            v = r.final_train_loss if metric == "train_loss" else r.final_test_loss
-            values.append(v if math.isfinite(v) else penalty(cfg))
-    objective = statistics.median(values)
-    per_seed = {f"{metric}_seed_{r.member.seed}": v for r, v in zip(results, values)}
-    per_seed.update({f"{metric}_median": objective, f"{metric}_spread": max(values) - min(values),
-                     "objective": objective})
-    state = TrialState.PRUNED if any(r.status == "pruned" for r in results) else TrialState.COMPLETE
-    return state, objective, per_seed
-
-
 def record_batch(cfg, recorder: Recorder, parent_run_id: str, study_name: str, data, batch: "Batch") -> dict[int, Any]:
     """Record each trial as a child run, left RUNNING until its trial has been told."""
     runs = {}
     for t in batch.trials:
-        results = batch.results[t.number]
-        state, _, per_seed = batch.outcomes[t.number]
-        first = results[0]  # the trial's config as given (seed = train.seed): reproducible as is
-        rec = run_record(config_tree(batch.configs[t.number]), first, data, cfg.tracking.log_plots,
-                         with_data=False)  # a CSV is recorded once, on the parent run
-        rec.metrics += [(k, v, len(first.train_loss) - 1) for k, v in per_seed.items()]
-        diverged = [r for r in results if r.status == "diverged"]
-        rec.tags.update({"optuna.trial_state": state.name, "diverged": "true" if diverged else "false"})
-        if diverged:
-            rec.tags["diverged_epoch"] = min(r.stopped_at for r in diverged)
-            rec.tags["diverged_seeds"] = ",".join(str(r.member.seed) for r in diverged)
+        outcome: Outcome = batch.outcomes[t.number]
+        rec = run_record(config_tree(batch.configs[t.number]), batch.results[t.number], outcome, data,
+                         cfg.tracking.log_plots, cfg.sweep.metric, with_data=False)  # a CSV: once, on the parent
+        rec.tags["optuna.trial_state"] = optuna_state(outcome)[0].name
         # Created with the tags a resumed sweep needs to settle it, should this worker die.
         tags = {**tracking.run_tags("sweep"), "optuna.study_name": study_name, "optuna.trial_number": t.number,
                 "bpexp.worker": WORKER}
-        runs[t.number] = recorder.new_run(f"trial-{t.number:04d}", tags, rec, parent_run_id, end_status=None)
+        runs[t.number] = recorder.new_run(trial_name(cfg, t), tags, rec, parent_run_id, end_status=None)
     return runs
+
+
+def trial_name(cfg: SweepAppConfig, trial) -> str:
+    """A child run's name says what the trial tried: "t085 lr=0.246 hidden=4"."""
+    parts = [f"t{trial.number:03d}"]
+    for name, spec in cfg.sweep.search_space.items():
+        v = trial.params.get(spec.key or name)
+        parts.append(f"{name}={v:.3g}" if isinstance(v, float) else f"{name}={v}")
+    return " ".join(parts)
 
 
 # ----------------------------------------------------------------------------- the sweep
 def sweep(cfg: SweepAppConfig) -> float:
-    """Run (or resume) the study until it has sweep.n_trials COMPLETE trials; return the best value."""
+    """Run (or resume) the study until it has sweep.n_trials trained trials; return the best value."""
     check_device(cfg.train.device)
     check_search_space(cfg)
     uri = check_tracking_uri(cfg.tracking.uri)
@@ -457,13 +455,13 @@ def sweep(cfg: SweepAppConfig) -> float:
         summary = study_summary(study, cfg)
         recorder.call("record_study", parent, summary, cfg.sweep.register_as).result()
         recorder.call("end_run", parent, "FINISHED").result()
-    print_summary(cfg, study, summary, parent, uri)
+    print_summary(cfg, study, summary, parent, uri, recorder.experiment_id.result())
     return summary["best_value"]
 
 
 def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, parent: str, data,
                heartbeat: Heartbeat, progress) -> None:
-    """Ask, train, record, tell, a batch at a time, until the study has n_trials COMPLETE trials.
+    """Ask, train, record, tell, a batch at a time, until the study has n_trials trained trials.
 
     Double-buffered: batch i+1 trains while the recorder process records batch i. A batch is
     told only after its child runs exist, so a COMPLETE trial always has its run; the sampler
@@ -473,7 +471,7 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
     batch: Optional[Batch] = None
     try:
         while True:
-            done, running = count(study, TrialState.COMPLETE), count(study, TrialState.RUNNING)
+            done, running = trained(study), count(study, TrialState.RUNNING)
             k = min(batch_size(cfg), cfg.sweep.n_trials - done - running)
             batch = None
             if k > 0:
@@ -486,17 +484,17 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
                 failpoint("training")
                 batch.configs = {t.number: trial_config(cfg, t.params) for t in batch.trials}
                 batch.results = train_batch(cfg, batch.trials, batch.configs, data)
-                batch.outcomes = {n: outcome(cfg, rs) for n, rs in batch.results.items()}
+                batch.outcomes = {n: trial_outcome(rs, cfg.sweep.metric) for n, rs in batch.results.items()}
             if pending is not None:
                 with deferred_interrupts():  # told and finished together, or neither
-                    finish_batch(study, recorder, pending, progress)
+                    finish_batch(study, recorder, parent, pending, progress)
                     pending, finished = None, pending
             else:
                 finished = None
             if batch is None:
                 if finished is not None:
                     continue  # its pruned trials may leave the study short of n_trials
-                if count(study, TrialState.COMPLETE) >= cfg.sweep.n_trials:
+                if trained(study) >= cfg.sweep.n_trials:
                     return
                 # The rest is running on other workers: wait, and take over if one of them dies.
                 time.sleep(POLL_S)
@@ -541,24 +539,42 @@ def deferred_interrupts() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def finish_batch(study: optuna.Study, recorder: Recorder, batch: Batch, progress) -> None:
-    """Wait for the batch's child runs, tell Optuna the results, then finish the runs."""
+def finish_batch(study: optuna.Study, recorder: Recorder, parent: str, batch: Batch, progress) -> None:
+    """Wait for the batch's child runs, tell Optuna the results, then finish the runs; log the
+    parent's best_value at each trial that improves it (step = trial number)."""
     failpoint("recording")
-    finished, killed = [], []
+    finished, killed, improved = [], [], []
+    best = _best_value(study)
     for t in batch.trials:
         run_id = batch.runs[t.number].result()
-        state, value, _ = batch.outcomes[t.number]
-        told = tell(study, t, value if state == TrialState.COMPLETE else None, state)
+        outcome: Outcome = batch.outcomes[t.number]
+        state, value = optuna_state(outcome)
+        for k, v in {**optuna_attrs(outcome), **recorder.run_links(run_id)}.items():
+            t.set_user_attr(k, v)
+        t.set_constraint(CONSTRAINT, 1.0 if outcome.verdict == DIVERGED else 0.0)  # TPE and GP read it
+        told = tell(study, t, value, state)
         # Another worker may have failed it as stale meanwhile (a heartbeat missed under load):
         # Optuna's state is the record, so its run ends KILLED, never FINISHED for a failed trial.
-        (finished if told == state else killed).append(run_id)
+        if told != state:
+            killed.append(run_id)
+            continue
+        finished.append(run_id)
+        if value is not None and (math.isnan(best) or better(study, value, best)):
+            best = value
+            improved.append(("best_value", value, t.number))
     failpoint("told")
     recorder.call("end_runs", finished, "FINISHED")
     if killed:
         recorder.call("end_runs", killed, "KILLED")
+    if improved:
+        recorder.call("log_all", parent, metrics=improved)
     if progress is not None:
-        progress.update(sum(1 for o in batch.outcomes.values() if o[0] == TrialState.COMPLETE))
-        progress.set_postfix(best=f"{_best_value(study):.3g}")
+        progress.update(sum(1 for o in batch.outcomes.values() if o.verdict != PRUNED))
+        progress.set_postfix(best=f"{best:.3g}")
+
+
+def better(study: optuna.Study, a: float, b: float) -> bool:
+    return a < b if study.direction == optuna.study.StudyDirection.MINIMIZE else a > b
 
 
 def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
@@ -566,8 +582,8 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
 
     Workers sharing a study each ask for what they see missing, so together they may ask for
     more. Trial numbers are assigned atomically by the storage, which makes the rule exact: a
-    trial is trained only if fewer than n_trials lower-numbered trials are COMPLETE or RUNNING.
-    Then no study ever ends with more than n_trials COMPLETE trials.
+    trial is trained only if fewer than n_trials lower-numbered trials are trained or RUNNING.
+    Then no study ever ends with more than n_trials trained trials.
     """
     asked = []
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
@@ -575,7 +591,7 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
         for _ in range(k):
             asked.append(study.ask())
             asked[-1].set_user_attr("bpexp.worker", WORKER)  # claimed at once (see fail_stale_trials)
-    taken = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+    taken = sorted(t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING or counts(t))
     keep = []
     for t in asked:
         if bisect.bisect_left(taken, t.number) < cfg.sweep.n_trials:
@@ -603,10 +619,21 @@ POPULATION = 48
 
 
 def _best_value(study: optuna.Study) -> float:
+    """The best feasible value so far (Optuna's best_trial skips infeasible trials), or NaN."""
     try:
         return study.best_value
     except ValueError:
         return float("nan")
+
+
+def counts(trial) -> bool:
+    """Whether a trial counts towards sweep.n_trials: trained to an outcome (converged, partly
+    diverged or diverged); pruned trials and trials that failed for other reasons come on top."""
+    return verdict_of(trial) in (CONVERGED, PARTLY_DIVERGED, DIVERGED)
+
+
+def trained(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
 
 
 def _progress(cfg: SweepAppConfig, study: optuna.Study):
@@ -614,22 +641,25 @@ def _progress(cfg: SweepAppConfig, study: optuna.Study):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=cfg.sweep.n_trials, initial=min(count(study, TrialState.COMPLETE), cfg.sweep.n_trials),
+    return tqdm(total=cfg.sweep.n_trials, initial=min(trained(study), cfg.sweep.n_trials),
                 desc=f"study {study.study_name}", unit="trial")
 
 
 def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
-    """Plain data about the study for the parent run (built here, recorded by the recorder)."""
+    """Plain data about the study for the parent run (built here, recorded by the recorder).
+    Every trial's verdict is read back from Optuna, so workers and resumes agree on it."""
     trials = study.get_trials(deepcopy=False)
     rows = []
     for t in trials:
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
-                     "diverged": bool(t.value is not None and abs(t.value) >= abs(penalty(cfg)))})
-    converged = [r for r in rows if r["state"] == "COMPLETE" and not r["diverged"]]
+        rows.append({"number": t.number, "state": t.state.name, "outcome": verdict_of(t) or "failed",
+                     "value": t.value, "params": dict(t.params),
+                     "diverged_seeds": t.user_attrs.get("bpexp.diverged_seeds", []),
+                     "run_id": t.user_attrs.get("mlflow.run_id", "")})
+    valued = [r for r in rows if r["outcome"] in (CONVERGED, PARTLY_DIVERGED)]  # Optuna's COMPLETE trials
     pick = min if cfg.sweep.direction == "minimize" else max
-    best = pick(converged, key=lambda r: r["value"]) if converged else None  # a diverged one is no best
+    best = pick(valued, key=lambda r: (r["value"], r["number"])) if valued else None  # as study.best_trial
     importances = {}
-    if len(converged) >= 2:
+    if len(valued) >= 2:
         with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
             warnings.simplefilter("ignore", UserWarning)
             try:
@@ -648,26 +678,26 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
         "best_params": best["params"] if best else {},
         "best_config": config_tree(trial_config(cfg, best["params"])) if best else None,
         "importances": importances,
-        "counts": {
-            "complete": len(converged),
-            "diverged": sum(1 for r in rows if r["state"] == "COMPLETE" and r["diverged"]),
-            "pruned": sum(1 for r in rows if r["state"] == "PRUNED"),
-            "failed": sum(1 for r in rows if r["state"] == "FAIL"),
-        },
+        "counts": {v: sum(1 for r in rows if r["outcome"] == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED,
+                                                                          PRUNED, "failed")},
     }
 
 
-def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, parent: str, uri: str) -> None:
+def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, parent: str, uri: str,
+                  experiment_id: str) -> None:
     c = summary["counts"]
     storage = cfg.sweep.storage or storage_default()
-    print(f"\nstudy '{study.study_name}': {c['complete']} complete, {c['diverged']} diverged, "
-          f"{c['pruned']} pruned, {c['failed']} failed")
+    print(f"\nstudy '{study.study_name}': {sum(c[v] for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED))} trained: "
+          f"{c[CONVERGED]} converged, {c[PARTLY_DIVERGED]} partly diverged (a minority of seeds diverged), "
+          f"{c[DIVERGED]} diverged (the median seed diverged); {c[PRUNED]} pruned, {c['failed']} failed")
     if summary["best_number"] is None:
-        print("no trial converged: try a smaller train.lr range or more epochs")
+        print("no trial has a value (every one diverged or was pruned): try a smaller train.lr range or more epochs")
     else:
-        print(f"best trial #{summary['best_number']}: {cfg.sweep.metric} = {summary['best_value']:.6g}")
+        print(f"best trial #{summary['best_number']}: {cfg.sweep.metric} = {summary['best_value']:.6g} "
+              f"(median over {cfg.sweep.seeds} seed{'s' if cfg.sweep.seeds > 1 else ''})")
         for k, v in summary["best_params"].items():
             print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
     print(f"MLflow parent run {parent} in experiment '{cfg.tracking.experiment}'")
     print(f"open the MLflow UI:       {tracking.ui_command(uri)}")
+    print(f"  the study's runs:       {tracking.experiment_url(uri, experiment_id)}")
     print(f"open optuna-dashboard:    optuna-dashboard {tracking.redact(storage)}")

@@ -147,6 +147,30 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {shlex.quote(redact(uri))}"
 
 
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_base(uri: str) -> str:
+    """The MLflow UI's address for this store: the server itself, or `mlflow ui`'s default.
+    Credentials never go into a printed or recorded link."""
+    if uri.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit, urlunsplit
+
+        u = urlsplit(uri)
+        return urlunsplit((u.scheme, u.hostname + (f":{u.port}" if u.port else ""), u.path.rstrip("/"), "", ""))
+    return MLFLOW_UI
+
+
+def experiment_url(uri: str, experiment_id: str) -> str:
+    """The experiment's run list in the model-training view (MLflow 3 opens in its GenAI view
+    otherwise: the query parameter switches it, the experiment tag alone does not)."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def get_experiment_id(client, name: str, uri: str) -> str:
     """Get or create the experiment; a local store keeps its artifacts beside the database."""
     exp = client.get_experiment_by_name(name)
@@ -375,57 +399,34 @@ def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str
 
 
 def record_study(client, parent_run_id: str, summary: Mapping[str, Any], register_as: Optional[str]) -> None:
-    """Best values as tags and metrics, the study's figures, a CSV of all trials, the best network."""
+    """Counts and best values as tags and metrics, the study's figures, a CSV of all trials,
+    the best network. Every trial is shown as its verdict (bpexp/outcome.py) says."""
     from bpexp import plots
 
-    trials = summary["trials"]
-    c = summary["counts"]
-    n_done = c["complete"] + c["diverged"]
+    trials, c, metric, keys = summary["trials"], summary["counts"], summary["metric"], summary["keys"]
+    n = len(trials)
     tags = {f"best.{k}": v for k, v in summary["best_params"].items()}
-    metrics = [(f"n_{k}", v, n_done) for k, v in c.items()]
+    metrics = [(f"n_{k.replace(' ', '_')}", v, n) for k, v in c.items()]
     if summary["best_number"] is not None:
         tags["best.trial_number"] = summary["best_number"]
-        metrics.append(("best_value", summary["best_value"], n_done))
     log_all(client, parent_run_id, metrics=metrics, tags=tags)
-    files: dict[str, Any] = {"trials.csv": trials_csv(trials, summary["keys"])}
-    ok = [t for t in trials if t["state"] == "COMPLETE" and not t["diverged"]]
-    metric, keys = summary["metric"], summary["keys"]
-    if ok:
-        values = [t["value"] for t in ok]
-        best_so_far = np.minimum.accumulate(values) if summary["direction"] == "minimize" else np.maximum.accumulate(values)
-        files["plots/optimization_history.png"] = plots.history_plot(
-            [t["number"] for t in ok], values, best_so_far, metric, "optimization history")
-    x_key = next((k for k in keys if k == "train.lr"), keys[0])
-    c_key = next((k for k in keys if k != x_key), None)
-    pts = [t for t in ok if x_key in t["params"] and (c_key is None or c_key in t["params"])]
-    if pts and all(isinstance(t["params"][x_key], (int, float)) for t in pts):
-        xs = [t["params"][x_key] for t in pts]
-        cs = [t["params"][c_key] if c_key else t["number"] for t in pts]
-        numeric_c = all(isinstance(v, (int, float)) for v in cs)
-        files[f"plots/objective_vs_{x_key}.png"] = plots.scatter_plot(
-            xs, [t["value"] for t in pts], cs if numeric_c else list(range(len(cs))), x_key, metric,
-            c_key or "trial", f"{metric} vs {x_key}", logx=min(xs) > 0)
-        if c_key and numeric_c and min(xs) > 0:
-            files[f"plots/heatmap_{x_key}_x_{c_key}.png"] = plots.heatmap_plot(
-                xs, cs, [t["value"] for t in pts], x_key, c_key, metric, f"{metric} over {x_key} x {c_key}")
-    if summary["importances"]:
-        imp = summary["importances"]
-        files["plots/param_importances.png"] = plots.bar_plot(list(imp), list(imp.values()), "importance",
-                                                              "parameter importances (fANOVA)")
+    files: dict[str, Any] = {"trials.csv": trials_csv(trials, keys)}
+    files.update(plots.study_figures(trials, keys, metric, summary["direction"], summary["importances"]))
+    ok = [t for t in trials if t["outcome"] == "converged"]
     top = sorted(ok, key=lambda t: t["value"], reverse=summary["direction"] == "maximize")[:5]
     runs = {int(r.data.tags.get("optuna.trial_number", -1)): r for r in child_runs(
         client, parent_run_id, "attributes.status = 'FINISHED'")} if top else {}
-    if top:
-        curves = []
-        for t in top:
-            if t["number"] in runs:
-                hist = sorted(client.get_metric_history(runs[t["number"]].info.run_id, "train_loss"), key=lambda m: m.step)
-                label = f"#{t['number']} " + " ".join(
-                    f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                    for k, v in t["params"].items())
-                curves.append((label, np.array([m.step for m in hist]), np.array([m.value for m in hist])))
-        if curves:
-            files["plots/top_trials_loss.png"] = plots.loss_plot(curves, "train loss of the top trials")
+    curves = []
+    for t in top:
+        if t["number"] in runs:
+            hist = sorted(client.get_metric_history(runs[t["number"]].info.run_id, metric), key=lambda m: m.step)
+            label = f"#{t['number']} " + " ".join(
+                f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                for k, v in t["params"].items())
+            curves.append((label, np.array([m.step for m in hist]), np.array([m.value for m in hist])))
+    if curves:
+        files["plots/top_trials_loss.png"] = plots.loss_plot(
+            curves, f"{metric} of the top trials (median over seeds)", ylabel=metric)
     if summary["best_config"]:
         import yaml
 
@@ -439,11 +440,20 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
 
 
 def trials_csv(trials, keys) -> str:
-    lines = [",".join(["number", "state", "value", "diverged", *keys])]
+    """One row per trial: its verdict and value as everywhere else; no booleans (MLflow's CSV
+    preview shows them blank), list values as their JSON text in one cell."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["number", "state", "outcome", "value", "diverged_seeds", *keys, "mlflow_run_id"])
     for t in trials:
-        lines.append(",".join([str(t["number"]), t["state"], "" if t["value"] is None else repr(t["value"]),
-                               str(t["diverged"]).lower(), *(str(t["params"].get(k, "")) for k in keys)]))
-    return "\n".join(lines) + "\n"
+        out.writerow([t["number"], t["state"], t["outcome"], "" if t["value"] is None else repr(t["value"]),
+                      " ".join(map(str, t["diverged_seeds"])),
+                      *(json.dumps(v) if isinstance(v := t["params"].get(k, ""), list) else v for k in keys),
+                      t["run_id"]])
+    return buf.getvalue()
 
 
 def log_best_model(client, parent_run_id: str, best_run_id: str, config: Mapping, register_as: Optional[str]) -> None:

@@ -79,11 +79,13 @@ def test_every_divergence_up_to_lr_10_is_recorded(tmp_path):
     study, client, parent, children = check_invariants(tmp_path, 10)
     n_diverged = 0
     for c in children:
-        losses = [m.value for m in client.get_metric_history(c.info.run_id, "train_loss")]
-        exploded = any(not (v <= 1e4) for v in losses)  # NaN, inf or above train.diverge_above
-        assert (c.data.tags["diverged"] == "true") == exploded
+        exploded = "train_loss" not in c.data.metrics  # a diverged run has no curve of its own
+        seed = client.get_metric_history(c.info.run_id, "train_loss_seed_99" if exploded else "train_loss")
+        assert (max(m.step for m in seed) == 299) != exploded  # a diverged seed stopped early
+        assert all(m.value <= 1e4 for m in seed)  # only measured losses, below train.diverge_above
+        assert (c.data.tags["bpexp.outcome"] == "diverged") == exploded
         n_diverged += exploded
-    assert n_diverged > 0 and f"{n_diverged} diverged" in r.stdout
+    assert n_diverged > 0 and f"{n_diverged} diverged (the median seed diverged)" in r.stdout
 
 
 @pytest.mark.slow
@@ -117,7 +119,7 @@ def test_four_concurrent_workers_on_one_sqlite_study(tmp_path):
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
     assert Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED") \
-        == Counter(t.number for t in study.trials if t.state == TrialState.COMPLETE)
+        == Counter(t.number for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     workers = {c.data.tags["bpexp.worker"] for c in children}
     assert len(workers) >= 2  # the work really was shared
     surplus = [t for t in study.trials if t.user_attrs.get("bpexp.surplus")]
@@ -131,7 +133,8 @@ def test_secrets_never_reach_mlflow(tmp_path, monkeypatch):
     from bpexp.data import make_dataset
     from bpexp.population import Member, train_population
     from bpexp.recorder import Recorder
-    from bpexp.train import config_tree, run_record
+    from bpexp.outcome import trial_outcome
+    from bpexp.run_record import config_tree, run_record
 
     secret_uri = "postgresql://alice:s3cr3t-pw@db.example:5432/optuna"
     monkeypatch.setattr(sys, "argv", ["bpexp sweep", f"sweep.storage={secret_uri}", "tracking.uri=http://bob:hunter2@h:5000"])
@@ -143,7 +146,7 @@ def test_secrets_never_reach_mlflow(tmp_path, monkeypatch):
     result = train_population([Member(4, "tanh", 0.01, 99)], data, 20)[0]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with Recorder(uri, "secrets") as rec:
-        run_id = rec.new_run("r", tracking.run_tags("sweep"), run_record(tree, result, data, True)).result()
+        run_id = rec.new_run("r", tracking.run_tags("sweep"), run_record(tree, [result], trial_outcome([result], "train_loss"), data, True)).result()
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     everything = [*run.data.params.values(), *run.data.tags.values()]

@@ -55,8 +55,10 @@ def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):
     assert r.returncode == 0, r.stderr
     rows = [line.split() for line in r.stdout.splitlines() if re.match(r"^\d+ +train-", line)]
     assert len(rows) == 5  # --top
-    assert rows[0][-1] == "finished" and all(row[3] != "3" for row in rows)  # lr 3 diverges: ranked last
-    assert "divergence boundary, 2 hidden" in r.stdout and "divergence boundary, 4 hidden" in r.stdout
+    assert rows[0][-1] == "converged" and all(row[3] != "3" for row in rows)  # lr 3 diverges: ranked last
+    # lr 0.1 converges and lr 3 diverges for both widths (both seeds): the bracket is [0.1, 3]
+    assert "  2 hidden: stable up to lr 0.1 (4 converged), a seed diverges from lr 3 (2 runs)" in r.stdout
+    assert "  4 hidden: stable up to lr 0.1 (4 converged), a seed diverges from lr 3 (2 runs)" in r.stdout
     out = re.search(r"in (outputs/compare-\w+)/", r.stdout).group(1)
     assert {p.name for p in (tmp_path / out).iterdir()} == {
         "loss_curves.png", "loss_vs_lr.png", "divergence_boundary.png", "seed_spread.png", "table.csv"}
@@ -80,7 +82,7 @@ def test_compare_a_sweep_by_its_parent(bpexp, tmp_path, local_store):
     assert "6 runs compared" in r.stdout
     best = local_store().get_run(parent).data.tags["best.trial_number"]
     first = next(line for line in r.stdout.splitlines() if line.startswith("1 "))
-    assert f"trial-{int(best):04d}" in first
+    assert first.split()[1] == f"t{int(best):03d}"
 
 
 def test_compare_unknown_experiment_fails_cleanly(bpexp):
@@ -96,7 +98,7 @@ def test_sweep_over_optimizers_and_schedules(bpexp, tmp_path, local_store):
 
     study = optuna.load_study(study_name="lr_optimizer", storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 12 and len({t.params["train.optimizer"] for t in done}) > 1
+    assert len(study.trials) == 12 and len({t.params["train.optimizer"] for t in done}) > 1
     client = local_store()
     children = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id],
                                   "tags.`optuna.study_name` = 'lr_optimizer'")
@@ -104,3 +106,13 @@ def test_sweep_over_optimizers_and_schedules(bpexp, tmp_path, local_store):
     for t in done:  # each child run holds its trial's optimizer and schedule: reproducible as is
         p = by_number[t.number].data.params
         assert (p["train.optimizer"], p["train.schedule"]) == (t.params["train.optimizer"], t.params["train.schedule"])
+
+
+def test_reproduce_a_run_killed_before_its_weights_is_one_line(bpexp, tmp_path, local_store):
+    client = local_store()
+    exp = client.create_experiment("bpexp")
+    run = client.create_run(exp, run_name="killed early")
+    client.set_terminated(run.info.run_id, "KILLED")
+    r = bpexp("reproduce", run.info.run_id)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "cannot be reproduced: config.yaml: not recorded on this run (status KILLED)" in r.stderr

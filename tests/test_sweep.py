@@ -1,7 +1,6 @@
 """`bpexp sweep` as a user runs it, read back through Optuna and MlflowClient."""
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from bpexp.outcome import TRAINED, verdict_of
 from bpexp.population import Member, MemberResult
 from tests.conftest import run_bpexp
 
@@ -34,11 +34,12 @@ def mlflow_runs(tmp_path):
 
 
 def check_invariants(tmp_path, n_trials):
-    """The sweep issue's invariants: n_trials COMPLETE, one FINISHED child run per finished
-    trial and none for failed ones, unique trial numbers, one parent run, nothing RUNNING."""
+    """The sweep issue's invariants: n_trials trained (converged, partly diverged or diverged),
+    one FINISHED child run per finished trial and none for failed ones, unique trial numbers,
+    one parent run, nothing RUNNING."""
     study = load(tmp_path)
     states = Counter(t.state for t in study.trials)
-    assert states[TrialState.COMPLETE] == n_trials
+    assert sum(1 for t in study.trials if verdict_of(t) in TRAINED) == n_trials
     assert states[TrialState.RUNNING] == 0
     client, parents, children = mlflow_runs(tmp_path)
     assert len(parents) == 1
@@ -78,14 +79,13 @@ def test_sweep_records_parent_and_children(tmp_path):
         assert c.data.tags["optuna.trial_state"] == t.state.name
         assert float(c.data.params["train.lr"]) == pytest.approx(t.params["train.lr"])
         assert int(c.data.params["model.hidden"]) == t.params["model.hidden"]
-        assert c.data.metrics["objective"] == pytest.approx(t.value)
-        seeds = [c.data.metrics["train_loss_seed_99"], c.data.metrics["train_loss_seed_100"]]
-        assert c.data.metrics["train_loss_median"] == pytest.approx(sorted(seeds)[0] / 2 + sorted(seeds)[1] / 2)
-        assert c.data.metrics["train_loss_spread"] == pytest.approx(max(seeds) - min(seeds))
-        history = client.get_metric_history(c.info.run_id, "train_loss")
-        if c.data.tags["diverged"] == "true":  # the first seed may stop early; the others not
-            assert len(history) >= 1
-        else:
+        assert c.data.tags["bpexp.outcome"] == verdict_of(t)
+        if verdict_of(t) == "converged":
+            assert c.data.metrics["objective"] == t.value
+            seeds = [c.data.metrics["train_loss_seed_99"], c.data.metrics["train_loss_seed_100"]]
+            assert c.data.metrics["train_loss"] == t.value == (seeds[0] + seeds[1]) / 2
+            assert c.data.metrics["train_loss_spread"] == pytest.approx(max(seeds) - min(seeds))
+            history = client.get_metric_history(c.info.run_id, "train_loss")
             assert len(history) >= 200 and max(m.step for m in history) == 199
         files = {a.path for d in (None, "plots", "weights") for a in client.list_artifacts(c.info.run_id, d)}
         assert {"config.yaml", "plots/fit.svg", "plots/loss_curve.svg", "weights/final.json"} <= files
@@ -148,25 +148,25 @@ def test_divergence_is_detected_and_the_sweep_goes_on(tmp_path):
                   "tracking.log_plots=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study, client, parent, children = check_invariants(tmp_path, 4)
-    assert "4 diverged" in r.stdout
+    assert "0 converged, 0 partly diverged (a minority of seeds diverged), 4 diverged" in r.stdout
     for c in children:
-        assert c.data.tags["diverged"] == "true"
+        assert c.data.tags["bpexp.outcome"] == "diverged" and "objective" not in c.data.metrics
         epoch = int(c.data.tags["diverged_epoch"])
-        history = client.get_metric_history(c.info.run_id, "train_loss")
-        assert max(m.step for m in history) == epoch  # training stopped at the divergence
-        last = [m for m in history if m.step == epoch][0].value
-        assert not math.isfinite(last) or last > 1e4
-    assert all(t.value >= 1e4 for t in study.trials)  # worse than any converged trial
+        assert "train_loss" not in c.data.metrics  # no last point for a chart to take for a final loss
+        history = client.get_metric_history(c.info.run_id, "train_loss_seed_99")
+        # the seed's measured losses, up to the epoch before it diverged
+        assert history and all(m.step < epoch and m.value <= 1e4 for m in history)
+    assert all(t.value is None and t.state == TrialState.PRUNED for t in study.trials)  # no stand-in value
 
 
 @pytest.mark.slow
 def test_pruning_stops_trials_early(tmp_path):
-    r = run_bpexp("sweep", "sweep.n_trials=10", "sweep.seeds=1", "sweep.pruner=median", "sweep.report_every=20",
+    r = run_bpexp("sweep", "sweep.n_trials=16", "sweep.seeds=1", "sweep.pruner=median", "sweep.report_every=20",
                   "sweep.batch_size=2", "sweep.sampler=random", "train.epochs=400", "sweep.progress=false",
                   "tracking.log_plots=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    study, client, parent, children = check_invariants(tmp_path, 10)
-    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    study, client, parent, children = check_invariants(tmp_path, 16)
+    pruned = [t for t in study.trials if verdict_of(t) == "pruned"]  # not those stopped by divergence
     assert pruned, "a median pruner over random lr in [1e-4, 1] prunes something"
     by_number = {int(c.data.tags["optuna.trial_number"]): c for c in children}
     for t in pruned:
@@ -238,18 +238,23 @@ def _result(seed, loss, status="finished"):
     return r
 
 
-def test_objective_is_the_median_over_seeds_with_diverged_seeds_penalised():
-    from bpexp.config import SweepAppConfig
-    from bpexp.sweep import outcome, penalty
+def test_one_verdict_per_trial_from_its_seeds():
+    """The median seed decides: a diverged seed counts as worse than any loss."""
+    from bpexp.outcome import trial_outcome
 
-    cfg = SweepAppConfig()
-    state, value, per_seed = outcome(cfg, [_result(1, 0.5), _result(2, 0.25), _result(3, float("nan"), "diverged")])
-    assert state == TrialState.COMPLETE and value == pytest.approx(0.5)
-    assert per_seed["train_loss_seed_3"] == penalty(cfg) and per_seed["train_loss_spread"] == penalty(cfg) - 0.25
-    _, value, _ = outcome(cfg, [_result(1, 0.5), _result(2, float("inf"), "diverged"), _result(3, 9e9, "diverged")])
-    assert value == penalty(cfg) > cfg.train.diverge_above
-    state, _, _ = outcome(cfg, [_result(1, 0.5, "pruned")])
-    assert state == TrialState.PRUNED
+    o = trial_outcome([_result(1, 0.5), _result(2, 0.25), _result(3, 0.125)], "train_loss")
+    assert (o.verdict, o.value, o.diverged_seeds, o.spread) == ("converged", 0.25, (), 0.375)
+    o = trial_outcome([_result(1, 0.5), _result(2, 0.25), _result(3, float("nan"), "diverged")], "train_loss")
+    # the median seed converged: the value is its measured loss, never a stand-in for the third
+    assert (o.verdict, o.value, o.diverged_seeds, o.seed_values) == ("partly diverged", 0.5, (3,), {1: 0.5, 2: 0.25})
+    assert o.label == "1 of 3 seeds diverged" and list(o.curves.train) == [1.0, 0.5]
+    o = trial_outcome([_result(1, 0.5), _result(2, float("inf"), "diverged"), _result(3, 9e9, "diverged")],
+                      "train_loss")
+    assert (o.verdict, o.value, o.seed_values, o.label) == ("diverged", None, {1: 0.5}, "diverged (2 of 3 seeds)")
+    o = trial_outcome([_result(1, 0.5), _result(2, float("inf"), "diverged")], "test_loss")
+    assert (o.verdict, o.value) == ("diverged", None)  # with two seeds the median is their mean
+    o = trial_outcome([_result(1, 0.5, "pruned"), _result(2, 0.5, "pruned")], "train_loss")
+    assert (o.verdict, o.value) == ("pruned", None)
 
 
 def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypatch):
@@ -328,5 +333,5 @@ def test_grid_sampler_covers_the_grid_and_ends(tmp_path):
                   "sweep.search_space.lr.high=0.5", *SMALL, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = load(tmp_path)
-    done = {(t.params["train.lr"], t.params["model.hidden"]) for t in study.trials if t.state == TrialState.COMPLETE}
+    done = {(t.params["train.lr"], t.params["model.hidden"]) for t in study.trials if verdict_of(t) in TRAINED}
     assert done == {(1e-4, 1), (1e-4, 32), (0.5, 1), (0.5, 32)}

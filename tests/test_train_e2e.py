@@ -70,8 +70,9 @@ def test_divergence_is_recorded(bpexp, local_store):
     r = bpexp("train", "train.lr=5", "train.epochs=300")
     assert r.returncode == 0, r.stderr
     run = only_run(local_store())
-    assert run.data.tags["diverged"] == "true"
+    assert run.data.tags["bpexp.outcome"] == "diverged"
     assert int(run.data.tags["diverged_epoch"]) < 300
+    assert "diverged at epoch" in r.stdout and "final train_loss" not in r.stdout
 
 
 def test_failure_marks_the_run_failed(tmp_path, monkeypatch):

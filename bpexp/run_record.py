@@ -1,0 +1,177 @@
+"""What a trained config's MLflow run holds: a `bpexp train` run (one seed) or a sweep's
+trial (its seeds), built from the seeds' results and their `Outcome` (bpexp/outcome.py).
+
+Metrics are measured losses only, at the recorded epochs (step = epoch):
+- `train_loss`, `test_loss`: the run's curves (bpexp/outcome.py): for a trial, the per-epoch
+  median over its seeds, so the last point of `train_loss` is the trial's value when
+  sweep.metric=train_loss (likewise test_loss). A diverged run has none: MLflow shows a
+  metric's last point as the run's value, and a loss measured before the blow-up is not one.
+- for a trial (and a diverged train run), each seed's own `train_loss_seed_<s>` and
+  `test_loss_seed_<s>`; a diverged seed's curves end before the epoch it diverged at.
+- for a trial, `objective` (its value, when it has one), `<metric>_spread` over the converged
+  seeds and `seeds_diverged`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from bpexp import svg, tracking
+from bpexp.csv_data import file_copy
+from bpexp.data import Dataset
+from bpexp.network import forward, stack, widths_of
+from bpexp.optim import Optimizer, Schedule
+from bpexp.outcome import DIVERGED, PRUNED, Outcome
+from bpexp.population import Member, MemberResult
+from bpexp.recorder import RunRecord
+
+
+def member_of(cfg) -> Member:
+    t, hidden = cfg.train, cfg.model.hidden
+    hidden = hidden if isinstance(hidden, int) else widths_of(hidden)  # a list: each layer's width
+    return Member(hidden, cfg.model.activation, float(t.lr), t.seed,
+                  Optimizer(t.optimizer, float(t.momentum), float(t.beta2), float(t.eps)),
+                  Schedule(t.schedule, float(t.decay), t.decay_every, float(t.lr_min)))
+
+
+def config_tree(cfg) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def predict(result: MemberResult, x: torch.Tensor) -> np.ndarray:
+    """The trained network's output on x (e.g. the dense test grid)."""
+    with torch.no_grad():
+        out, _ = forward(stack([result.final_weights]), x, result.member.activation)
+    return out[0].numpy()
+
+
+def measured(result: MemberResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, train losses, test epochs, test losses) a seed measured before it stopped: a
+    diverged seed's curves end before the epoch it diverged at."""
+    n = len(result.train_loss) - (1 if result.status == "diverged" else 0)
+    t = int(np.searchsorted(result.test_epochs, n))
+    return np.arange(n), result.train_loss[:n], result.test_epochs[:t], result.test_loss[:t]
+
+
+def metric_rows(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> list[tuple[str, float, int]]:
+    trial = len(results) > 1
+    rows: list[tuple[str, float, int]] = []
+
+    def curve(suffix: str, epochs, train, test_epochs, test) -> None:
+        every = set(test_epochs.tolist())
+        if len(train):
+            every.add(len(train) - 1)  # the last epoch trained, when it fell between two log points
+        rows.extend((f"train_loss{suffix}", float(train[e]), int(e)) for e in sorted(every) if e < len(train))
+        rows.extend((f"test_loss{suffix}", float(v), int(e)) for e, v in zip(test_epochs, test))
+
+    c = outcome.curves
+    if outcome.verdict != DIVERGED:  # a diverged run's last measured loss is no final one: no chart may take it for one
+        curve("", c.epochs, c.train, c.test_epochs, c.test)
+    if trial or outcome.verdict == DIVERGED:
+        for r in results:
+            curve(f"_seed_{r.member.seed}", *measured(r))
+    if trial:
+        last = len(c.epochs) - 1
+        if outcome.value is not None:
+            rows.append(("objective", outcome.value, last))
+        if outcome.spread is not None:
+            rows.append((f"{metric}_spread", outcome.spread, last))
+        rows.append(("seeds_diverged", float(len(outcome.diverged_seeds)), last))
+    return [row for row in rows if np.isfinite(row[1])]  # +inf: the median seed had diverged
+
+
+def outcome_tags(results: Sequence[MemberResult], outcome: Outcome) -> dict:
+    tags: dict = {"bpexp.outcome": outcome.verdict}
+    if outcome.diverged_seeds:
+        stopped = {r.member.seed: r.stopped_at for r in results}
+        tags["diverged_seeds"] = ",".join(map(str, outcome.diverged_seeds))
+        tags["diverged_epoch"] = min(stopped[s] for s in outcome.diverged_seeds)
+    if outcome.verdict == PRUNED:
+        tags["pruned_epoch"] = results[0].stopped_at
+    return tags
+
+
+def curve_csv(results: Sequence[MemberResult], outcome: Outcome) -> str:
+    """Every epoch's exact losses: the run's curves, then each seed's (a trial's); blank where
+    there is no measured value."""
+    n = max(len(r.train_loss) for r in results)
+    columns: dict[str, dict[int, float]] = {}
+
+    def add(suffix: str, epochs, train, test_epochs, test) -> None:
+        columns[f"train_loss{suffix}"] = dict(zip(np.asarray(epochs).tolist(), np.asarray(train).tolist()))
+        columns[f"test_loss{suffix}"] = dict(zip(np.asarray(test_epochs).tolist(), np.asarray(test).tolist()))
+
+    c = outcome.curves
+    add("", c.epochs[np.isfinite(c.train)], c.train[np.isfinite(c.train)], c.test_epochs[np.isfinite(c.test)],
+        c.test[np.isfinite(c.test)])
+    if len(results) > 1:
+        for r in results:
+            add(f"_seed_{r.member.seed}", *measured(r))
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["epoch", *columns])
+    for e in range(n):
+        out.writerow([e, *(repr(c[e]) if e in c else "" for c in columns.values())])
+    return buf.getvalue()
+
+
+def run_record(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outcome, data: Dataset,
+               with_plots: bool, metric: str = "train_loss", with_data: bool = True) -> RunRecord:
+    """Everything a trained config's run holds: params, curves, weights, config, figures.
+    The weights files are the first seed's (train.seed: the config as recorded reproduces them)."""
+    first = results[0]
+    rec = RunRecord(
+        params=tracking.flatten(cfg_tree),
+        metrics=metric_rows(results, outcome, metric),
+        tags=outcome_tags(results, outcome),
+        files={
+            "config.yaml": OmegaConf.to_yaml(OmegaConf.create(tracking.redact_tree(cfg_tree))),
+            "weights/initial.json": tracking.weights_json(first.init_weights),
+            "weights/final.json": tracking.weights_json(first.final_weights),
+            "curves/loss_curve.csv": curve_csv(results, outcome),
+        },
+    )
+    if data.sha256:  # read from a file: which file it was, and on train runs the file itself
+        rec.tags["bpexp.data_sha256"] = data.sha256
+        if with_data:
+            rec.files.update(file_copy(cfg_tree["data"]["path"]))
+    if with_plots:
+        rec.files.update(figures(cfg_tree, results, outcome, data))
+    return rec
+
+
+def figures(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outcome, data: Dataset) -> dict[str, str]:
+    m = results[0].member
+    seeds = ", ".join(str(r.member.seed) for r in results)
+    title = f"{m.activation}, {m.hidden} hidden, lr {m.lr:.3g}, seed{'s' if len(results) > 1 else ''} {seeds}"
+    if outcome.diverged_seeds:
+        title += f" ({outcome.label})" if len(results) > 1 else " (diverged)"
+    files = {}
+    fitted = [r for r in results if r.status != "diverged"]  # a diverged network fits nothing
+    if not fitted:
+        title = f"no network: every seed diverged; {title}"
+    label = (lambda r: f"seed {r.member.seed}") if len(results) > 1 else (lambda r: "network")
+    if cfg_tree["data"]["source"] == "function":  # the seed's figure: the fit over x
+        files["plots/fit.svg"] = svg.fit_chart(
+            data.x_test.numpy(), data.y_test.numpy(), data.x.numpy(), data.y.numpy(),
+            [(label(r), predict(r, data.x_test)) for r in fitted], f"fit: {title}")
+    else:  # rows of a file, maybe several inputs: predicted vs actual
+        files["plots/fit.svg"] = svg.prediction_chart(
+            data.y.numpy(), data.y_test.numpy(),
+            [(label(r), predict(r, data.x), predict(r, data.x_test)) for r in fitted],
+            f"predicted vs actual: {title}")
+    c = outcome.curves
+    name = " (median over seeds)" if len(results) > 1 else ""
+    curves = [(f"train{name}", c.epochs, c.train, "#1f77b4"), (f"test{name}", c.test_epochs, c.test, "#ff7f0e")]
+    if len(results) > 1:
+        for r in results:
+            ep, train, _, _ = measured(r)
+            why = f" (diverged at {r.stopped_at})" if r.status == "diverged" else ""
+            curves.append((f"train, seed {r.member.seed}{why}", ep, train, "#d62728" if why else "#aaaaaa"))
+    files["plots/loss_curve.svg"] = svg.loss_chart(curves, f"loss: {title}")
+    return files
