@@ -7,6 +7,7 @@ and value (Hydra's own report spans several lines), with exit status 2 and nothi
 """
 from __future__ import annotations
 
+import itertools
 import sys
 from typing import Callable
 
@@ -16,7 +17,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from bpexp import recorder
-from bpexp.cli import INFO_FLAGS
 from bpexp.config import ConfigError, absolute_paths, register_schemas, validate_lr_find, validate_sweep, validate_train
 
 CONF = "bpexp.conf"
@@ -33,6 +33,7 @@ def checked(cfg: DictConfig, validate: Callable, command: str):
     """The composed config as schema objects, or a one-line error and exit 2."""
     try:
         obj = OmegaConf.to_object(cfg)
+        unknown_keys(cfg, obj)
         validate(obj)
         absolute_paths(obj)
     except ConfigError as e:
@@ -40,11 +41,25 @@ def checked(cfg: DictConfig, validate: Callable, command: str):
     return obj
 
 
+def unknown_keys(cfg: DictConfig, obj) -> None:
+    """A key the schema lacks is an error, also when added with `+` (+model.hiden=8): OmegaConf
+    lets `+` add it to the composed config, and turning that into schema objects drops it."""
+    from bpexp.tracking import flatten
+
+    given = flatten(OmegaConf.to_container(cfg))
+    known = flatten(OmegaConf.to_container(OmegaConf.structured(obj)))
+    for key in sorted(set(given) - set(known)):
+        raise ConfigError(key, given[key], "is not a key of the config (see --help)")
+
+
 def run_checked(command: str, fn: Callable, cfg) -> float:
-    """Run the command; a ConfigError found only at run time (no CUDA, say) is one line too,
-    and so is Ctrl-C (what was running is already marked failed / KILLED by then)."""
+    """Run the command with this job's overrides (what its runs record as the command line);
+    a ConfigError found only at run time (no CUDA, say) is one line too, and so is Ctrl-C
+    (what was running is already marked failed / KILLED by then)."""
+    from hydra.core.hydra_config import HydraConfig
+
     try:
-        return fn(cfg)
+        return fn(cfg, list(HydraConfig.get().overrides.task))
     except ConfigError as e:
         fail(command, str(e))
     except KeyboardInterrupt:
@@ -66,7 +81,7 @@ def sweep_app(cfg: DictConfig) -> float:
     return run_checked("sweep", sweep, checked(cfg, validate_sweep, "sweep"))
 
 
-@hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="lr_find")
+@hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="lr-find")
 def lr_find_app(cfg: DictConfig) -> float:
     from bpexp.lr_find import lr_find
 
@@ -75,9 +90,9 @@ def lr_find_app(cfg: DictConfig) -> float:
 
 # command -> (Hydra app, validation, config name)
 COMMANDS = {"train": (train_app, validate_train, "train"), "sweep": (sweep_app, validate_sweep, "sweep"),
-            "lr-find": (lr_find_app, validate_lr_find, "lr_find")}
-# With these, Hydra prints instead of running, or reads configs precheck can't see.
-SKIP_PRECHECK = INFO_FLAGS | {"--config-dir", "-cd"}
+            "lr-find": (lr_find_app, validate_lr_find, "lr-find")}
+# With these, Hydra reads configs precheck can't see.
+OTHER_CONFIGS = {"--config-dir", "-cd"}
 VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--package", "-p"}
 
 
@@ -91,9 +106,19 @@ def _first_line(e: BaseException) -> str:
     return text
 
 
+def run(command: str, args: list[str], info: bool) -> None:
+    """`bpexp COMMAND ARGS`: check the config, then hand over to the command's Hydra app.
+    info: a flag asks Hydra to print something (--help, --cfg, ...) instead of running."""
+    if not info:
+        precheck(command, args)
+    sys.argv = [f"bpexp {command}", *args]  # Hydra reads its command line from sys.argv
+    COMMANDS[command][0]()
+
+
 def precheck(command: str, args: list[str]) -> None:
-    """Compose and validate the config for these overrides (each value of a -m sweep too)."""
-    if any(a.split("=")[0] in SKIP_PRECHECK for a in args):
+    """Compose and validate the config for these overrides: for a -m multirun, every job
+    Hydra will run (the product of the swept values)."""
+    if any(a.split("=")[0] in OTHER_CONFIGS for a in args):
         return
     config_name, overrides, skip = COMMANDS[command][2], [], False
     for i, a in enumerate(args):
@@ -113,8 +138,8 @@ def precheck(command: str, args: list[str]) -> None:
     except Exception as e:
         fail(command, _first_line(e))
     base = [o.input_line for o in parsed if not o.is_sweep_override()]
-    trials = [base] + [base + [f"{o.get_key_element()}={v}"]
-                       for o in parsed if o.is_sweep_override() for v in o.sweep_string_iterator()]
+    swept = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed if o.is_sweep_override()]
+    trials = [base + list(job) for job in itertools.product(*swept)]
     with initialize_config_module(CONF, version_base="1.3"):
         for trial in trials:
             try:

@@ -46,10 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command, rest = argv[0], argv[1:]
-    if not any(a.split("=")[0] in INFO_FLAGS for a in rest):
+    info = any(a.split("=")[0] in INFO_FLAGS for a in rest)
+    if not info:
         recorder.prestart()  # MLflow's imports now overlap with torch's and the training
     from bpexp import apps
 
-    apps.precheck(command, rest)
-    sys.argv = [f"bpexp {command}", *rest]
-    apps.COMMANDS[command][0]()
+    apps.run(command, rest, info)

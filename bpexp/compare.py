@@ -23,10 +23,11 @@ import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
-from bpexp import plots, tracking
+from bpexp import plots, stores, study_record, tracking
 from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED
 
 SKIP_ROLES = ("study", "lr-find", "report")  # runs that are not a trained network
@@ -71,7 +72,7 @@ class Row:
 
 def row_of(run, metric: str) -> Row | None:
     m, tags = run.data.metrics, run.data.tags
-    if tags.get(tracking.STUDY_ROLE) in SKIP_ROLES or "train.lr" not in run.data.params:
+    if tags.get(study_record.STUDY_ROLE) in SKIP_ROLES or "train.lr" not in run.data.params:
         return None
     if run.info.status != "FINISHED":
         return None  # a failed, killed or still running run has no final result to rank
@@ -232,7 +233,7 @@ def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, byte
 
 
 def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[str], metric: str,
-            top: int, curves: int) -> int:
+            top: int, curves: int, argv: Sequence[str] = ()) -> int:
     tracking.quiet_mlflow()
     from mlflow.tracking import MlflowClient
 
@@ -240,7 +241,7 @@ def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[
     try:
         runs = select_runs(client, experiment, parent, run_ids)
     except Exception as e:
-        print(f"bpexp compare: error: {tracking.redact(str(e)).splitlines()[0]}", file=sys.stderr)
+        print(f"bpexp compare: error: {stores.redact(str(e)).splitlines()[0]}", file=sys.stderr)
         return 2
     rows = rank([r for r in (row_of(run, metric) for run in runs) if r is not None])
     if not rows:
@@ -251,8 +252,8 @@ def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[
     figs = figures(client, rows, metric, curves)
     exp_id = client.get_run(rows[0].run_id).info.experiment_id
     what = {"bpexp.compared": parent or (experiment if not run_ids else ",".join(run_ids))[:5000]}
-    report = tracking.start_run(client, exp_id, "compare", {**tracking.run_tags("compare"),
-                                                            tracking.STUDY_ROLE: "report", **what})
+    report = tracking.start_run(client, exp_id, "compare", {**tracking.run_tags("compare", argv),
+                                                            study_record.STUDY_ROLE: "report", **what})
     out = os.path.join("outputs", f"compare-{report}")
     os.makedirs(out, exist_ok=True)
     files = {**figs, "table.csv": csv_table(rows, metric)}
@@ -278,5 +279,5 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if a.top < 1 or a.curves < 1:
         p.error(f"--top={a.top} --curves={a.curves}: both must be >= 1")
-    return compare(tracking.resolved_uri(a.tracking_uri), a.experiment, a.parent, a.run_ids, a.metric,
-                   a.top, a.curves)
+    return compare(stores.resolved_uri(a.tracking_uri), a.experiment, a.parent, a.run_ids, a.metric,
+                   a.top, a.curves, argv)

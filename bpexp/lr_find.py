@@ -15,12 +15,15 @@ they cannot sustain for long, so their suggestion is that lr / 4 and / 10.
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
+from typing import Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from bpexp import svg, tracking
+from bpexp import stores, study_record, svg, tracking
 from bpexp.config import LrFindAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.network import shape_name
@@ -83,22 +86,23 @@ def record(cfg: LrFindAppConfig, found: dict, figure: str) -> RunRecord:
             "bpexp.lowest_loss_lr": f"{found['lowest_loss_lr']:.6g}"}
     if found["blow_up_lr"] is not None:
         rows.append(("blow_up_lr", found["blow_up_lr"], 0))
-    lines = ["epoch,lr," + ",".join(f"seed_{cfg.train.seed + i}" for i in range(len(found["losses"]))) + ",median"]
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["epoch", "lr", *(f"seed_{cfg.train.seed + i}" for i in range(len(found["losses"]))), "median"])
     for e in range(len(found["lrs"])):
-        lines.append(",".join([str(e), repr(float(found["lrs"][e])), *(repr(float(v)) for v in found["losses"][:, e]),
-                               repr(float(found["median"][e]))]))
-    csv = "\n".join(lines) + "\n"
+        out.writerow([e, repr(float(found["lrs"][e])), *(repr(float(v)) for v in found["losses"][:, e]),
+                      repr(float(found["median"][e]))])
     return RunRecord(params=tracking.flatten(config_tree(cfg)), metrics=rows, tags=tags,
-                     files={"plots/lr_find.svg": figure, "curves/lr_find.csv": csv})
+                     files={"plots/lr_find.svg": figure, "curves/lr_find.csv": buf.getvalue()})
 
 
-def lr_find(cfg: LrFindAppConfig) -> float:
+def lr_find(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
     """Run the range test, record it, print the suggestion and return it."""
     check_device(cfg.train.device)
     uri = check_tracking_uri(cfg.tracking.uri)
     name = f"lr-find-h{shape_name(cfg.model.hidden)}-{cfg.train.optimizer}"
     with Recorder(uri, cfg.tracking.experiment) as recorder:
-        with recorder.run(name, {**tracking.run_tags("lr-find"), tracking.STUDY_ROLE: "lr-find"}) as run:
+        with recorder.run(name, {**tracking.run_tags("lr-find", args), study_record.STUDY_ROLE: "lr-find"}) as run:
             data = dataset_from_config(cfg.data)
             found = range_test(cfg, data)
             figure = chart(cfg, found)
@@ -113,5 +117,5 @@ def lr_find(cfg: LrFindAppConfig) -> float:
     print(f"suggested train.lr = {found['suggested_lr']:.4g}")
     print(f"figure: {path}")
     print(f"MLflow run {run.result()} in experiment '{cfg.tracking.experiment}'")
-    print(f"open the MLflow UI: {tracking.ui_command(uri)}")
+    print(f"open the MLflow UI: {stores.ui_command(uri)}")
     return found["suggested_lr"]

@@ -20,7 +20,9 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
+
+from bpexp import stores, tracking
 
 # State of the recorder process (set by _init, used by the task functions below).
 _client = None
@@ -44,8 +46,6 @@ def _init() -> None:
     # Every task is finished and committed before the pool lets this process go, so skip the
     # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
     atexit.register(os._exit, 0)
-    from bpexp import tracking
-
     tracking.quiet_mlflow()  # a recorder works in the background
     # Pay for MLflow's import now, while the main process is busy with its own.
     import mlflow.tracking  # noqa: F401
@@ -66,24 +66,19 @@ def _connect(uri: str, experiment: str) -> str:
     global _client, _experiment_id
     from mlflow.tracking import MlflowClient
 
-    from bpexp import tracking
-
-    with tracking.local_store_lock(uri):
+    with stores.local_store_lock(uri):
         _client = MlflowClient(uri)
         _experiment_id = tracking.get_experiment_id(_client, experiment, uri)
     return _experiment_id
 
 
-def _call(name: str, *args, **kwargs):
-    """Run `tracking.<name>(client, ...)` in the recorder process."""
-    from bpexp import tracking
-
-    return getattr(tracking, name)(_client, *args, **kwargs)
+def _call(fn: Callable, *args, **kwargs):
+    """Run fn(client, ...) in the recorder process (fn is pickled by reference: its module
+    and name)."""
+    return fn(_client, *args, **kwargs)
 
 
 def _start_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: Optional[int]) -> str:
-    from bpexp import tracking
-
     return tracking.start_run(_client, _experiment_id, name, tags, parent_run_id, start_time)
 
 
@@ -95,8 +90,6 @@ def _new_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: in
 
 
 def _record(run_id: str, record: RunRecord, end_status: Optional[str]) -> None:
-    from bpexp import tracking
-
     tracking.log_all(_client, run_id, record.params, record.metrics, record.tags)
     if record.files:
         tracking.log_files(_client, run_id, record.files)
@@ -141,6 +134,7 @@ class Recorder:
         prestart()
         self.uri = uri
         self._pool, _prestarted = _prestarted, None
+        self._unread: list[Future] = []  # futures of `later` calls, their errors read by `settle`
         self.experiment_id: Future = self._pool.submit(_connect, uri, experiment)
 
     def start_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None,
@@ -163,27 +157,41 @@ class Recorder:
             yield run
         except BaseException as e:
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-            self.call("end_run", run.result(), status, f"{type(e).__name__}: {e}").result()
+            self.call(tracking.end_run, run.result(), status, f"{type(e).__name__}: {e}").result()
             raise
 
     def run_links(self, run_id: str) -> dict[str, str]:
         """Where a run is, for Optuna's user attributes: its id, and its page on a server."""
-        from bpexp import tracking
-
         links = {"mlflow.run_id": run_id}
         if self.uri.startswith(("http://", "https://")):
-            links["mlflow.run_url"] = tracking.run_url(self.uri, self.experiment_id.result(), run_id)
+            links["mlflow.run_url"] = stores.run_url(self.uri, self.experiment_id.result(), run_id)
         return links
 
-    def call(self, name: str, *args, **kwargs) -> Future:
-        """Any `bpexp.tracking` function that takes the client first, run in the recorder."""
-        return self._pool.submit(_call, name, *args, **kwargs)
+    def call(self, fn: Callable, *args, **kwargs) -> Future:
+        """fn(client, *args, **kwargs), a module-level function, run in the recorder."""
+        return self._pool.submit(_call, fn, *args, **kwargs)
+
+    def later(self, fn: Callable, *args, **kwargs) -> None:
+        """As `call`, for work nobody waits for now; `settle` (and closing) raises its error."""
+        self._unread.append(self.call(fn, *args, **kwargs))
+
+    def settle(self) -> None:
+        """Wait for the `later` calls; raise the first error among them."""
+        unread, self._unread = self._unread, []
+        for f in unread:
+            f.result()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        try:
+            self.settle()
+        finally:
+            self._pool.shutdown(wait=True)
 
     def __enter__(self) -> "Recorder":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()  # and raise what a `later` call raised
+        else:  # the error on its way out is the one to report
+            self._pool.shutdown(wait=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bpexp import tracking
+from bpexp import stores, study_record, tracking, weights
 from bpexp.config import ConfigError, load_train_config
 from bpexp.csv_data import file_sha256
 from bpexp.data import dataset_from_config
@@ -78,10 +78,10 @@ def reproduce(run_id: str, uri: str) -> int:
     try:
         run = client.get_run(run_id)
     except Exception as e:
-        print(f"bpexp reproduce: error: run {run_id!r} not found in {tracking.redact(uri)} ({type(e).__name__})",
+        print(f"bpexp reproduce: error: run {run_id!r} not found in {stores.redact(uri)} ({type(e).__name__})",
               file=sys.stderr)
         return 2
-    role = run.data.tags.get(tracking.STUDY_ROLE)
+    role = run.data.tags.get(study_record.STUDY_ROLE)
     if role == "study":  # a sweep's parent: its best trial is what the study recommends
         best = run.data.tags.get("best.trial_number")
         child = [r for r in tracking.child_runs(client, run_id, "attributes.status = 'FINISHED'")
@@ -94,7 +94,7 @@ def reproduce(run_id: str, uri: str) -> int:
               f"reproducing its best trial #{best}, run {child[0].info.run_id}")
         run_id, run = child[0].info.run_id, child[0]
     elif role is not None:  # an lr-find run, a compare report: no one network to train again
-        print(f"bpexp reproduce: error: run {run_id} is a {role} run ({tracking.STUDY_ROLE}={role}), "
+        print(f"bpexp reproduce: error: run {run_id} is a {role} run ({study_record.STUDY_ROLE}={role}), "
               "not a trained network: reproduce a train run, a sweep's trial or its parent", file=sys.stderr)
         return 2
     files, name = {}, "config.yaml"
@@ -113,9 +113,9 @@ def reproduce(run_id: str, uri: str) -> int:
                 name = "data"
                 cfg.data.path = recorded_data(client, run, cfg.data.path, tmp)
             name = "weights/initial.json"
-            recorded_init = tracking.parse_weights(files[name])
+            recorded_init = weights.parse_weights(files[name])
             name = "weights/final.json"
-            recorded_final = tracking.parse_weights(files[name])
+            recorded_final = weights.parse_weights(files[name])
             data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
         except (OSError, ValueError, ConfigError) as e:  # UnicodeDecodeError is a ValueError
             reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
@@ -162,4 +162,4 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
     a = p.parse_args(argv)
-    return reproduce(a.run_id, tracking.resolved_uri(a.tracking_uri))
+    return reproduce(a.run_id, stores.resolved_uri(a.tracking_uri))

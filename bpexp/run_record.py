@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from bpexp import svg, tracking
+from bpexp import stores, svg, tracking, weights
 from bpexp.csv_data import file_copy
 from bpexp.data import Dataset
 from bpexp.network import forward, stack, widths_of
@@ -34,13 +34,14 @@ from bpexp.recorder import RunRecord
 def member_of(cfg) -> Member:
     t, hidden = cfg.train, cfg.model.hidden
     hidden = hidden if isinstance(hidden, int) else widths_of(hidden)  # a list: each layer's width
-    return Member(hidden, cfg.model.activation, float(t.lr), t.seed,
-                  Optimizer(t.optimizer, float(t.momentum), float(t.beta2), float(t.eps)),
-                  Schedule(t.schedule, float(t.decay), t.decay_every, float(t.lr_min)))
+    return Member(hidden, str(cfg.model.activation), float(t.lr), t.seed,
+                  Optimizer(str(t.optimizer), float(t.momentum), float(t.beta2), float(t.eps)),
+                  Schedule(str(t.schedule), float(t.decay), t.decay_every, float(t.lr_min)))
 
 
 def config_tree(cfg) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    """The config as plain data (choices as their strings): what params and config.yaml hold."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
 
 
 def predict(result: MemberResult, x: torch.Tensor) -> np.ndarray:
@@ -130,9 +131,9 @@ def run_record(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outc
         metrics=metric_rows(results, outcome, metric),
         tags=outcome_tags(results, outcome),
         files={
-            "config.yaml": OmegaConf.to_yaml(OmegaConf.create(tracking.redact_tree(cfg_tree))),
-            "weights/initial.json": tracking.weights_json(first.init_weights),
-            "weights/final.json": tracking.weights_json(first.final_weights),
+            "config.yaml": OmegaConf.to_yaml(OmegaConf.create(stores.redact_tree(cfg_tree))),
+            "weights/initial.json": weights.weights_json(first.init_weights),
+            "weights/final.json": weights.weights_json(first.final_weights),
             "curves/loss_curve.csv": curve_csv(results, outcome),
         },
     )

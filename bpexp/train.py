@@ -4,11 +4,11 @@ What the run holds is `bpexp.run_record`'s, the same as a sweep's trial with one
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
-from bpexp import tracking
+from bpexp import stores, tracking
 from bpexp.config import ConfigError, TrainAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.network import shape_name
@@ -26,21 +26,21 @@ def check_device(device: str) -> None:
 def check_tracking_uri(uri: Optional[str]) -> str:
     """The resolved tracking URI, checked before anything runs: a server must answer, a local
     store's folder must be writable. Raises ConfigError naming tracking.uri otherwise."""
-    uri = tracking.resolved_uri(uri)
-    problem = tracking.store_problem(uri)
+    uri = stores.resolved_uri(uri)
+    problem = stores.store_problem(uri)
     if problem:
-        raise ConfigError("tracking.uri", tracking.redact(uri), problem)
-    return tracking.resolve_uri(uri)
+        raise ConfigError("tracking.uri", stores.redact(uri), problem)
+    return stores.resolve_uri(uri)
 
 
-def train(cfg: TrainAppConfig) -> float:
+def train(cfg: TrainAppConfig, args: Sequence[str] = ()) -> float:
     """Train the configured network, record it, and return its final training MSE."""
     check_device(cfg.train.device)
     uri = check_tracking_uri(cfg.tracking.uri)
     name = f"train-h{shape_name(cfg.model.hidden)}-lr{cfg.train.lr:g}-s{cfg.train.seed}" + (
         f"-{cfg.train.optimizer}" if cfg.train.optimizer != "gd" else "")
     with Recorder(uri, cfg.tracking.experiment) as recorder:
-        with recorder.run(name, tracking.run_tags("train")) as run:
+        with recorder.run(name, tracking.run_tags("train", args)) as run:
             data = dataset_from_config(cfg.data)
             result = train_population([member_of(cfg)], data, cfg.train.epochs, log_every=cfg.train.log_every,
                                       diverge_above=cfg.train.diverge_above, device=cfg.train.device)[0]
@@ -53,5 +53,5 @@ def train(cfg: TrainAppConfig) -> float:
     else:
         print(f"final train_loss {result.final_train_loss:.6g}  test_loss {result.final_test_loss:.6g}  ({outcome.verdict})")
     print(f"MLflow run {run.result()} in experiment '{cfg.tracking.experiment}'")
-    print(f"open the MLflow UI: {tracking.ui_command(uri)}")
+    print(f"open the MLflow UI: {stores.ui_command(uri)}")
     return result.final_train_loss if outcome.value is not None else float("nan")

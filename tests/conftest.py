@@ -1,4 +1,5 @@
-"""Shared helpers: run the real `bpexp` command in a temporary folder, read MLflow back."""
+"""Shared helpers: run the real `bpexp` command in a temporary folder, check a config's one-line
+error in-process, read MLflow and Optuna back, and the sweep's invariants."""
 from __future__ import annotations
 
 import os
@@ -29,3 +30,87 @@ def local_store(tmp_path):
     from mlflow.tracking import MlflowClient
 
     return lambda: MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+
+
+def config_error(command: str, *args: str) -> str:
+    """The one line `bpexp COMMAND ARGS` prints for a config it refuses before running, found
+    in-process the way the command line finds it (bpexp.apps.precheck: compose, then validate).
+    A subprocess would cost 0.7 s more a case; the tests that need one (exit status, files
+    left behind, checks made at run time) run the real command."""
+    import contextlib
+    import io
+
+    from bpexp import apps
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exited:
+        apps.precheck(command, list(args))
+    assert exited.value.code == 2
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1, err.getvalue()
+    return lines[0]
+
+
+def assert_clean_failure(r, tmp_path, key, value, secret=None):
+    """Exit 2, one line naming key and value, no traceback, nothing recorded."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and value in lines[0], r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    if secret:
+        assert secret not in r.stderr + r.stdout
+    db = tmp_path / "outputs" / "mlflow.db"
+    if db.exists():  # the store may exist, but without any run
+        client = MlflowClient(f"sqlite:///{db}")
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+    optuna_db = tmp_path / "outputs" / "optuna.db"
+    if optuna_db.exists():
+        for s in optuna.get_all_study_summaries(f"sqlite:///{optuna_db}"):
+            assert s.n_trials == 0
+
+
+def load(tmp_path, name="lr_hidden"):
+    """The study a sweep in tmp_path wrote."""
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
+
+
+def mlflow_runs(tmp_path):
+    """(client, parent runs, child runs) of the bpexp experiment a sweep in tmp_path wrote."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    exp = client.get_experiment_by_name("bpexp").experiment_id
+    runs = client.search_runs([exp], max_results=5000)
+    parents = [r for r in runs if r.data.tags.get("bpexp.role") == "study"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def check_invariants(tmp_path, n_trials):
+    """The sweep's invariants: n_trials trained (converged, partly diverged or diverged), one
+    FINISHED child run per finished trial and none for failed ones, unique trial numbers,
+    one parent run, nothing RUNNING."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    from bpexp.outcome import TRAINED, verdict_of
+
+    study = load(tmp_path)
+    states = Counter(t.state for t in study.trials)
+    assert sum(1 for t in study.trials if verdict_of(t) in TRAINED) == n_trials
+    assert states[TrialState.RUNNING] == 0
+    client, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    finished = Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED")
+    for t in study.trials:
+        expected = 1 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else 0
+        assert finished[t.number] == expected, (t.number, t.state)
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    return study, client, parents[0], children

@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from bpexp.config import TrainAppConfig, register_schemas, validate_train
+from tests.conftest import config_error
 
 BAD_TRAIN = [
     ("train.lr=0", "train.lr"),
@@ -23,23 +24,35 @@ BAD_TRAIN = [
     ("data.fn=tan", "data.fn"),
     ("model.activation=softmax", "model.activation"),
     ("model.hiden=4", "model.hiden"),
+    ("+model.hiden=4", "model.hiden"),
     ("train.device=tpu", "train.device"),
     ("data.noise=-0.1", "data.noise"),
 ]
-if not torch.cuda.is_available():
-    BAD_TRAIN.append(("train.device=cuda", "train.device"))
 
 
 @pytest.mark.parametrize("override,key", BAD_TRAIN)
-def test_bad_train_value_fails_cleanly(bpexp, tmp_path, override, key):
-    r = bpexp("train", override)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    value = override.split("=", 1)[1]
-    assert key in lines[0] and value in lines[0], lines[0]
+def test_bad_train_value_is_one_line(override, key):
+    line = config_error("train", override)
+    assert key in line and override.split("=", 1)[1] in line, line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_fails_cleanly(bpexp, tmp_path):
+    """Found when the run starts (the config itself is valid): still one line, nothing recorded."""
+    r = bpexp("train", "train.device=cuda")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "train.device='cuda'" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "outputs" / "mlflow.db").exists()  # no run was created
+
+
+def test_a_multirun_is_checked_as_hydra_runs_it():
+    """The product of the swept values: x_min=7 with x_max=10 is valid, though 7 > 5 (the
+    default x_max) would not be; one bad combination is refused, naming it."""
+    from bpexp import apps
+
+    apps.precheck("train", ["-m", "data.x_min=6,7", "data.x_max=10,20"])  # all four jobs valid: no exit
+    line = config_error("train", "-m", "data.x_min=6,12", "data.x_max=10,20")
+    assert "data.x_min=12" in line and "data.x_max=10" in line, line
 
 
 def test_bad_value_in_a_multirun_sweep_fails_before_any_run(bpexp, tmp_path):
@@ -61,3 +74,44 @@ def test_defaults_are_the_seed():
     assert (obj.data.noise, obj.data.n_test) == (0.0, 200)
     assert (obj.train.lr, obj.train.epochs, obj.train.seed) == (0.01, 5000, 99)
     assert obj.tracking.uri is None and obj.tracking.experiment == "bpexp"
+
+
+def _readme_value(text: str):
+    text = text.strip()
+    if text in ("null", "true", "false"):
+        return {"null": None, "true": True, "false": False}[text]
+    if text.startswith("["):
+        return [v.strip() for v in text.strip("[]").split(",")]
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def test_readme_config_table_is_the_schema():
+    """Every key of the schema is in the README's table, with the schema's default."""
+    import re
+    from pathlib import Path
+
+    from bpexp.config import LrFindAppConfig, SweepAppConfig
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("Add a searched key")]
+    documented = {}
+    for keys, defaults in re.findall(r"^\| ((?:`[\w.]+`(?:, )?)+) \| ([^|]+) \|", table, re.M):
+        names = re.findall(r"`([\w.]+)`", keys)
+        values = [v for v in defaults.split(", ")] if len(names) > 1 else [defaults]
+        assert len(values) == len(names), (keys, defaults)
+        documented.update(zip(names, values))
+    schema = {}
+    for tree in (OmegaConf.to_container(OmegaConf.structured(SweepAppConfig), enum_to_str=True),
+                 OmegaConf.to_container(OmegaConf.structured(LrFindAppConfig), enum_to_str=True)):
+        for group, values in tree.items():
+            schema.update({f"{group}.{k}": v for k, v in values.items()})
+    assert set(schema) - {"sweep.search_space"} == set(documented) - {"sweep.search_space"}
+    for key, default in schema.items():
+        if key == "sweep.search_space":
+            continue
+        want = [str(v) for v in default] if isinstance(default, list) else default
+        got = _readme_value(documented[key])
+        assert got == want or (isinstance(want, str) and got == want) or str(got) == str(want), (key, got, want)

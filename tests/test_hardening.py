@@ -12,48 +12,23 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bpexp import tracking
+from bpexp import stores, tracking, weights
 from bpexp.config import load_train_config
-from tests.conftest import run_bpexp
-from tests.test_sweep import check_invariants, load, mlflow_runs
+from tests.conftest import assert_clean_failure, check_invariants, config_error, load, mlflow_runs, run_bpexp
 
 FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "sweep.seeds=1"]
 
 
-def assert_clean_failure(r, tmp_path, key, value, secret=None):
-    """Exit 2, one line naming key and value, no traceback, nothing recorded."""
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and key in lines[0] and value in lines[0], r.stderr
-    assert "Traceback" not in r.stderr + r.stdout
-    if secret:
-        assert secret not in r.stderr + r.stdout
-    db = tmp_path / "outputs" / "mlflow.db"
-    if db.exists():  # the store may exist, but without any run
-        client = MlflowClient(f"sqlite:///{db}")
-        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
-    optuna_db = tmp_path / "outputs" / "optuna.db"
-    if optuna_db.exists():
-        for s in optuna.get_all_study_summaries(f"sqlite:///{optuna_db}"):
-            assert s.n_trials == 0
-
-
-BAD_INPUT = [
+BAD_INPUT = [  # found when the command starts (a store to reach or open): the real command, in a subprocess
     (["train", "train.lr=abc"], "train.lr", "abc"),
     (["sweep", "sweep.storage=notaurl"], "sweep.storage", "notaurl"),
     (["sweep", "sweep.storage=postgresql://u:secret@127.0.0.1:1/db"], "sweep.storage", "postgresql://u:***@"),
     (["train", "tracking.uri=http://127.0.0.1:9"], "tracking.uri", "http://127.0.0.1:9"),
     (["sweep", "tracking.uri=http://u:secret@127.0.0.1:9"], "tracking.uri", "http://u:***@127.0.0.1:9"),
-    (["sweep", "~sweep.search_space.lr", "~sweep.search_space.hidden"], "sweep.search_space", "{}"),
-    (["sweep", "sweep.search_space.lr.low=0.5", "sweep.search_space.lr.high=0.5"], "sweep.search_space.lr.low", "0.5"),
-    (["sweep", "sweep.search_space.lr.low=0.5", "sweep.search_space.lr.high=0.1"], "sweep.search_space.lr.low", "0.5"),
-    (["sweep", "sweep.search_space.hidden.high=1.5"], "sweep.search_space.hidden.high", "1.5"),
-    (["sweep", "sweep.search_space.lr.type=normal"], "sweep.search_space.lr.type", "normal"),
 ]
 
 
@@ -61,6 +36,21 @@ BAD_INPUT = [
 def test_bad_input_fails_fast_and_leaves_nothing(tmp_path, args, key, value):
     r = run_bpexp(*args, cwd=tmp_path, timeout=30)  # MLflow's and SQLAlchemy's retries would take minutes
     assert_clean_failure(r, tmp_path, key, value, secret="secret")
+
+
+BAD_SEARCH_SPACE = [
+    (["~sweep.search_space.lr", "~sweep.search_space.hidden"], "sweep.search_space", "{}"),
+    (["sweep.search_space.lr.low=0.5", "sweep.search_space.lr.high=0.5"], "sweep.search_space.lr.low", "0.5"),
+    (["sweep.search_space.lr.low=0.5", "sweep.search_space.lr.high=0.1"], "sweep.search_space.lr.low", "0.5"),
+    (["sweep.search_space.hidden.high=1.5"], "sweep.search_space.hidden.high", "1.5"),
+    (["sweep.search_space.lr.type=normal"], "sweep.search_space.lr.type", "normal"),
+]
+
+
+@pytest.mark.parametrize("args,key,value", BAD_SEARCH_SPACE)
+def test_bad_search_space_is_one_line(args, key, value):
+    line = config_error("sweep", *args)
+    assert key in line and value in line, line
 
 
 def test_unwritable_output_directory(tmp_path):
@@ -137,7 +127,7 @@ def test_secrets_never_reach_mlflow(tmp_path, monkeypatch):
     from bpexp.run_record import config_tree, run_record
 
     secret_uri = "postgresql://alice:s3cr3t-pw@db.example:5432/optuna"
-    monkeypatch.setattr(sys, "argv", ["bpexp sweep", f"sweep.storage={secret_uri}", "tracking.uri=http://bob:hunter2@h:5000"])
+    args = [f"sweep.storage={secret_uri}", "tracking.uri=http://bob:hunter2@h:5000"]  # the command line
     cfg = TrainAppConfig()
     tree = config_tree(cfg)
     tree["tracking"]["uri"] = "http://bob:hunter2@h:5000"
@@ -146,7 +136,7 @@ def test_secrets_never_reach_mlflow(tmp_path, monkeypatch):
     result = train_population([Member(4, "tanh", 0.01, 99)], data, 20)[0]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     with Recorder(uri, "secrets") as rec:
-        run_id = rec.new_run("r", tracking.run_tags("sweep"), run_record(tree, [result], trial_outcome([result], "train_loss"), data, True)).result()
+        run_id = rec.new_run("r", tracking.run_tags("sweep", args), run_record(tree, [result], trial_outcome([result], "train_loss"), data, True)).result()
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     everything = [*run.data.params.values(), *run.data.tags.values()]
@@ -165,7 +155,7 @@ def test_secrets_never_reach_mlflow(tmp_path, monkeypatch):
     ("http://host:5000/path", "http://host:5000/path"),
 ])
 def test_redact(url, expected):
-    assert tracking.redact(url) == expected
+    assert stores.redact(url) == expected
 
 
 # ------------------------------------------------------------------ safe loading
@@ -188,9 +178,9 @@ def test_reproduce_a_train_run_bit_for_bit(tmp_path, recorded_run):
 def test_reproduce_detects_tampered_weights(tmp_path, recorded_run):
     client, run_id = recorded_run
     final = client.download_artifacts(run_id, "weights/final.json", str(tmp_path / "w"))
-    w = tracking.parse_weights(Path(final).read_text())
+    w = weights.parse_weights(Path(final).read_text())
     w["w2"] = w["w2"] * 1.001
-    client.log_text(run_id, tracking.weights_json(w), "weights/final.json")
+    client.log_text(run_id, weights.weights_json(w), "weights/final.json")
     r = run_bpexp("reproduce", run_id, cwd=tmp_path)
     assert r.returncode == 1 and "MISMATCH" in r.stderr and "final w2" in r.stderr
 

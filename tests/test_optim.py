@@ -100,10 +100,12 @@ def test_adam_and_momentum_beat_plain_gd_at_the_seeds_lr():
 
 def test_schema_choices_are_implemented():
     """config.py names the choices (so checking a config never imports torch); optim.py has them."""
-    for name in config.SCHEDULES:
-        assert Schedule(name).factors(0.1, 5).shape == (5,)
+    for name in (s.value for s in config.ScheduleName):  # each starts at lr and never rises
+        f = Schedule(name, decay=0.5, decay_every=2).factors(0.1, 5)
+        assert f[0] == pytest.approx(0.1) and (np.diff(f) <= 1e-15).all()
+        assert (f[1:] < 0.1).any() == (name != "constant")
     p = [torch.ones(2, 3)]
-    for name in config.OPTIMIZERS:
+    for name in (o.value for o in config.OptimizerName):
         Stepper([Optimizer(name)] * 2, p).step(p, [torch.ones(2, 3)], torch.full((2,), 0.1))
         assert (p[0] < 1).all()
         p = [torch.ones(2, 3)]

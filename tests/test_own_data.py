@@ -1,6 +1,7 @@
 """Own data (data=csv, several inputs) and deeper networks, end to end, and their bad input."""
 from __future__ import annotations
 
+import csv
 import math
 import random
 import re
@@ -8,10 +9,9 @@ import re
 import pytest
 
 from bpexp import tracking
-from bpexp.config import DataConfig
 from bpexp.data import csv_dataset
-from bpexp.tracking import parse_weights, weights_json
-from tests.test_hardening import assert_clean_failure
+from bpexp.weights import parse_weights, weights_json
+from tests.conftest import assert_clean_failure, config_error, run_bpexp
 
 
 def write_csv(path, rows=60, seed=1):
@@ -53,10 +53,12 @@ def test_train_a_deep_network_on_two_csv_inputs_then_reproduce(bpexp, tmp_path, 
     w = parse_weights((tmp_path / "dl" / "weights" / "final.json").read_text())
     assert [w[k].shape for k in ("w1", "b1", "w2", "b2", "w3", "b3")] == [(8, 2), (8, 1), (8, 8), (8, 1), (1, 8), (1, 1)]
     (tmp_path / "elsewhere").mkdir()
-    from tests.conftest import run_bpexp
     again = run_bpexp("reproduce", run.info.run_id, "--tracking-uri", f"sqlite:///{tmp_path}/outputs/mlflow.db",
                       cwd=tmp_path / "elsewhere")
     assert again.returncode == 0 and "bit for bit" in again.stdout, again.stderr
+    cmp = bpexp("compare")  # a list value (data.inputs) is one cell of compare's table.csv
+    table = re.search(r"in (outputs/compare-\w+)/", cmp.stdout).group(1)
+    assert [row["data.inputs"] for row in csv.DictReader(open(tmp_path / table / "table.csv"))] == ["['a', 'b']"]
     (tmp_path / "d.csv").write_text("a,b,y\n1,2,3\n")  # the file changed since: MLflow's copy is used
     assert run.data.tags["bpexp.data_sha256"] and client.list_artifacts(run.info.run_id, "data")
     again = run_bpexp("reproduce", run.info.run_id, "--tracking-uri", f"sqlite:///{tmp_path}/outputs/mlflow.db",
@@ -64,6 +66,7 @@ def test_train_a_deep_network_on_two_csv_inputs_then_reproduce(bpexp, tmp_path, 
     assert again.returncode == 0 and "bit for bit" in again.stdout, again.stderr
 
 
+@pytest.mark.slow
 def test_sweep_on_csv_data_by_test_loss(bpexp, tmp_path, local_store):
     write_csv(tmp_path / "d.csv")
     r = bpexp("sweep", "data=csv", "data.path=d.csv", "data.inputs=[a,b]", "sweep.metric=test_loss",
@@ -110,17 +113,25 @@ BAD_CSV = [
 ]
 
 
-@pytest.mark.parametrize("args,key,value", BAD_CSV)
-@pytest.mark.parametrize("command", ["train", "sweep"])
-def test_bad_csv_input_fails_fast_and_leaves_nothing(bpexp, tmp_path, command, args, key, value):
+def bad_files(tmp_path):
     write_csv(tmp_path / "d.csv")
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,3\n1,2\n")
     (tmp_path / "nan.csv").write_text("a,b,y\n1,2,3\nnan,2,3\n4,5,6\n7,8,9\n")
-    r = bpexp(command, "data=csv", "data.path=d.csv", "data.inputs=[a,b]", *args)
-    assert_clean_failure(r, tmp_path, key, value)
 
 
-def test_csv_defaults_are_the_schema():
-    d = DataConfig()
-    assert d.source == "function" and d.inputs == ["x"] and 0 < d.test_fraction < 1
+@pytest.mark.parametrize("args,key,value", BAD_CSV)
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_bad_csv_input_is_one_line(tmp_path, monkeypatch, command, args, key, value):
+    bad_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    line = config_error(command, "data=csv", "data.path=d.csv", "data.inputs=[a,b]", *args)
+    assert key in line and value in line, line
+    assert "1,2,3" not in line and "nan,2,3" not in line  # names keys and files, never data
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_bad_csv_input_fails_fast_and_leaves_nothing(bpexp, tmp_path, command):
+    bad_files(tmp_path)
+    r = bpexp(command, "data=csv", "data.path=ragged.csv", "data.inputs=[a,b]")
+    assert_clean_failure(r, tmp_path, "data.path", "ragged.csv")

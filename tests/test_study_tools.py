@@ -72,6 +72,7 @@ def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):
     assert again.returncode == 0 and "12 runs compared" in again.stdout
 
 
+@pytest.mark.slow
 def test_compare_a_sweep_by_its_parent(bpexp, tmp_path, local_store):
     r = bpexp("sweep", "sweep.n_trials=6", "sweep.seeds=2", "train.epochs=200", "sweep.progress=false",
               "tracking.log_plots=false")
@@ -90,6 +91,7 @@ def test_compare_unknown_experiment_fails_cleanly(bpexp):
     assert r.returncode == 2 and "experiment 'nope' not found" in r.stderr
 
 
+@pytest.mark.slow
 def test_sweep_over_optimizers_and_schedules(bpexp, tmp_path, local_store):
     r = bpexp("sweep", "sweep=lr_optimizer", "sweep.n_trials=12", "sweep.seeds=1", "train.epochs=300",
               "sweep.progress=false", "tracking.log_plots=false")

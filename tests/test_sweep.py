@@ -1,7 +1,9 @@
 """`bpexp sweep` as a user runs it, read back through Optuna and MlflowClient."""
 from __future__ import annotations
 
+import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,46 +12,13 @@ from collections import Counter
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bpexp.outcome import TRAINED, verdict_of
 from bpexp.population import Member, MemberResult
-from tests.conftest import run_bpexp
+from tests.conftest import check_invariants, config_error, load, run_bpexp
 
 SMALL = ["train.epochs=200", "sweep.progress=false", "tracking.log_plots=true"]
-
-
-def load(tmp_path, name="lr_hidden"):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
-
-
-def mlflow_runs(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
-    exp = client.get_experiment_by_name("bpexp").experiment_id
-    runs = client.search_runs([exp], max_results=5000)
-    parents = [r for r in runs if r.data.tags.get("bpexp.role") == "study"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
-
-
-def check_invariants(tmp_path, n_trials):
-    """The sweep issue's invariants: n_trials trained (converged, partly diverged or diverged),
-    one FINISHED child run per finished trial and none for failed ones, unique trial numbers,
-    one parent run, nothing RUNNING."""
-    study = load(tmp_path)
-    states = Counter(t.state for t in study.trials)
-    assert sum(1 for t in study.trials if verdict_of(t) in TRAINED) == n_trials
-    assert states[TrialState.RUNNING] == 0
-    client, parents, children = mlflow_runs(tmp_path)
-    assert len(parents) == 1
-    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
-    finished = Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED")
-    for t in study.trials:
-        expected = 1 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else 0
-        assert finished[t.number] == expected, (t.number, t.state)
-    assert not [c for c in children if c.info.status == "RUNNING"]
-    return study, client, parents[0], children
 
 
 @pytest.mark.slow
@@ -100,7 +69,7 @@ def check_best_model(tmp_path, client, parent, children, study):
     import torch
 
     from bpexp.network import forward, stack
-    from bpexp.tracking import parse_weights
+    from bpexp.weights import parse_weights
 
     mlflow.set_tracking_uri(client.tracking_uri)
     models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list",
@@ -207,25 +176,34 @@ def test_kill_9_then_resume_keeps_the_invariants(tmp_path):
             assert c.info.status == "KILLED"
 
 
-BAD_SWEEP = [
-    ("sweep.sampler=bayes", "sweep.sampler"),
-    ("sweep.pruner=sometimes", "sweep.pruner"),
-    ("sweep.search_space.lr.low=2", "sweep.search_space.lr.low"),
-    ("sweep.search_space.lr.low=0", "sweep.search_space.lr.low"),
-    ("sweep.search_space.hidden.low=0", "sweep.search_space.model.hidden"),
-    ("sweep.search_space.lr.key=train.rate", "sweep.search_space.lr.key"),
-    ("sweep.n_trials=0", "sweep.n_trials"),
-    ("sweep.seeds=0", "sweep.seeds"),
-    ("sweep.metric=accuracy", "sweep.metric"),
+BAD_SWEEP = [  # (override, the key and the value its one-line error names)
+    ("sweep.sampler=bayes", "sweep.sampler", "bayes"),
+    ("sweep.pruner=sometimes", "sweep.pruner", "sometimes"),
+    ("sweep.search_space.lr.low=2", "sweep.search_space.lr.low", "2"),
+    ("sweep.search_space.lr.low=0", "sweep.search_space.lr.low", "0"),
+    ("sweep.search_space.lr.key=train.rate", "sweep.search_space.lr.key", "train.rate"),
+    ("sweep.n_trials=0", "sweep.n_trials", "0"),
+    ("sweep.seeds=0", "sweep.seeds", "0"),
+    ("sweep.metric=accuracy", "sweep.metric", "accuracy"),
+    ("+sweep.search_space.extra={key: model.activation, typ: categorical}", "sweep.search_space.extra", "typ"),
+    ("+sweep.search_space.extra={key: train.lr, log: maybe}", "sweep.search_space.extra", "maybe"),
+    ("+sweep.search_space.extra=5", "sweep.search_space.extra", "5"),
 ]
 
 
-@pytest.mark.parametrize("override,key", BAD_SWEEP)
-def test_bad_sweep_value_fails_cleanly(tmp_path, override, key):
-    r = run_bpexp("sweep", override, cwd=tmp_path)
+@pytest.mark.parametrize("override,key,value", BAD_SWEEP)
+def test_bad_sweep_value_is_one_line(override, key, value):
+    line = config_error("sweep", override)
+    assert key in line and value in line, line
+
+
+def test_a_search_space_giving_a_bad_config_fails_cleanly(tmp_path):
+    """Checked when the sweep starts, before anything is recorded: every value the search
+    space can produce must make a valid train config (model.hidden=0 does not)."""
+    r = run_bpexp("sweep", "sweep.search_space.hidden.low=0", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and key in lines[0] and override.split("=")[1] in lines[0], r.stderr
+    assert len(lines) == 1 and "sweep.search_space.model.hidden" in lines[0] and "0" in lines[0], r.stderr
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
     assert not (tmp_path / "outputs" / "optuna.db").exists()
 
@@ -258,34 +236,34 @@ def test_one_verdict_per_trial_from_its_seeds():
 
 
 def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypatch):
-    from bpexp import sweep
+    from bpexp import workers
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
     unclaimed = study.ask()  # its worker died before claiming it
     dead = study.ask()
-    dead.set_user_attr("bpexp.worker", f"{sweep.socket.gethostname()}:{2**22 + 12345}")  # no such pid
+    dead.set_user_attr("bpexp.worker", f"{workers.socket.gethostname()}:{2**22 + 12345}")  # no such pid
     live = study.ask()
-    live.set_user_attr("bpexp.worker", sweep.WORKER)
+    live.set_user_attr("bpexp.worker", workers.WORKER)
     elsewhere = study.ask()
     elsewhere.set_user_attr("bpexp.worker", "another-host:1")  # Optuna's heartbeat covers it
-    sweep.fail_stale_trials(study)
+    workers.fail_stale_trials(study)
     states = {t.number: t.state for t in study.trials}
     assert states[dead.number] == TrialState.FAIL
     assert states[unclaimed.number] == states[live.number] == states[elsewhere.number] == TrialState.RUNNING
-    monkeypatch.setattr(sweep, "GRACE_S", 0)  # unclaimed for longer than the grace period
-    sweep.fail_stale_trials(study)
+    monkeypatch.setattr(workers, "GRACE_S", 0)  # unclaimed for longer than the grace period
+    workers.fail_stale_trials(study)
     assert study.trials[unclaimed.number].state == TrialState.FAIL
     assert study.trials[live.number].state == TrialState.RUNNING
 
 
 def test_two_workers_failing_one_dead_trial_together_both_go_on(tmp_path, monkeypatch):
     """Both workers see the dead worker's trial RUNNING; the other one's update lands first."""
-    from bpexp import sweep
+    from bpexp import workers
 
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(storage=url, study_name="s")
     dead = study.ask()
-    dead.set_user_attr("bpexp.worker", f"{sweep.socket.gethostname()}:{2**22 + 12345}")  # no such pid
+    dead.set_user_attr("bpexp.worker", f"{workers.socket.gethostname()}:{2**22 + 12345}")  # no such pid
     other = optuna.load_study(study_name="s", storage=url)
     storage = study._storage
     original = storage.set_trial_state_values
@@ -295,7 +273,7 @@ def test_two_workers_failing_one_dead_trial_together_both_go_on(tmp_path, monkey
         return original(trial_id, state, values)
 
     monkeypatch.setattr(storage, "set_trial_state_values", after_the_other_worker)
-    sweep.fail_stale_trials(study)  # raised UpdateFinishedTrialError before
+    workers.fail_stale_trials(study)  # raised UpdateFinishedTrialError before
     assert study.trials[dead.number].state == TrialState.FAIL
 
 
@@ -313,19 +291,35 @@ def test_a_key_added_on_the_command_line_and_network_shapes_are_searched(tmp_pat
     deep = next(c for c in children if c.data.params["model.hidden"] == "[6, 6]")
     again = run_bpexp("reproduce", deep.info.run_id, cwd=tmp_path)
     assert again.returncode == 0 and "bit for bit" in again.stdout, again.stderr
+    # a list value is one cell of every CSV: trials.csv, and compare's table.csv
+    rows = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path)))))
+    assert {row["model.hidden"] for row in rows} == {"4", "[6, 6]"}
+    cmp = run_bpexp("compare", "--parent", parent.info.run_id, cwd=tmp_path)
+    assert cmp.returncode == 0, cmp.stderr
+    table = re.search(r"in (outputs/compare-\w+)/", cmp.stdout).group(1)
+    rows = list(csv.DictReader(open(tmp_path / table / "table.csv")))
+    assert len(rows) == 8 and {row["model.hidden"] for row in rows} == {"4", "[6, 6]"}
 
 
-@pytest.mark.parametrize("entry, value", [
-    ("{key: model.activation, typ: categorical}", "typ"),
-    ("{key: train.lr, log: maybe}", "maybe"),
-    ("5", "5"),
-])
-def test_a_bad_added_key_is_one_line(tmp_path, entry, value):
-    r = run_bpexp("sweep", f"+sweep.search_space.extra={entry}", cwd=tmp_path)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "sweep.search_space.extra" in r.stderr and value in r.stderr
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["sweep.sampler=gp", "sweep.register_as=bpexp-best"], ["sweep.sampler=cmaes"],
+                                   ["sweep.pruner=hyperband", "sweep.report_every=20"]])
+def test_other_samplers_and_pruners(tmp_path, extra):
+    r = run_bpexp("sweep", "sweep.n_trials=12", "sweep.seeds=1", "sweep.batch_size=4", *extra, *SMALL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 12)
+    assert len({t.params["train.lr"] for t in study.trials}) == len(study.trials)  # the sampler sampled
+    if "sweep.sampler=cmaes" in extra:  # CMA-ES keeps its state in the trials' system attributes
+        assert any(k.startswith("cma:") for t in study.trials for k in t.system_attrs)
+    if "sweep.register_as=bpexp-best" in extra:  # the best network, registered under that name
+        (version,) = client.search_model_versions("name = 'bpexp-best'")
+        assert version.run_id == parent.info.run_id
+    if "sweep.pruner=hyperband" in extra:
+        trained = [t for t in study.trials if verdict_of(t) in ("converged", "partly diverged")]
+        assert trained and all(len(t.intermediate_values) == 200 // 20 for t in trained)  # every report_every
 
 
+@pytest.mark.slow
 def test_grid_sampler_covers_the_grid_and_ends(tmp_path):
     """Optuna's grid sampler calls study.stop() when its grid is used up, which raises under
     ask/tell; bpexp's sweep ends by n_trials instead."""

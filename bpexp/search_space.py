@@ -1,0 +1,109 @@
+"""What a study searches: the sampled values of each trial, the samplers and pruners.
+
+`sweep.search_space` maps names to ParamSpecs (bpexp/config.py); a trial's config is the
+sweep's config with its sampled values put in (`trial_config`).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from omegaconf import OmegaConf
+
+from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig, validate_train
+
+
+# ----------------------------------------------------------------------------- config
+def searched(cfg: SweepAppConfig) -> list[tuple[str, ParamSpec]]:
+    """(dotted config key, spec) of every searched value."""
+    return [(spec.key or name, spec) for name, spec in cfg.sweep.search_space.items()]
+
+
+def choices(p: ParamSpec) -> list:
+    """A categorical's choices as Optuna takes them: scalars. A list (a network shape such as
+    [16, 16] for model.hidden) becomes its JSON text, "[16, 16]"; trial_config turns it back."""
+    return [json.dumps(list(c)) if OmegaConf.is_list(c) or isinstance(c, (list, tuple)) else c for c in p.choices]
+
+
+def suggest(trial: optuna.Trial, key: str, p: ParamSpec) -> Any:
+    if p.type == "categorical":
+        return trial.suggest_categorical(key, choices(p))
+    if p.type == "int":
+        return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+
+
+def trial_config(cfg: SweepAppConfig, params: dict[str, Any]) -> TrainAppConfig:
+    """The train config of one trial: the sweep's config with the sampled values put in."""
+    c = OmegaConf.structured(TrainAppConfig(cfg.model, cfg.data, cfg.train, cfg.tracking))
+    for key, value in params.items():
+        if isinstance(value, str) and value.startswith("["):  # a list choice (see `choices`)
+            value = json.loads(value)
+        OmegaConf.update(c, key, value)
+    return OmegaConf.to_object(c)
+
+
+def check_search_space(cfg: SweepAppConfig) -> None:
+    """Every value the search space can produce must be a valid train config."""
+    for key, p in searched(cfg):
+        where = f"sweep.search_space.{key}"
+        values = choices(p) if p.type == "categorical" else [p.low, p.high]
+        for v in values:
+            if p.type == "int":
+                v = int(v)
+            try:
+                validate_train(trial_config(cfg, {key: v}))
+            except ConfigError as e:
+                raise ConfigError(where, v, f"gives an invalid config: {e}") from None
+            except Exception as e:  # wrong type for the key, e.g. a string for train.lr
+                raise ConfigError(where, v, f"not a valid value of {key}: {str(e).splitlines()[0]}") from None
+
+
+def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
+    s, seed = cfg.sweep, cfg.sweep.sampler_seed
+    # A diverged trial carries a violated constraint (finish_batch, bpexp/outcome.py): TPE and GP
+    # rank infeasible trials below every feasible one, so they learn where the lr is too high.
+    if s.sampler == "tpe":
+        # constant_liar: trials asked while others of the batch run are steered away from them
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if s.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if s.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return AskTellGridSampler(grid(cfg), seed=seed)
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, minus its call to study.stop() once every grid point has a
+    trial: that call ends study.optimize(), but raises with ask/tell (after the trial was
+    told). Here n_trials ends the sweep; past the grid's size, points are sampled again."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def grid(cfg: SweepAppConfig) -> dict[str, list]:
+    """The grid sampler's values: choices, or grid_points values evenly spaced (log if asked)."""
+    import numpy as np
+
+    out = {}
+    for key, p in searched(cfg):
+        if p.type == "categorical":
+            out[key] = choices(p)
+            continue
+        n = cfg.sweep.grid_points
+        pts = np.geomspace(p.low, p.high, n) if p.log else np.linspace(p.low, p.high, n)
+        out[key] = sorted({int(round(v)) for v in pts}) if p.type == "int" else [float(v) for v in pts]
+    return out
+
+
+def make_pruner(cfg: SweepAppConfig) -> optuna.pruners.BasePruner:
+    s = cfg.sweep
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=cfg.train.epochs // 10)
+    if s.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=s.report_every, max_resource=cfg.train.epochs)
+    return optuna.pruners.NopPruner()

@@ -1,0 +1,143 @@
+"""A study's two homes: its Optuna storage, opened once per database even when workers start
+together, and its one MLflow parent run. The study remembers the config it was created with
+and refuses to mix in another one.
+"""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from typing import Any
+
+import optuna
+
+from bpexp import stores, study_record, tracking
+from bpexp.config import ConfigError, SweepAppConfig, storage_default
+from bpexp.csv_data import file_copy
+from bpexp.recorder import Recorder
+from bpexp.run_record import config_tree
+from bpexp.search_space import choices, make_pruner, make_sampler, searched
+from bpexp.workers import GRACE_S, HEARTBEAT_S
+
+
+# Searched keys fixed by a study, so that a resumed study never mixes two experiments.
+FINGERPRINT_SWEEP_KEYS = ("search_space", "seeds", "metric", "direction")
+
+
+def fingerprint(cfg: SweepAppConfig) -> dict:
+    tree = config_tree(cfg)
+    fixed = {k: tree[k] for k in ("model", "data", "train")}
+    fixed["train"].pop("device", None)
+    fixed["sweep"] = {k: tree["sweep"][k] for k in FINGERPRINT_SWEEP_KEYS}
+    return json.loads(json.dumps(fixed, sort_keys=True, default=str))
+
+
+# ----------------------------------------------------------------------------- study
+def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
+    """Create or load the study; True if this worker created it (and so owns its set-up)."""
+    url = cfg.sweep.storage or storage_default()
+    storage = open_storage(url)
+    kwargs = dict(study_name=cfg.sweep.study_name, storage=storage, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    mine = fingerprint(cfg)
+    try:
+        # The study name is unique in the storage: of several workers starting at once exactly
+        # one creates the study, and that one alone creates the MLflow parent run.
+        study = optuna.create_study(direction=str(cfg.sweep.direction), **kwargs)
+        with warnings.catch_warnings():  # experimental since 3.2, and what optuna-dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([str(cfg.sweep.metric)])  # the dashboard's axis, not "Objective 0"
+        study.set_user_attr("bpexp.config", mine)
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(**kwargs)
+    theirs = wait_for_attr(study, "bpexp.config")
+    if theirs is None:
+        study.set_user_attr("bpexp.config", mine)
+    elif theirs != mine:
+        key, old, new = first_difference(tracking.flatten(theirs), tracking.flatten(mine))
+        raise ConfigError(key, new, f"study '{cfg.sweep.study_name}' was created with {key}={old!r}; "
+                                    "resume it with the same config or choose another sweep.study_name")
+    return study, False
+
+
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage, created once per database even when workers start together.
+
+    Opening a new database creates Optuna's tables. A sqlite file is locked meanwhile
+    (stores.local_store_lock). On a server (PostgreSQL, MySQL), workers that start at once
+    race to create the same tables; a loser fails with a duplicate-key or duplicate-table
+    error and simply opens the database again, now created. Anything else (a malformed URL,
+    a server that is down, a folder we cannot write) is a ConfigError naming sweep.storage.
+    """
+    import random
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings(), stores.local_store_lock(url):
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, since 2.9
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                  engine_kwargs=engine_kwargs(url))
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random())  # another worker is creating the tables
+        except Exception as e:
+            reason = stores.redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            raise ConfigError("sweep.storage", stores.redact(url), f"cannot open this Optuna storage: {reason}") from None
+    raise AssertionError("unreachable")
+
+
+def engine_kwargs(url: str) -> dict:
+    """Fail fast on a database server that does not answer, rather than retry for minutes."""
+    if url.startswith(("postgresql", "mysql")):
+        return {"connect_args": {"connect_timeout": 5}}
+    return {}
+
+
+def wait_for_attr(study: optuna.Study, key: str, timeout: float = 30.0) -> Any:
+    """A study attribute its creator sets right after creating it; wait for it if the study is new."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = study.user_attrs.get(key)
+        if value is not None or study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def parent_run(recorder: Recorder, study: optuna.Study, creator: bool, cfg: SweepAppConfig, data, tags: dict) -> str:
+    """The study's one MLflow parent run: made by the study's creator, found by everyone else."""
+    known = None if creator else wait_for_attr(study, "mlflow.parent_run_id")
+    parent = recorder.call(study_record.open_parent_run, recorder.experiment_id.result(), known, study.study_name,
+                           tags, parent_params(cfg)).result()
+    if parent != known:
+        study.set_user_attr("mlflow.parent_run_id", parent)
+        if data.sha256:  # read from a file: recorded once, here, not with every trial
+            recorder.call(tracking.log_all, parent, tags={"bpexp.data_sha256": data.sha256}).result()
+            recorder.call(tracking.log_files, parent, file_copy(cfg.data.path)).result()
+    return parent
+
+
+def parent_params(cfg: SweepAppConfig) -> dict[str, Any]:
+    """The study's params: the fixed config, and the search space as one param per searched
+    key (search.train.lr = "float [0.0001, 1] log"), never a base value no trial used."""
+    params = tracking.flatten(config_tree(cfg))
+    for name in cfg.sweep.search_space:
+        for k in [k for k in params if k.startswith(f"sweep.search_space.{name}.")]:
+            del params[k]
+    for key, p in searched(cfg):
+        params.pop(key, None)
+        if p.type == "categorical":
+            params[f"search.{key}"] = "categorical " + json.dumps(choices(p))
+        else:
+            params[f"search.{key}"] = f"{p.type} [{p.low:g}, {p.high:g}]" + (" log" if p.log else "") + (
+                f" step {p.step:g}" if p.step else "")
+    return params
+
+
+def first_difference(a: dict, b: dict) -> tuple[str, Any, Any]:
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            return k, a.get(k), b.get(k)
+    return "", None, None

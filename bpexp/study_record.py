@@ -1,0 +1,148 @@
+"""A study in MLflow: its parent run, its child runs settled after dead workers, and what the
+parent holds at the end (counts, best values, figures, trials.csv, the best network).
+
+These functions take an MlflowClient first and run in the recorder process (bpexp/recorder.py).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from bpexp.stores import redact_tree
+from bpexp.tracking import child_runs, end_run, log_all, log_files, start_run
+from bpexp.weights import parse_weights, torch_module
+
+
+# ------------------------------------------------------------------ a study's parent run
+STUDY_ROLE = "bpexp.role"
+
+
+def open_parent_run(client, experiment_id: str, known: Optional[str], study_name: str,
+                    tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    """The study's parent run, set RUNNING: the known one if it still exists, else a new one."""
+    if known:
+        try:
+            run = client.get_run(known)
+            if run.info.lifecycle_stage == "active":
+                if run.info.status != "RUNNING":
+                    client.update_run(known, status="RUNNING")
+                return known
+        except Exception:  # deleted for good, or from another store: make a new one
+            pass
+    run_id = start_run(client, experiment_id, f"study-{study_name}",
+                       {**tags, STUDY_ROLE: "study", "optuna.study_name": study_name})
+    log_all(client, run_id, params=params)
+    return run_id
+
+
+def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str],
+                      dead_workers: Optional[set] = None) -> None:
+    """Child runs left RUNNING by a dead worker follow their trial, Optuna's record:
+    FINISHED if the trial was told (it completed before the kill), else KILLED.
+
+    A run is settled only once its trial is no longer RUNNING and its worker (the run's tag
+    bpexp.worker) is known dead: a live worker may be between telling a trial and ending its run.
+    """
+    for run in child_runs(client, parent_run_id, "attributes.status = 'RUNNING'"):
+        number = int(run.data.tags.get("optuna.trial_number", -1))
+        state = trial_states.get(number, "FAIL")
+        if state == "RUNNING" or (dead_workers is not None and run.data.tags.get("bpexp.worker") not in dead_workers):
+            continue
+        try:
+            client.set_tag(run.info.run_id, "optuna.trial_state", state)
+            if state in ("COMPLETE", "PRUNED"):
+                client.set_terminated(run.info.run_id, "FINISHED")
+            else:
+                end_run(client, run.info.run_id, "KILLED", "the worker stopped before the trial ended")
+        except Exception:  # another worker settled it at the same moment
+            continue
+
+
+def record_study(client, parent_run_id: str, summary: Mapping[str, Any], register_as: Optional[str]) -> None:
+    """Counts and best values as tags and metrics, the study's figures, a CSV of all trials,
+    the best network. Every trial is shown as its verdict (bpexp/outcome.py) says."""
+    from bpexp import plots
+
+    trials, c, metric, keys = summary["trials"], summary["counts"], summary["metric"], summary["keys"]
+    n = len(trials)
+    tags = {f"best.{k}": v for k, v in summary["best_params"].items()}
+    metrics = [(f"n_{k.replace(' ', '_')}", v, n) for k, v in c.items()]
+    if summary["best_number"] is not None:
+        tags["best.trial_number"] = summary["best_number"]
+    log_all(client, parent_run_id, metrics=metrics, tags=tags)
+    files: dict[str, Any] = {"trials.csv": trials_csv(trials, keys)}
+    files.update(plots.study_figures(trials, keys, metric, summary["direction"], summary["importances"]))
+    ok = [t for t in trials if t["outcome"] == "converged"]
+    top = sorted(ok, key=lambda t: t["value"], reverse=summary["direction"] == "maximize")[:5]
+    runs = {int(r.data.tags.get("optuna.trial_number", -1)): r for r in child_runs(
+        client, parent_run_id, "attributes.status = 'FINISHED'")} if top else {}
+    curves = []
+    for t in top:
+        if t["number"] in runs:
+            hist = sorted(client.get_metric_history(runs[t["number"]].info.run_id, metric), key=lambda m: m.step)
+            label = f"#{t['number']} " + " ".join(
+                f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                for k, v in t["params"].items())
+            curves.append((label, np.array([m.step for m in hist]), np.array([m.value for m in hist])))
+    if curves:
+        files["plots/top_trials_loss.png"] = plots.loss_plot(
+            curves, f"{metric} of the top trials (median over seeds)", ylabel=metric)
+    if summary["best_config"]:
+        import yaml
+
+        files["best_config.yaml"] = yaml.safe_dump(redact_tree(summary["best_config"]), sort_keys=False)
+    log_files(client, parent_run_id, files)
+    best = summary["best_number"]
+    previous = client.get_run(parent_run_id).data.tags.get("best.model_trial")
+    if best is not None and str(best) != previous and best in runs:
+        log_best_model(client, parent_run_id, runs[best].info.run_id, summary["best_config"], register_as)
+        client.set_tag(parent_run_id, "best.model_trial", best)
+
+
+def trials_csv(trials, keys) -> str:
+    """One row per trial: its verdict and value as everywhere else; no booleans (MLflow's CSV
+    preview shows them blank), list values as their JSON text in one cell."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["number", "state", "outcome", "value", "diverged_seeds", *keys, "mlflow_run_id"])
+    for t in trials:
+        out.writerow([t["number"], t["state"], t["outcome"], "" if t["value"] is None else repr(t["value"]),
+                      " ".join(map(str, t["diverged_seeds"])),
+                      *(json.dumps(v) if isinstance(v := t["params"].get(k, ""), list) else v for k in keys),
+                      t["run_id"]])
+    return buf.getvalue()
+
+
+def log_best_model(client, parent_run_id: str, best_run_id: str, config: Mapping, register_as: Optional[str]) -> None:
+    """The best trial's network as an MLflow PyTorch model, with signature and input example."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(best_run_id, "weights/final.json", tmp)
+        w = parse_weights(Path(path).read_text())
+    net = torch_module(w, config["model"]["activation"])
+    d = config["data"]
+    inputs = w["w1"].shape[1]
+    if d.get("source", "function") == "function":
+        example = np.linspace(d["x_min"], d["x_max"], 5, dtype=np.float32).reshape(-1, 1)
+    else:  # a CSV's inputs: zeros of the right width (the signature is what matters)
+        example = np.zeros((5, inputs), dtype=np.float32)
+    with torch.no_grad():
+        out = net(torch.from_numpy(example)).numpy()
+    signature = mlflow.models.infer_signature(example, out)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(run_id=parent_run_id):
+        # Explicit requirements: inferring them costs seconds and finds nothing more here.
+        mlflow.pytorch.log_model(net, name="best_model", signature=signature, input_example=example,
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                 registered_model_name=register_as)
+    mlflow.end_run()

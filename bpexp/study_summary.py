@@ -1,0 +1,72 @@
+"""The end of a study: what its parent run records and what the console prints, read back
+from Optuna (so every worker and every resume agree), verdicts as bpexp/outcome.py tells them.
+"""
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from bpexp import stores
+from bpexp.config import SweepAppConfig, storage_default
+from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED, verdict_of
+from bpexp.run_record import config_tree
+from bpexp.search_space import searched, trial_config
+
+
+def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
+    """Plain data about the study for the parent run (built here, recorded by the recorder).
+    Every trial's verdict is read back from Optuna, so workers and resumes agree on it."""
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for t in trials:
+        rows.append({"number": t.number, "state": t.state.name, "outcome": verdict_of(t) or "failed",
+                     "value": t.value, "params": dict(t.params),
+                     "diverged_seeds": t.user_attrs.get("bpexp.diverged_seeds", []),
+                     "run_id": t.user_attrs.get("mlflow.run_id", "")})
+    valued = [r for r in rows if r["outcome"] in (CONVERGED, PARTLY_DIVERGED)]  # Optuna's COMPLETE trials
+    pick = min if cfg.sweep.direction == "minimize" else max
+    best = pick(valued, key=lambda r: (r["value"], r["number"])) if valued else None  # as study.best_trial
+    importances = {}
+    if len(valued) >= 2:
+        with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                importances = optuna.importance.get_param_importances(study)
+            except (RuntimeError, ValueError):  # e.g. a parameter with a single value so far
+                pass
+    keys = [k for k, _ in searched(cfg)]
+    return {
+        "study_name": study.study_name,
+        "metric": str(cfg.sweep.metric),
+        "direction": str(cfg.sweep.direction),
+        "keys": keys,
+        "trials": rows,
+        "best_number": best["number"] if best else None,
+        "best_value": best["value"] if best else float("nan"),
+        "best_params": best["params"] if best else {},
+        "best_config": config_tree(trial_config(cfg, best["params"])) if best else None,
+        "importances": importances,
+        "counts": {v: sum(1 for r in rows if r["outcome"] == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED,
+                                                                          PRUNED, "failed")},
+    }
+
+
+def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, parent: str, uri: str,
+                  experiment_id: str) -> None:
+    c = summary["counts"]
+    storage = cfg.sweep.storage or storage_default()
+    print(f"\nstudy '{study.study_name}': {sum(c[v] for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED))} trained: "
+          f"{c[CONVERGED]} converged, {c[PARTLY_DIVERGED]} partly diverged (a minority of seeds diverged), "
+          f"{c[DIVERGED]} diverged (the median seed diverged); {c[PRUNED]} pruned, {c['failed']} failed")
+    if summary["best_number"] is None:
+        print("no trial has a value (every one diverged or was pruned): try a smaller train.lr range or more epochs")
+    else:
+        print(f"best trial #{summary['best_number']}: {cfg.sweep.metric} = {summary['best_value']:.6g} "
+              f"(median over {cfg.sweep.seeds} seed{'s' if cfg.sweep.seeds > 1 else ''})")
+        for k, v in summary["best_params"].items():
+            print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
+    print(f"MLflow parent run {parent} in experiment '{cfg.tracking.experiment}'")
+    print(f"open the MLflow UI:       {stores.ui_command(uri)}")
+    print(f"  the study's runs:       {stores.experiment_url(uri, experiment_id)}")
+    print(f"open optuna-dashboard:    optuna-dashboard {stores.redact(storage)}")

@@ -1,0 +1,140 @@
+"""Many workers on one study: each claims the trials it asks for and marks them alive; the
+next worker fails what a dead one left RUNNING (by pid on this host, by Optuna's heartbeat
+elsewhere) and settles its MLflow runs. Also the failpoints the crash tests kill us at.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import threading
+import warnings
+from collections import Counter
+from typing import Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from bpexp import study_record
+from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, verdict_of
+from bpexp.recorder import Recorder
+
+
+POLL_S = 2.0  # how often an idle worker checks on the trials other workers run
+
+
+HEARTBEAT_S = 20  # how often a worker marks its trials alive in the storage
+
+
+GRACE_S = 60  # a RUNNING trial without a heartbeat for this long is failed by the next worker
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+_failpoint_hits: Counter = Counter()
+
+
+def failpoint(name: str) -> None:
+    """Die here as kill -9 would, when $BPEXP_FAILPOINT is "name" or "name:n" (the n-th time
+    this point is reached). For the crash-safety tests; a no-op otherwise."""
+    want, _, nth = os.environ.get("BPEXP_FAILPOINT", "").partition(":")
+    if want == name:
+        _failpoint_hits[name] += 1
+        if _failpoint_hits[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail trials left RUNNING by dead workers: by pid on this host, by heartbeat elsewhere."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    now = datetime.datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("bpexp.worker")
+        # Unclaimed: its worker died between asking for it and claiming it (milliseconds apart).
+        orphan = worker is None and t.datetime_start and (now - t.datetime_start).total_seconds() > GRACE_S
+        if orphan or (worker is not None and not worker_alive(worker)):
+            tell(study, t.number, None, TrialState.FAIL)
+
+
+def tell(study: optuna.Study, trial, value: Optional[float], state: TrialState) -> TrialState:
+    """Tell a trial's result unless it is finished already; return the state it ends in.
+
+    skip_if_finished alone is not enough with several workers: two of them may both see a dead
+    worker's trial RUNNING and fail it together; the storage then refuses the second update.
+    """
+    try:
+        return study.tell(trial, value, state=state, skip_if_finished=True).state
+    except optuna.exceptions.UpdateFinishedTrialError:
+        number = trial if isinstance(trial, int) else trial.number
+        return study.get_trials(deepcopy=False)[number].state
+
+
+def take_over(study: optuna.Study, recorder: Recorder, parent: str) -> None:
+    """Clean up after dead workers: fail their RUNNING trials, settle their RUNNING child runs."""
+    fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    states = {t.number: t.state.name for t in trials}
+    workers = {t.user_attrs.get("bpexp.worker") for t in trials} - {None}
+    recorder.call(study_record.settle_child_runs, parent, states, {w for w in workers if not worker_alive(w)}).result()
+
+
+def worker_alive(worker: str) -> bool:
+    """False only for a worker ("host:pid") of this host whose process is gone; a worker on
+    another host counts as alive (Optuna's heartbeat deals with those)."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+class Heartbeat:
+    """Marks this worker's running trials alive, so other workers don't fail them.
+
+    Optuna beats only inside study.optimize(); with ask/tell a worker beats itself, through
+    the storage's record_heartbeat and the trials' storage ids (private attributes, here only).
+    """
+
+    def __init__(self, study: optuna.Study):
+        self.storage, self.trial_ids, self._stop = study._storage, [], threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def track(self, trials: list[optuna.Trial]) -> None:
+        self.trial_ids = [t._trial_id for t in trials]
+        for tid in self.trial_ids:
+            self.storage.record_heartbeat(tid)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            for tid in list(self.trial_ids):
+                try:
+                    self.storage.record_heartbeat(tid)
+                except Exception:  # a trial finished meanwhile; the next beat is soon enough
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def counts(trial) -> bool:
+    """Whether a trial counts towards sweep.n_trials: trained to an outcome (converged, partly
+    diverged or diverged); pruned trials and trials that failed for other reasons come on top."""
+    return verdict_of(trial) in (CONVERGED, PARTLY_DIVERGED, DIVERGED)
+
+
+def trained(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
