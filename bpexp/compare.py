@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -80,8 +81,8 @@ def row_of(run, metric: str) -> Row | None:
     if status is None:  # recorded before bpexp.outcome: a run with one seed
         status = {"finished": CONVERGED}.get(tags.get("bpexp.status", "finished"), tags.get("bpexp.status"))
     gone = set(tags["diverged_seeds"].split(",")) if tags.get("diverged_seeds") else set()
-    seed_values = [v for k, v in sorted(m.items())
-                   if k.startswith(f"{metric}_seed_") and k[len(f"{metric}_seed_"):] not in gone]
+    seed_values = [v for k, v in sorted(m.items())  # the seeds that converged; never a "..._diverged" curve
+                   if re.fullmatch(rf"{metric}_seed_(\d+)", k) and k[len(f"{metric}_seed_"):] not in gone]
     value = m.get(metric, math.nan) if status in (CONVERGED, PARTLY_DIVERGED) else math.nan
     return Row(run.info.run_id, run.info.run_name, dict(run.data.params), float(value),
                seed_values or ([float(value)] if math.isfinite(value) else []), status,

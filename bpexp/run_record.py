@@ -6,8 +6,10 @@ Metrics are measured losses only, at the recorded epochs (step = epoch):
   median over its seeds, so the last point of `train_loss` is the trial's value when
   sweep.metric=train_loss (likewise test_loss). A diverged run has none: MLflow shows a
   metric's last point as the run's value, and a loss measured before the blow-up is not one.
-- for a trial (and a diverged train run), each seed's own `train_loss_seed_<s>` and
-  `test_loss_seed_<s>`; a diverged seed's curves end before the epoch it diverged at.
+- for a trial, each seed's own `train_loss_seed_<s>` and `test_loss_seed_<s>`. A diverged
+  seed's curves (a diverged train run's too) are `train_loss_seed_<s>_diverged` and
+  `test_loss_seed_<s>_diverged` instead, ending before the epoch it diverged at: under the
+  plain name, a chart would take their last point for the seed's final loss.
 - for a trial, `objective` (its value, when it has one), `<metric>_spread` over the converged
   seeds and `seeds_diverged`.
 """
@@ -75,7 +77,7 @@ def metric_rows(results: Sequence[MemberResult], outcome: Outcome, metric: str) 
         curve("", c.epochs, c.train, c.test_epochs, c.test)
     if trial or outcome.verdict == DIVERGED:
         for r in results:
-            curve(f"_seed_{r.member.seed}", *measured(r))
+            curve(f"_seed_{r.member.seed}" + ("_diverged" if r.status == "diverged" else ""), *measured(r))
     if trial:
         last = len(c.epochs) - 1
         if outcome.value is not None:

@@ -70,7 +70,7 @@ def test_every_divergence_up_to_lr_10_is_recorded(tmp_path):
     n_diverged = 0
     for c in children:
         exploded = "train_loss" not in c.data.metrics  # a diverged run has no curve of its own
-        seed = client.get_metric_history(c.info.run_id, "train_loss_seed_99" if exploded else "train_loss")
+        seed = client.get_metric_history(c.info.run_id, "train_loss_seed_99_diverged" if exploded else "train_loss")
         assert (max(m.step for m in seed) == 299) != exploded  # a diverged seed stopped early
         assert all(m.value <= 1e4 for m in seed)  # only measured losses, below train.diverge_above
         assert (c.data.tags["bpexp.outcome"] == "diverged") == exploded

@@ -122,7 +122,7 @@ def test_divergence_is_detected_and_the_sweep_goes_on(tmp_path):
         assert c.data.tags["bpexp.outcome"] == "diverged" and "objective" not in c.data.metrics
         epoch = int(c.data.tags["diverged_epoch"])
         assert "train_loss" not in c.data.metrics  # no last point for a chart to take for a final loss
-        history = client.get_metric_history(c.info.run_id, "train_loss_seed_99")
+        history = client.get_metric_history(c.info.run_id, "train_loss_seed_99_diverged")
         # the seed's measured losses, up to the epoch before it diverged
         assert history and all(m.step < epoch and m.value <= 1e4 for m in history)
     assert all(t.value is None and t.state == TrialState.PRUNED for t in study.trials)  # no stand-in value
