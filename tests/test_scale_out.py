@@ -67,6 +67,7 @@ def check(study_name, experiment, n_trials, password):
     return study, children
 
 
+@pytest.mark.slow
 def test_three_workers_share_one_study(servers, tmp_path):
     name, exp = f"scale-{uuid.uuid4().hex[:8]}", f"scale-{uuid.uuid4().hex[:8]}"
     procs = start_workers(3, tmp_path, name, exp, 18)
@@ -78,6 +79,7 @@ def test_three_workers_share_one_study(servers, tmp_path):
     assert len({c.data.tags["bpexp.worker"] for c in children}) >= 2  # the work was shared
 
 
+@pytest.mark.slow
 def test_a_dying_worker_does_not_stop_the_others(servers, tmp_path):
     name, exp = f"die-{uuid.uuid4().hex[:8]}", f"die-{uuid.uuid4().hex[:8]}"
     procs = start_workers(3, tmp_path, name, exp, 18, extra=["train.epochs=1500"])
