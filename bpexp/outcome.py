@@ -127,6 +127,11 @@ def optuna_state(outcome: Outcome):
     return TrialState.COMPLETE, outcome.value
 
 
+def optuna_constraint(outcome: Outcome) -> float:
+    """The trial's constraint CONSTRAINT: violated (1) by a diverged trial only."""
+    return 1.0 if outcome.verdict == DIVERGED else 0.0
+
+
 def optuna_attrs(outcome: Outcome) -> dict:
     """The user attributes that carry the verdict into Optuna (and back, for the summary)."""
     return {"bpexp.outcome": outcome.verdict, "bpexp.diverged_seeds": list(outcome.diverged_seeds)}

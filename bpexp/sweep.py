@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 from bpexp import study_record, tracking
 from bpexp.config import SweepAppConfig, TrainAppConfig
 from bpexp.data import dataset_from_config
-from bpexp.outcome import CONSTRAINT, DIVERGED, PRUNED, Outcome, optuna_attrs, optuna_state, trial_outcome
+from bpexp.outcome import CONSTRAINT, PRUNED, Outcome, optuna_attrs, optuna_constraint, optuna_state, trial_outcome
 from bpexp.population import MemberResult, train_population
 from bpexp.recorder import Recorder
 from bpexp.run_record import config_tree, member_of, run_record
@@ -234,7 +234,7 @@ def finish_batch(study: optuna.Study, recorder: Recorder, parent: str, batch: Ba
         state, value = optuna_state(outcome)
         for k, v in {**optuna_attrs(outcome), **recorder.run_links(run_id)}.items():
             t.set_user_attr(k, v)
-        t.set_constraint(CONSTRAINT, 1.0 if outcome.verdict == DIVERGED else 0.0)  # TPE and GP read it
+        t.set_constraint(CONSTRAINT, optuna_constraint(outcome))  # TPE and GP read it
         told = tell(study, t, value, state)
         # Another worker may have failed it as stale meanwhile (a heartbeat missed under load):
         # Optuna's state is the record, so its run ends KILLED, never FINISHED for a failed trial.
