@@ -16,7 +16,9 @@ from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from bpexp import recorder
+from bpexp import failures, recorder
+from bpexp.interrupts import Terminated
+from bpexp.stores import StoreError
 from bpexp.config import ConfigError, absolute_paths, register_schemas, validate_lr_find, validate_sweep, validate_train
 
 CONF = "bpexp.conf"
@@ -53,18 +55,46 @@ def unknown_keys(cfg: DictConfig, obj) -> None:
 
 
 def run_checked(command: str, fn: Callable, cfg) -> float:
-    """Run the command with this job's overrides (what its runs record as the command line);
-    a ConfigError found only at run time (no CUDA, say) is one line too, and so is Ctrl-C
-    (what was running is already marked failed / KILLED by then)."""
+    """Run the command with this job's overrides (what its runs record as the command line).
+    Whatever ends it early is one line: a ConfigError found only at run time (no CUDA, a store
+    that cannot be opened) exits 2; Ctrl-C 130, SIGTERM 143 (what was running is marked
+    failed / KILLED by then); any other failure 1 (bpexp/failures.py)."""
     from hydra.core.hydra_config import HydraConfig
 
+    hc = HydraConfig.get()
+    redact_multirun_record(hc)
     try:
-        return fn(cfg, list(HydraConfig.get().overrides.task))
-    except ConfigError as e:
+        return fn(cfg, list(hc.overrides.task))
+    except (ConfigError, StoreError) as e:
         fail(command, str(e))
-    except KeyboardInterrupt:
-        print(f"bpexp {command}: interrupted; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"bpexp {command}: {what}; run the same command again to resume", file=sys.stderr)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
+    except Exception as e:
+        sys.exit(failures.report(command, e))
+
+
+def redact_multirun_record(hc) -> None:
+    """A -m multirun's files (multirun.yaml, written before the first job, and each job's
+    .hydra/) hold the command line's overrides: hide the passwords of URLs in them, as
+    everywhere else. A single run writes no such files (conf/hydra/output/bpexp.yaml)."""
+    from hydra.types import RunMode
+
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    from pathlib import Path
+
+    from bpexp.stores import redact
+
+    files = [Path(hc.sweep.dir) / "multirun.yaml", *Path(hc.runtime.output_dir).glob(".hydra/*.yaml")]
+    for path in files:
+        try:
+            text = path.read_text()
+            if redact(text) != text:
+                path.write_text(redact(text))
+        except OSError:
+            pass
 
 
 @hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="train")
@@ -111,6 +141,12 @@ def run(command: str, args: list[str], info: bool) -> None:
     info: a flag asks Hydra to print something (--help, --cfg, ...) instead of running."""
     if not info:
         precheck(command, args)
+    if not any(a.lstrip("+~").startswith("hydra.output_subdir=") for a in args):
+        # No .hydra/ folder of Hydra's own: the config is recorded (secrets redacted) in MLflow,
+        # and a copy there would keep any password given on the command line. (Hydra's own
+        # hydra config sets output_subdir after config groups such as hydra/output are merged,
+        # so only an override reaches it.)
+        args = [*args, "hydra.output_subdir=null"]
     sys.argv = [f"bpexp {command}", *args]  # Hydra reads its command line from sys.argv
     COMMANDS[command][0]()
 
@@ -132,6 +168,8 @@ def precheck(command: str, args: list[str]) -> None:
             continue
         elif not a.split("=")[0].lstrip("+~").startswith("hydra"):
             overrides.append(a)
+        else:
+            check_output_dir(command, a)
     validate = COMMANDS[command][1]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -150,6 +188,23 @@ def precheck(command: str, args: list[str]) -> None:
                 culprit, error = next(((o, err) for o, err in alone if err is not None), (None, e))
                 fail(command, (f"{culprit}: " if culprit else "") + _first_line(error))
             checked(cfg, validate, command)
+
+
+def check_output_dir(command: str, override: str) -> None:
+    """hydra.run.dir / hydra.sweep.dir must be a folder we can write (Hydra's own error is a
+    traceback): checked up to its first interpolation (${now:...} is filled in at run time)."""
+    from pathlib import Path
+
+    from bpexp.stores import writable_problem
+
+    key, _, value = override.lstrip("+~").partition("=")
+    if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value:
+        return
+    fixed = value.split("${")[0]
+    folder = Path(fixed) if not fixed or fixed.endswith("/") or "${" not in value else Path(fixed).parent
+    problem = writable_problem(folder if str(folder) else Path("."))
+    if problem:
+        fail(command, f"{key}={value!r}: {problem}")
 
 
 def _composes(config_name: str, override: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from bpexp import recorder
+from bpexp.interrupts import Terminated, handle_sigterm
 
 COMMANDS = ("train", "sweep", "lr-find")
 # Hydra flags that print something instead of running: then there is nothing to record.
@@ -34,14 +35,9 @@ USAGE = """usage: bpexp {train,sweep,lr-find} [hydra overrides and flags ...]
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "reproduce":
-        from bpexp.reproduce import main as reproduce
-
-        sys.exit(reproduce(argv[1:]))
-    if argv and argv[0] == "compare":
-        from bpexp.compare import main as compare
-
-        sys.exit(compare(argv[1:]))
+    handle_sigterm()  # as Ctrl-C: whatever runs is settled, then exit 143
+    if argv and argv[0] in ("reproduce", "compare"):
+        sys.exit(read_only_command(argv[0], argv[1:]))
     if not argv or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
@@ -52,3 +48,20 @@ def main(argv: list[str] | None = None) -> None:
     from bpexp import apps
 
     apps.run(command, rest, info)
+
+
+def read_only_command(command: str, args: list[str]) -> int:
+    """`bpexp reproduce|compare`: their exit status; a failure is one line (bpexp/failures.py)."""
+    from bpexp import failures
+
+    try:
+        if command == "reproduce":
+            from bpexp.reproduce import main
+        else:
+            from bpexp.compare import main
+        return main(args)
+    except KeyboardInterrupt as e:
+        print(f"bpexp {command}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except Exception as e:
+        return failures.report(command, e)

@@ -235,10 +235,14 @@ def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, byte
 
 def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[str], metric: str,
             top: int, curves: int, argv: Sequence[str] = ()) -> int:
-    tracking.quiet_mlflow()
+    tracking.configure_mlflow()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    problem = stores.read_problem(uri)
+    if problem:
+        print(f"bpexp compare: error: --tracking-uri {stores.redact(uri)!r}: {problem}", file=sys.stderr)
+        return 2
+    client = MlflowClient(stores.use_credentials(uri))
     try:
         runs = select_runs(client, experiment, parent, run_ids)
     except Exception as e:

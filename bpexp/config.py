@@ -45,6 +45,9 @@ class ConfigError(ValueError):
         self.key, self.value, self.reason = key, value, reason
         super().__init__(f"{key}={value!r}: {reason}")
 
+    def __reduce__(self):  # pickles with its three fields (raised across processes)
+        return type(self), (self.key, self.value, self.reason)
+
 
 @dataclass
 class ModelConfig:
@@ -201,6 +204,34 @@ def validate_train(cfg: TrainAppConfig | DictConfig, check_data: bool = True) ->
     _need(math.isfinite(t.lr_min) and 0 <= t.lr_min <= t.lr, "train.lr_min", t.lr_min,
           f"must be in [0, train.lr={t.lr!r}]")
     _need(t.device == "cpu" or t.device.startswith("cuda"), "train.device", t.device, "must be cpu or cuda[:N]")
+    if hasattr(cfg, "tracking"):
+        validate_tracking(cfg.tracking)
+
+
+# MLflow's limits (mlflow.utils.validation; the tests compare), checked here because the main
+# process never imports MLflow: a name MLflow refuses must fail before anything trains.
+MAX_EXPERIMENT_NAME_LENGTH = 500
+
+
+def validate_tracking(tr: TrackingConfig) -> None:
+    name = tr.experiment
+    _need(isinstance(name, str) and name.strip() != "", "tracking.experiment", name, "must not be empty")
+    _need(len(name) <= MAX_EXPERIMENT_NAME_LENGTH, "tracking.experiment", name[:40] + "...",
+          f"is {len(name)} characters long; MLflow allows at most {MAX_EXPERIMENT_NAME_LENGTH}")
+
+
+def model_name_problem(name: str) -> Optional[str]:
+    """Why MLflow's model registry refuses this name (its _validate_model_name), or None."""
+    import posixpath
+
+    if not name.strip():
+        return "must not be empty"
+    if "/" in name or ":" in name:
+        return "must not contain '/' or ':'"
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith(".."):
+        return "must not be a relative path such as '.' or '..'"
+    return None
 
 
 def absolute_paths(cfg: TrainAppConfig) -> None:
@@ -225,9 +256,11 @@ def check_csv(d: DataConfig) -> None:
         raise ConfigError("data.path", d.path, "no such file") from None
     except IsADirectoryError:
         raise ConfigError("data.path", d.path, "is a folder, not a CSV file") from None
+    except PermissionError:
+        raise ConfigError("data.path", d.path, "cannot be read (permission denied)") from None
     except KeyError as e:  # a named column the header lacks
         key = "data.target" if e.args[0] == d.target else "data.inputs"
-        raise ConfigError(key, e.args[0], f"is not a column of {d.path} (has: {e.args[1]})") from None
+        raise ConfigError(key, e.args[0], f"is not a column of {d.path} ({e.args[1]})") from None
     except ColumnError as e:
         raise ConfigError("data.target" if e.column == d.target else "data.inputs", e.column, str(e)) from None
     except ValueError as e:
@@ -260,11 +293,18 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
     _need(s.grid_points >= 1, "sweep.grid_points", s.grid_points, "must be >= 1")
     _need(bool(s.study_name), "sweep.study_name", s.study_name, "must not be empty")
     _need(len(s.search_space) > 0, "sweep.search_space", {}, "must name at least one key")
+    if s.register_as is not None:
+        problem = model_name_problem(s.register_as)
+        _need(problem is None, "sweep.register_as", s.register_as, f"is not a valid MLflow model name: {problem}")
     train_keys = OmegaConf.structured(TrainAppConfig)
+    searched_by: dict[str, str] = {}
     for name in list(s.search_space):
         where = f"sweep.search_space.{name}"
         s.search_space[name] = p = param_spec(where, s.search_space[name])
         key = p.key or name
+        _need(key not in searched_by, f"{where}.key", key,
+              f"is searched twice (also by sweep.search_space.{searched_by.get(key)}): one entry per key")
+        searched_by[key] = name
         _need(OmegaConf.select(train_keys, key, default=None) is not None, f"{where}.key", key,
               "is not a key of the train config (model.*, data.*, train.*)")
         _need(p.type in ("float", "int", "categorical"), f"{where}.type", p.type, "must be float, int or categorical")

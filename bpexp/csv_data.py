@@ -11,6 +11,8 @@ import functools
 import hashlib
 import math
 import os
+import re
+import stat
 
 MAX_RECORDED_BYTES = 50 * 2**20  # larger files are recorded by their hash only
 
@@ -31,6 +33,8 @@ def read_columns(path: str, inputs: list[str], target: str) -> tuple[list[list[f
     building the dataset): the parse is kept for the same file, unchanged since (its size and
     modification time), and the same columns. Callers must not modify what it returns."""
     st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block forever, /dev/zero never end
+        raise ValueError("is not a regular file (a pipe or a device?)")
     return _read_columns(path, tuple(inputs), target, st.st_mtime_ns, st.st_size)
 
 
@@ -49,7 +53,7 @@ def _read_columns(path: str, inputs: tuple[str, ...], target: str, mtime_ns: int
     where = {}
     for name in [*inputs, target]:
         if name not in header:
-            raise KeyError(name, ", ".join(header))
+            raise KeyError(name, column_names(header))
         where[name] = header.index(name)
     xs, ys = [], []
     for line, row in enumerate(rows[1:], start=2):
@@ -62,15 +66,27 @@ def _read_columns(path: str, inputs: tuple[str, ...], target: str, mtime_ns: int
             try:
                 v = float(row[col])
             except ValueError:
-                raise ColumnError(name, f"line {line} of {path} holds {row[col]!r}, not a number") from None
+                raise ColumnError(name, f"line {line} of {path}: not a number") from None
             if not math.isfinite(v):
-                raise ColumnError(name, f"line {line} of {path} holds {row[col]!r}, not a finite number")
+                raise ColumnError(name, f"line {line} of {path}: not a finite number")
             values[name] = v
         xs.append([values[name] for name in inputs])
         ys.append(values[target])
     if not ys:
         raise ValueError("has a header but no data rows")
     return xs, ys
+
+
+# What a column name looks like. An error names a file's columns only if its first line is
+# made of such names: the first line of a file that is not a CSV (a symlink to a secret) is data.
+_COLUMN_NAME = re.compile(r"[\w .\-()\[\]/%#+]{1,64}")
+
+
+def column_names(header: list[str]) -> str:
+    """The header's columns for an error message, or a note that it holds no column names."""
+    if header and len(header) <= 50 and all(_COLUMN_NAME.fullmatch(c) for c in header):
+        return "its columns: " + ", ".join(header)
+    return "its first line is not a row of column names"
 
 
 def file_sha256(path: str) -> str:

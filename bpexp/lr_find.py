@@ -24,11 +24,11 @@ from dataclasses import replace
 import numpy as np
 
 from bpexp import stores, study_record, svg, tracking
-from bpexp.config import LrFindAppConfig
+from bpexp.config import ConfigError, LrFindAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.network import shape_name
 from bpexp.optim import Schedule
-from bpexp.population import train_population
+from bpexp.population import memory_problem, train_population
 from bpexp.recorder import Recorder, RunRecord
 from bpexp.run_record import config_tree, member_of
 from bpexp.train import check_device, check_tracking_uri
@@ -99,6 +99,9 @@ def record(cfg: LrFindAppConfig, found: dict, figure: str) -> RunRecord:
 def lr_find(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
     """Run the range test, record it, print the suggestion and return it."""
     check_device(cfg.train.device)
+    problem = memory_problem(cfg.lr_find.epochs, cfg.lr_find.seeds, cfg.lr_find.seeds)
+    if problem:
+        raise ConfigError("lr_find.epochs", cfg.lr_find.epochs, problem)
     uri = check_tracking_uri(cfg.tracking.uri)
     name = f"lr-find-h{shape_name(cfg.model.hidden)}-{cfg.train.optimizer}"
     with Recorder(uri, cfg.tracking.experiment) as recorder:

@@ -33,6 +33,41 @@ GROUP_OVERHEAD_S = 90e-6
 ELEMENT_COST_S = 2e-9
 
 
+# Memory per member and epoch, measured with tracemalloc (benchmarks/record_memory.py, 100k
+# epochs): a few bytes in training (a float32 loss), ~250 B at the peak of building a run's
+# record (curves as float64, the per-epoch CSV text), ~30 B pickled to the recorder.
+TRAIN_BYTES_PER_MEMBER_EPOCH = 40  # the loss curves of a population, two batches in flight
+RECORD_BYTES_PER_MEMBER_EPOCH = 300  # one run's record being built
+
+
+def memory_problem(epochs: int, members: int, members_per_run: int) -> Optional[str]:
+    """Why a population of `members` (recorded `members_per_run` at a time) cannot keep
+    `epochs` epochs of curves in this machine's available memory, or None."""
+    need = epochs * (members * TRAIN_BYTES_PER_MEMBER_EPOCH + members_per_run * RECORD_BYTES_PER_MEMBER_EPOCH)
+    have = available_memory()
+    if have is None or need <= 0.8 * have:
+        return None
+    return (f"{members} network(s) x {epochs} epochs need about {need / 2**30:.3g} GiB for their loss "
+            f"curves; {have / 2**30:.3g} GiB of memory is available")
+
+
+def available_memory() -> Optional[int]:
+    """MemAvailable from /proc/meminfo (Linux), else physical memory, else None (unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class Member:
     hidden: int | tuple[int, ...]  # one hidden layer's width (the seed's), or each layer's

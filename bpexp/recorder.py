@@ -22,11 +22,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from bpexp import stores, tracking
+from bpexp import failures, stores, tracking
 
-# State of the recorder process (set by _init, used by the task functions below).
+# State of the recorder process (set by _connect, used by the task functions below).
 _client = None
 _experiment_id: Optional[str] = None
+_connect_error: Optional[BaseException] = None  # why the store could not be opened
 
 
 @dataclass
@@ -40,13 +41,15 @@ class RunRecord:
 
 
 def _init() -> None:
-    # Ctrl-C reaches the whole process group; the main process decides what a run becomes.
+    # Ctrl-C (and SIGTERM, which Slurm and systemd send to every process of a job) reach this
+    # process too; the main process decides what a run becomes, and this one carries it out.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     # Every task is finished and committed before the pool lets this process go, so skip the
     # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
     atexit.register(os._exit, 0)
-    tracking.quiet_mlflow()  # a recorder works in the background
+    tracking.configure_mlflow()  # a recorder works in the background
     # Pay for MLflow's import now, while the main process is busy with its own.
     import mlflow.tracking  # noqa: F401
 
@@ -63,32 +66,75 @@ def _die_with_parent() -> None:
 
 
 def _connect(uri: str, experiment: str) -> str:
-    global _client, _experiment_id
-    from mlflow.tracking import MlflowClient
-
-    with stores.local_store_lock(uri):
-        _client = MlflowClient(uri)
-        _experiment_id = tracking.get_experiment_id(_client, experiment, uri)
+    """Open the store (created whole if new), find the experiment, and settle the runs that
+    processes of this host left RUNNING when they died."""
+    global _client, _experiment_id, _connect_error
+    try:
+        uri = stores.use_credentials(uri)  # http://user:pass@host: MLflow reads them from the environment
+        _client, _experiment_id = tracking.open_store(uri, experiment)
+    except BaseException as e:
+        _connect_error = e
+        raise
+    tracking.settle_dead_runs(_client, _experiment_id)
     return _experiment_id
 
 
+def _connected():
+    if _client is None:  # every later task fails with the reason the store could not be opened
+        raise _connect_error or RuntimeError("the recorder is not connected")
+    if _unreachable is not None and time.monotonic() - _unreachable[0] < FAIL_FAST_S:
+        raise _unreachable[1]
+    return _client
+
+
+# When a tracking server stops answering, each request fails only after MLflow's bounded
+# retries (seconds). The tasks queued behind it (a batch's runs) then fail at once, for a
+# while, instead of one after another: the sweep stops in seconds, and its resume settles them.
+FAIL_FAST_S = 30.0
+_unreachable: Optional[tuple[float, BaseException]] = None
+
+
+def _noting_unreachable(fn: Callable) -> Callable:
+    def task(*args, **kwargs):
+        global _unreachable
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if failures.unreachable(e):
+                _unreachable = (time.monotonic(), e)
+            raise
+    task.__name__ = task.__qualname__ = fn.__name__
+    return task
+
+
+@_noting_unreachable
 def _call(fn: Callable, *args, **kwargs):
     """Run fn(client, ...) in the recorder process (fn is pickled by reference: its module
     and name)."""
-    return fn(_client, *args, **kwargs)
+    return fn(_connected(), *args, **kwargs)
 
 
+@_noting_unreachable
 def _start_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: Optional[int]) -> str:
-    return tracking.start_run(_client, _experiment_id, name, tags, parent_run_id, start_time)
+    return tracking.start_run(_connected(), _experiment_id, name, tags, parent_run_id, start_time)
 
 
+@_noting_unreachable
 def _new_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: int, record: RunRecord,
              end_status: Optional[str]) -> str:
     run_id = _start_run(name, tags, parent_run_id, start_time)
-    _record(run_id, record, end_status)
+    try:
+        _record(run_id, record, end_status)
+    except BaseException as e:  # half recorded: say so on the run rather than leave it RUNNING
+        try:
+            tracking.end_run(_client, run_id, "FAILED", f"recording failed: {type(e).__name__}: {e}")
+        except Exception:
+            pass
+        raise
     return run_id
 
 
+@_noting_unreachable
 def _record(run_id: str, record: RunRecord, end_status: Optional[str]) -> None:
     tracking.log_all(_client, run_id, record.params, record.metrics, record.tags)
     if record.files:
@@ -126,6 +172,9 @@ def abandon() -> None:
         _prestarted = None
 
 
+STOP_S = 10.0  # the longest an ending command waits for the recorder to end a run
+
+
 class Recorder:
     """Handle on the recorder process. Use as a context manager; it waits for pending work."""
 
@@ -157,7 +206,11 @@ class Recorder:
             yield run
         except BaseException as e:
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-            self.call(tracking.end_run, run.result(), status, f"{type(e).__name__}: {e}").result()
+            try:  # bounded: a store that is gone leaves the run to the next command's settling
+                self.call(tracking.end_run, run.result(timeout=STOP_S), status,
+                          f"{type(e).__name__}: {e}").result(timeout=STOP_S)
+            except Exception:
+                pass
             raise
 
     def run_links(self, run_id: str) -> dict[str, str]:
@@ -194,4 +247,15 @@ class Recorder:
         if exc_type is None:
             self.close()  # and raise what a `later` call raised
         else:  # the error on its way out is the one to report
-            self._pool.shutdown(wait=True)
+            self.stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """On the way out with an error: drop queued work, give the task at hand `timeout`
+        seconds (a write cut short by a kill is rolled back by the store), then end the process."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for child in multiprocessing.active_children():
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+        self._pool.shutdown(wait=True)

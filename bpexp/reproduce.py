@@ -23,18 +23,51 @@ from bpexp.data import dataset_from_config
 from bpexp.network import init_weights
 from bpexp.population import train_population
 from bpexp.run_record import measured, member_of
+from bpexp.train import check_memory
 
 TOLERANCE = 1e-6  # relative, when not bitwise (another machine, torch version or device)
 
 
 def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest relative difference; 0 where both hold the same value (NaN and NaN, inf and
+    inf included), inf where only one of them is non-finite."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return float("inf")
-    both_nan = np.isnan(a) & np.isnan(b)
-    diff = np.abs(a - b)[~both_nan]
-    scale = np.maximum(np.abs(b), 1e-12)[~both_nan]
-    return float((diff / scale).max()) if diff.size else 0.0
+    differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    a, b = a[differ], b[differ]
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf")
+    return float((np.abs(a - b) / np.maximum(np.abs(b), 1e-12)).max()) if a.size else 0.0
+
+
+MAX_ARTIFACT_BYTES = 64 * 2**20  # a recorded file larger than this was not written by bpexp
+
+
+def read_artifact(client, run, name: str, tmp: str) -> str:
+    """A recorded file's text. In a local store, a file that is a symlink or not a regular file
+    (a FIFO, /dev/zero) is refused before it is read; anywhere, one too large to be bpexp's."""
+    import stat
+    from urllib.parse import unquote, urlparse
+
+    root = run.info.artifact_uri
+    if root.startswith("file:") or root.startswith("/"):
+        src = os.path.join(unquote(urlparse(root).path) if root.startswith("file:") else root, name)
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            raise LookupError(name) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("is a symlink or not a regular file in the artifact store")
+        if st.st_size > MAX_ARTIFACT_BYTES:
+            raise ValueError(f"is {st.st_size} bytes, too large to be a bpexp file")
+    try:
+        local = client.download_artifacts(run.info.run_id, name, tmp)
+    except Exception:  # MlflowException: not recorded (a run killed before its files)
+        raise LookupError(name) from None
+    if os.path.getsize(local) > MAX_ARTIFACT_BYTES:
+        raise ValueError(f"is {os.path.getsize(local)} bytes, too large to be a bpexp file")
+    return Path(local).read_text(encoding="utf-8")
 
 
 def recorded_data(client, run, path: str, tmp: str) -> str:
@@ -61,20 +94,32 @@ def recorded_curve(text: str, seed: int) -> np.ndarray:
     import csv
     import io
 
-    rows = list(csv.DictReader(io.StringIO(text)))
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error:
+        raise ValueError("not a CSV file") from None
     column = f"train_loss_seed_{seed}" if rows and f"train_loss_seed_{seed}" in rows[0] else "train_loss"
     try:
+        for line, row in enumerate(rows, start=2):  # every row an epoch, every cell there
+            if None in row or None in row.values() or str(int(row["epoch"])) != row["epoch"].strip():
+                raise ValueError(f"line {line} is not a row of epoch and losses")
         values = [row[column] for row in rows]
-        return np.array([float(v) for v in values if v not in ("", None)])
-    except (KeyError, TypeError, ValueError):
+        return np.array([float(v) for v in values if v != ""])
+    except (KeyError, TypeError):
         raise ValueError(f"no numeric column {column}") from None
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith("line") else f"no numeric column {column}") from None
 
 
 def reproduce(run_id: str, uri: str) -> int:
-    tracking.quiet_mlflow()
+    tracking.configure_mlflow()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    problem = stores.read_problem(uri)
+    if problem:
+        print(f"bpexp reproduce: error: --tracking-uri {stores.redact(uri)!r}: {problem}", file=sys.stderr)
+        return 2
+    client = MlflowClient(stores.use_credentials(uri))
     try:
         run = client.get_run(run_id)
     except Exception as e:
@@ -102,13 +147,12 @@ def reproduce(run_id: str, uri: str) -> int:
         try:
             for name in ("config.yaml", "weights/initial.json", "weights/final.json", "curves/loss_curve.csv"):
                 try:
-                    files[name] = Path(client.download_artifacts(run_id, name, tmp)).read_text(encoding="utf-8")
-                except (OSError, ValueError):
-                    raise
-                except Exception:  # MlflowException: not recorded (a run killed before its files)
+                    files[name] = read_artifact(client, run, name, tmp)
+                except LookupError:
                     raise OSError(f"not recorded on this run (status {run.info.status})") from None
             name = "config.yaml"
             cfg = load_train_config(files[name], check_data=False)
+            check_memory(cfg.train.epochs)
             if cfg.data.source == "csv":
                 name = "data"
                 cfg.data.path = recorded_data(client, run, cfg.data.path, tmp)
@@ -117,7 +161,7 @@ def reproduce(run_id: str, uri: str) -> int:
             name = "weights/final.json"
             recorded_final = weights.parse_weights(files[name])
             data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
-        except (OSError, ValueError, ConfigError) as e:  # UnicodeDecodeError is a ValueError
+        except (OSError, ValueError, ConfigError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
             print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: {name}: {reason}", file=sys.stderr)
             return 2
@@ -146,7 +190,9 @@ def reproduce(run_id: str, uri: str) -> int:
               + (f" (diverged at epoch {result.stopped_at})" if result.status == "diverged" else ""))
     print(f"largest relative difference: {diffs[worst]:.3g} ({worst})")
     if diffs[worst] == 0:
-        print("reproduced bit for bit")
+        nonfinite = [k for k, v in recorded_final.items() if not np.isfinite(v).all()]
+        print("reproduced bit for bit" + (f" (non-finite final weights {', '.join(nonfinite)}, as recorded: "
+                                          "the run diverged)" if nonfinite else ""))
         return 0
     if diffs[worst] <= TOLERANCE:
         print(f"reproduced within {TOLERANCE:g} relative")

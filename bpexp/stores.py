@@ -16,13 +16,75 @@ from typing import Any, Iterator, Mapping, Optional
 from filelock import FileLock
 
 
+class StoreError(Exception):
+    """A tracking or Optuna store that cannot be used as it is (damaged, deleted, another
+    study's); str() is one line naming the config key. Pickles, so the recorder process can
+    raise it to the main process."""
 
-_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]*:)(?P<pw>[^@\s/]+)(?=@)")
+    def __init__(self, key: str, value: Any, reason: str):
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"{key}={value!r}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.key, self.value, self.reason)
+
+
+# A URL in any text: a scheme, "://", then everything up to whitespace or a quote. Hydra
+# writes an override's ":" escaped (http\://u\:pw@h): that form is a URL too.
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*\\?://[^\s'\"]*")
+# Query parameters that carry a secret (PostgreSQL's ?password=, a token in an HTTP query).
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass|secret|token|access_token|api_key|apikey"
+                           r"|sslpassword|auth|authorization|credentials?)=)[^&#;\s'\"]*")
 
 
 def redact(text: str) -> str:
-    """Hide the password of every URL in `text`: postgresql://u:secret@h/db -> postgresql://u:***@h/db."""
-    return _URL_PASSWORD.sub(r"\g<pre>***", text)
+    """Hide the secrets of every URL in `text`: its password (postgresql://u:secret@h/db ->
+    postgresql://u:***@h/db), a token given as its user (https://TOKEN@host -> https://***@host),
+    and secret query parameters (?password=x -> ?password=***)."""
+    return _URL.sub(lambda m: _redact_url(m.group(0)), text)
+
+
+def _split_userinfo(rest: str) -> tuple[str, str]:
+    """(user info, the rest from its "@") of what follows "://", or ("", rest).
+
+    Users write passwords raw, with "/", "@", "?" or ":" in them, which urllib.parse splits in
+    the wrong place (a "/" ends its netloc). As SQLAlchemy reads such a URL, a user name runs to
+    the first ":", and the password then to an "@": the last one before the query (a "?"
+    after the first "@"), so that a password may hold "@" and "/" both."""
+    user = re.match(r"[^/@:?#]*:", rest)
+    first_at = rest.find("@")
+    if first_at < 0:
+        return "", rest
+    if user:
+        query = rest.find("?", first_at)
+        at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+        return rest[:at], rest[at:]
+    if not re.search(r"[/?#]", rest[:first_at]):  # user@host, no password
+        return rest[:first_at], rest[first_at:]
+    return "", rest
+
+
+def _redact_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    userinfo, rest = _split_userinfo(rest)
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        userinfo = f"{user}:***"
+    elif userinfo and scheme.lower().rstrip("\\") in ("http", "https"):  # a token as the user name
+        userinfo = "***"
+    return f"{scheme}://" + userinfo + _SECRET_QUERY.sub(r"\1***", rest)
+
+
+class RedactingFilter:
+    """A logging filter that hides passwords in a record's message (Hydra's log of a
+    multirun's overrides: conf/hydra/hydra_logging/bpexp.yaml)."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        hidden = redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
 
 
 def redact_tree(obj: Any) -> Any:
@@ -52,6 +114,32 @@ def resolve_uri(uri: Optional[str]) -> str:
     return uri
 
 
+def split_credentials(uri: str) -> tuple[str, Optional[str], Optional[str]]:
+    """http://user:pass@host:5000 -> ("http://host:5000", "user", "pass"): MLflow's client takes
+    a server's credentials from $MLFLOW_TRACKING_USERNAME/_PASSWORD, not from the URI."""
+    if not uri.startswith(("http://", "https://")):
+        return uri, None, None
+    from urllib.parse import unquote
+
+    scheme, rest = uri.split("://", 1)
+    userinfo, rest = _split_userinfo(rest)
+    if not userinfo:
+        return uri, None, None
+    user, _, pw = userinfo.partition(":")
+    return f"{scheme}://{rest[1:]}", unquote(user) or None, unquote(pw) or None
+
+
+def use_credentials(uri: str) -> str:
+    """The URI without credentials; credentials it held become MLflow's environment variables
+    (in this process: the recorder's, or the main process's for its probe)."""
+    bare, user, pw = split_credentials(uri)
+    if user:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if pw:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = pw
+    return bare
+
+
 def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
     """Why this tracking store cannot be used, or None. Quick: one HTTP request, no retries.
 
@@ -64,6 +152,7 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
         import urllib.error
         import urllib.request
 
+        uri = use_credentials(uri)
         req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
         user, pw = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
         token = os.environ.get("MLFLOW_TRACKING_TOKEN")
@@ -84,7 +173,23 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
         return None
     if uri.startswith("sqlite:///"):
         return writable_problem(Path(uri[len("sqlite:///"):]).parent)
+    if uri.startswith("file:"):
+        return ("a file:// store (MLflow's deprecated FileStore) is not supported: use a sqlite:/// "
+                "URI (the default, ./outputs/mlflow.db) or a tracking server")
+    if "://" not in uri:
+        return "not a URI (sqlite:///PATH, http(s)://HOST:PORT, postgresql://...)"
     return None
+
+
+def read_problem(uri: str) -> Optional[str]:
+    """Why records cannot be read from this store, or None (for reproduce and compare)."""
+    path = sqlite_file(uri)
+    if path is not None:
+        if not path.is_file():
+            return "no MLflow store there (run a bpexp command first, or give --tracking-uri)"
+        state = sqlite_state(path, "runs")
+        return None if state == "ok" else f"not a usable MLflow store ({state})"
+    return store_problem(uri)
 
 
 def writable_problem(folder: Path) -> Optional[str]:
@@ -96,6 +201,61 @@ def writable_problem(folder: Path) -> Optional[str]:
     if not os.access(folder, os.W_OK):
         return f"the folder {folder} is not writable"
     return None
+
+
+def sqlite_file(uri: str) -> Optional[Path]:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def create_atomically(uri: str, key: str, create, data_table: str) -> None:
+    """Make a new sqlite store all at once: `create(tmp_uri)` builds it in a temporary file
+    beside it (MLflow's and Optuna's schema migrations take seconds), which then takes the
+    store's name in one step (a hard link). A kill -9 at any moment leaves no store or a whole one,
+    never a half-migrated one that no later command can open. Hold local_store_lock.
+
+    A store half made by an older bpexp (tables left by an interrupted migration, no run or
+    trial in it) is made again; one with data in it is refused in one line naming `key`."""
+    path = sqlite_file(uri)
+    if path is None:
+        return
+    for leftover in path.parent.glob(path.name + ".creating-*"):  # a creation killed midway
+        leftover.unlink(missing_ok=True)
+    if path.exists():
+        state = sqlite_state(path, data_table)
+        if state == "ok":
+            return
+        if state != "unfinished":
+            raise StoreError(key, redact(uri), f"is not a usable store ({state}); move the file away "
+                                               f"or point {key} elsewhere")
+        path.unlink()
+    tmp = path.with_name(f"{path.name}.creating-{os.getpid()}")
+    create("sqlite:///" + str(tmp))
+    try:  # a hard link never replaces a store another program (mlflow ui) made meanwhile
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        os.replace(tmp, path)
+    tmp.unlink(missing_ok=True)
+
+
+def sqlite_state(path: Path, data_table: str) -> str:
+    """"ok", "unfinished" (its creation was cut short and it holds no data), or what is wrong."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            versioned = "alembic_version" in tables and con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
+            if versioned and not any(t.startswith("_alembic_tmp_") for t in tables):
+                return "ok"
+            rows = con.execute(f"SELECT count(*) FROM {data_table}").fetchone()[0] if data_table in tables else 0
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        return f"not a database: {e}"
+    return "unfinished" if rows == 0 else "an interrupted schema upgrade; run `mlflow db upgrade` or `optuna storage upgrade` on it"
 
 
 @contextmanager

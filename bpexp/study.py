@@ -24,21 +24,31 @@ from bpexp.workers import GRACE_S, HEARTBEAT_S
 FINGERPRINT_SWEEP_KEYS = ("search_space", "seeds", "metric", "direction")
 
 
-def fingerprint(cfg: SweepAppConfig) -> dict:
+def fingerprint(cfg: SweepAppConfig, data_sha256: str | None = None) -> dict:
+    """What a study is: its fixed config, its search, and the content of its CSV file (a path
+    alone would let a resumed study mix two datasets)."""
     tree = config_tree(cfg)
     fixed = {k: tree[k] for k in ("model", "data", "train")}
     fixed["train"].pop("device", None)
+    if data_sha256:
+        fixed["data"]["sha256"] = data_sha256
     fixed["sweep"] = {k: tree["sweep"][k] for k in FINGERPRINT_SWEEP_KEYS}
     return json.loads(json.dumps(fixed, sort_keys=True, default=str))
 
 
+def tracking_home(cfg: SweepAppConfig) -> dict:
+    """Where the study's MLflow records live: one store, one experiment, for its whole life."""
+    return {"uri": stores.redact(stores.resolved_uri(cfg.tracking.uri)), "experiment": cfg.tracking.experiment}
+
+
 # ----------------------------------------------------------------------------- study
-def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
-    """Create or load the study; True if this worker created it (and so owns its set-up)."""
+def open_study(cfg: SweepAppConfig, data_sha256: str | None = None) -> tuple[optuna.Study, bool]:
+    """Create or load the study; True if this worker created it (and so owns its set-up).
+    A resume with another config, other data, or another MLflow store or experiment is refused."""
     url = cfg.sweep.storage or storage_default()
     storage = open_storage(url)
     kwargs = dict(study_name=cfg.sweep.study_name, storage=storage, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
-    mine = fingerprint(cfg)
+    mine = fingerprint(cfg, data_sha256)
     try:
         # The study name is unique in the storage: of several workers starting at once exactly
         # one creates the study, and that one alone creates the MLflow parent run.
@@ -47,6 +57,7 @@ def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([str(cfg.sweep.metric)])  # the dashboard's axis, not "Objective 0"
         study.set_user_attr("bpexp.config", mine)
+        study.set_user_attr("bpexp.tracking", tracking_home(cfg))
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**kwargs)
@@ -55,8 +66,19 @@ def open_study(cfg: SweepAppConfig) -> tuple[optuna.Study, bool]:
         study.set_user_attr("bpexp.config", mine)
     elif theirs != mine:
         key, old, new = first_difference(tracking.flatten(theirs), tracking.flatten(mine))
+        if key == "data.sha256":
+            raise ConfigError("data.path", cfg.data.path, f"its content changed since study '{cfg.sweep.study_name}' "
+                              "was created: resume it with the same file or choose another sweep.study_name")
         raise ConfigError(key, new, f"study '{cfg.sweep.study_name}' was created with {key}={old!r}; "
                                     "resume it with the same config or choose another sweep.study_name")
+    home, recorded = tracking_home(cfg), study.user_attrs.get("bpexp.tracking")
+    if recorded is None:
+        study.set_user_attr("bpexp.tracking", home)
+    else:
+        for field in ("uri", "experiment"):
+            if recorded.get(field) != home[field]:
+                raise ConfigError(f"tracking.{field}", home[field], f"study '{cfg.sweep.study_name}' is recorded in "
+                                  f"{field} {recorded.get(field)!r}: resume it there (one study, one parent run)")
     return study, False
 
 
@@ -77,8 +99,11 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings(), stores.local_store_lock(url):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, since 2.9
+                stores.create_atomically(url, "sweep.storage", _create_storage, data_table="trials")
                 return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                                   engine_kwargs=engine_kwargs(url))
+        except stores.StoreError:
+            raise
         except (IntegrityError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
@@ -87,6 +112,10 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
             reason = stores.redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
             raise ConfigError("sweep.storage", stores.redact(url), f"cannot open this Optuna storage: {reason}") from None
     raise AssertionError("unreachable")
+
+
+def _create_storage(url: str) -> None:
+    optuna.storages.RDBStorage(url).engine.dispose()  # creates Optuna's tables
 
 
 def engine_kwargs(url: str) -> dict:

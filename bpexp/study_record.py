@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from bpexp.stores import redact_tree
+from bpexp.stores import StoreError, redact_tree
 from bpexp.tracking import child_runs, end_run, log_all, log_files, start_run
 from bpexp.weights import parse_weights, torch_module
 
@@ -23,16 +23,30 @@ STUDY_ROLE = "bpexp.role"
 
 def open_parent_run(client, experiment_id: str, known: Optional[str], study_name: str,
                     tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
-    """The study's parent run, set RUNNING: the known one if it still exists, else a new one."""
+    """The study's parent run, set RUNNING: a new one for a new study, else the known one,
+    restored with its trials' runs if it was deleted (MLflow deletes softly: the UI's Delete,
+    `mlflow runs delete`). Gone for good (`mlflow gc`), the study's records cannot be made
+    whole again: a StoreError, never a second parent holding part of the study."""
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
     if known:
         try:
             run = client.get_run(known)
-            if run.info.lifecycle_stage == "active":
-                if run.info.status != "RUNNING":
-                    client.update_run(known, status="RUNNING")
-                return known
-        except Exception:  # deleted for good, or from another store: make a new one
-            pass
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise StoreError("sweep.study_name", study_name, f"its MLflow parent run {known} is gone from this "
+                             "tracking store for good: choose another sweep.study_name (or sweep.storage)") from None
+        if run.info.lifecycle_stage == "deleted":
+            client.restore_run(known)
+            for child in client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{known}'",
+                                            run_view_type=ViewType.DELETED_ONLY, max_results=50000):
+                client.restore_run(child.info.run_id)
+            client.set_tag(known, "bpexp.restored", "the parent run had been deleted; restored on resume")
+        if run.info.status != "RUNNING":
+            client.update_run(known, status="RUNNING")
+        return known
     run_id = start_run(client, experiment_id, f"study-{study_name}",
                        {**tags, STUDY_ROLE: "study", "optuna.study_name": study_name})
     log_all(client, run_id, params=params)
@@ -41,17 +55,19 @@ def open_parent_run(client, experiment_id: str, known: Optional[str], study_name
 
 def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str],
                       dead_workers: Optional[set] = None) -> None:
-    """Child runs left RUNNING by a dead worker follow their trial, Optuna's record:
-    FINISHED if the trial was told (it completed before the kill), else KILLED.
+    """Child runs left RUNNING follow their trial, Optuna's record: FINISHED if the trial was
+    told COMPLETE or PRUNED (before its worker died), KILLED if it failed (a dead worker's
+    trial, failed by its pid on this host or by Optuna's heartbeat on another).
 
-    A run is settled only once its trial is no longer RUNNING and its worker (the run's tag
-    bpexp.worker) is known dead: a live worker may be between telling a trial and ending its run.
-    """
+    A run is settled once its trial is no longer RUNNING. Its worker may be alive, between
+    telling the trial and ending the run itself: it ends it the same way, so that is harmless.
+    A run of a trial still RUNNING is left alone, unless its worker is known dead."""
     for run in child_runs(client, parent_run_id, "attributes.status = 'RUNNING'"):
         number = int(run.data.tags.get("optuna.trial_number", -1))
         state = trial_states.get(number, "FAIL")
-        if state == "RUNNING" or (dead_workers is not None and run.data.tags.get("bpexp.worker") not in dead_workers):
+        if state == "RUNNING" and not (dead_workers and run.data.tags.get("bpexp.worker") in dead_workers):
             continue
+        state = "FAIL" if state == "RUNNING" else state
         try:
             client.set_tag(run.info.run_id, "optuna.trial_state", state)
             if state in ("COMPLETE", "PRUNED"):

@@ -18,31 +18,30 @@ from __future__ import annotations
 
 import bisect
 import math
-import signal
 import statistics
-import threading
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import optuna
 from optuna.trial import TrialState
 
 from bpexp import study_record, tracking
-from bpexp.config import SweepAppConfig, TrainAppConfig
+from bpexp.config import ConfigError, SweepAppConfig, TrainAppConfig
 from bpexp.data import dataset_from_config
+from bpexp.interrupts import deferred_interrupts, interrupted
 from bpexp.outcome import CONSTRAINT, PRUNED, Outcome, optuna_attrs, optuna_constraint, optuna_state, trial_outcome
-from bpexp.population import MemberResult, train_population
+from bpexp.population import MemberResult, memory_problem, train_population
 from bpexp.recorder import Recorder
 from bpexp.run_record import config_tree, member_of, run_record
 from bpexp.search_space import check_search_space, searched, suggest, trial_config
 from bpexp.study import open_study, parent_run
 from bpexp.study_summary import print_summary, study_summary
 from bpexp.train import check_device, check_tracking_uri
-from bpexp.workers import (POLL_S, WORKER, Heartbeat, count, counts, fail_stale_trials, failpoint, take_over, tell,
-                           trained)
+from bpexp.liveness import WORKER
+from bpexp.failpoints import failpoint
+from bpexp.workers import POLL_S, Heartbeat, count, counts, fail_stale_trials, take_over, tell, trained
 
 
 # ----------------------------------------------------------------------------- one batch
@@ -84,18 +83,18 @@ def train_batch(cfg: SweepAppConfig, trials: list[optuna.Trial], configs: dict[i
 
 
 def record_batch(cfg, recorder: Recorder, parent_run_id: str, study_name: str, data, batch: "Batch",
-                 tags: dict) -> dict[int, Any]:
-    """Record each trial as a child run, left RUNNING until its trial has been told."""
-    runs = {}
+                 tags: dict) -> None:
+    """Record each trial as a child run (batch.runs), left RUNNING until its trial has been told."""
     for t in batch.trials:
+        if interrupted():
+            return  # the rest have no run; the interrupt fails them
         outcome: Outcome = batch.outcomes[t.number]
         rec = run_record(config_tree(batch.configs[t.number]), batch.results[t.number], outcome, data,
                          cfg.tracking.log_plots, cfg.sweep.metric, with_data=False)  # a CSV: once, on the parent
         rec.tags["optuna.trial_state"] = optuna_state(outcome)[0].name
         # Created with the tags a resumed sweep needs to settle it, should this worker die.
         mine = {**tags, "optuna.study_name": study_name, "optuna.trial_number": t.number, "bpexp.worker": WORKER}
-        runs[t.number] = recorder.new_run(trial_name(cfg, t), mine, rec, parent_run_id, end_status=None)
-    return runs
+        batch.runs[t.number] = recorder.new_run(trial_name(cfg, t), mine, rec, parent_run_id, end_status=None)
 
 
 def trial_name(cfg: SweepAppConfig, trial) -> str:
@@ -112,12 +111,14 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
     """Run (or resume) the study until it has sweep.n_trials trained trials; return the best value."""
     check_device(cfg.train.device)
     check_search_space(cfg)
+    check_searched_devices(cfg)
     uri = check_tracking_uri(cfg.tracking.uri)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, creator = open_study(cfg)
+    data = dataset_from_config(cfg.data)
+    check_memory(cfg)
+    study, creator = open_study(cfg, data.sha256)
     tags = tracking.run_tags("sweep", args)
     with Recorder(uri, cfg.tracking.experiment) as recorder:
-        data = dataset_from_config(cfg.data)
         parent = parent_run(recorder, study, creator, cfg, data, tags)
         failpoint("parent-created")
         take_over(study, recorder, parent)
@@ -128,7 +129,10 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
             recorder.settle()  # every run ended, or the error that kept one from it
         except BaseException as e:
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-            recorder.call(tracking.end_run, parent, status, f"{type(e).__name__}: {e}").result()
+            try:  # bounded: with the tracking server gone, the next sweep reopens it anyway
+                recorder.call(tracking.end_run, parent, status, f"{type(e).__name__}: {e}").result(timeout=10)
+            except Exception:
+                pass
             raise
         finally:
             heartbeat.close()
@@ -158,8 +162,9 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
             k = min(batch_size(cfg), cfg.sweep.n_trials - done - running)
             batch = None
             if k > 0:
+                batch = Batch([])
                 with deferred_interrupts():  # a trial asked is a trial this batch knows of
-                    batch = Batch(ask(cfg, study, k))
+                    ask(cfg, study, k, batch.trials)
             if batch is not None and not batch.trials:
                 batch = None
             if batch is not None:
@@ -168,12 +173,11 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
                 batch.configs = {t.number: trial_config(cfg, t.params) for t in batch.trials}
                 batch.results = train_batch(cfg, batch.trials, batch.configs, data)
                 batch.outcomes = {n: trial_outcome(rs, cfg.sweep.metric) for n, rs in batch.results.items()}
+            finished = None
             if pending is not None:
-                with deferred_interrupts():  # told and finished together, or neither
+                with deferred_interrupts():  # each trial told and its run finished together, or neither
                     finish_batch(study, recorder, parent, pending, progress)
-                    pending, finished = None, pending
-            else:
-                finished = None
+                finished, pending = pending, None
             if batch is None:
                 if finished is not None:
                     continue  # its pruned trials may leave the study short of n_trials
@@ -184,15 +188,44 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
                 fail_stale_trials(study)
                 continue
             with deferred_interrupts():  # every run submitted is a run this batch knows of
-                batch.runs = record_batch(cfg, recorder, parent, study.study_name, data, batch, tags)
+                record_batch(cfg, recorder, parent, study.study_name, data, batch, tags)
             pending = batch
     except BaseException:
-        in_flight = [b for b in (pending, batch) if b is not None]
-        for t in (t for b in in_flight for t in b.trials):
-            tell(study, t, None, TrialState.FAIL)
-        run_ids = [f.result() for b in in_flight for f in b.runs.values()]
-        recorder.call(tracking.end_runs, run_ids, "KILLED").result()
+        settle_in_flight(study, recorder, [b for b in (pending, batch) if b is not None])
         raise
+
+
+CLEANUP_S = 20.0  # the longest a failing or interrupted sweep waits to settle its trials' runs
+
+
+def settle_in_flight(study: optuna.Study, recorder: Recorder, batches: list["Batch"]) -> None:
+    """After an error or an interrupt: fail the trials still RUNNING, end each run as its trial
+    ended (FINISHED if told COMPLETE/PRUNED, else KILLED). Every step is best effort and
+    bounded: with the storage or the tracking server gone, what cannot be settled now stays
+    RUNNING, and the next sweep on the study settles it (workers.take_over), never the wrong way."""
+    ends: dict[str, list[str]] = {"FINISHED": [], "KILLED": []}
+    deadline = time.monotonic() + CLEANUP_S
+    left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
+    for b in batches:
+        for t in b.trials:
+            try:
+                state = tell(study, t, None, TrialState.FAIL)
+            except Exception:
+                continue  # storage gone: the trial's state is unknown; leave its run to a resume
+            future = b.runs.get(t.number)
+            if future is None:
+                continue
+            try:
+                run_id = future.result(timeout=left())
+            except Exception:
+                continue  # its run was never created, or the recorder is stuck
+            ends["FINISHED" if state in (TrialState.COMPLETE, TrialState.PRUNED) else "KILLED"].append(run_id)
+    for status, run_ids in ends.items():
+        if run_ids:
+            try:
+                recorder.call(tracking.end_runs, run_ids, status).result(timeout=left())
+            except Exception:
+                pass  # RUNNING until the next sweep on this study settles them by their trials
 
 
 @dataclass
@@ -204,24 +237,6 @@ class Batch:
     runs: dict = field(default_factory=dict)  # trial number -> future of its child run id
 
 
-@contextmanager
-def deferred_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C until the block is done, so a step that must not be cut in two (asking a
-    batch, recording it, telling it and ending its runs) is never half done. Python runs
-    signal handlers in the main thread: this one notes the signal, and the block's end raises."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            raise KeyboardInterrupt
-
-
 def finish_batch(study: optuna.Study, recorder: Recorder, parent: str, batch: Batch, progress) -> None:
     """Wait for the batch's child runs, tell Optuna the results, then finish the runs; log the
     parent's best_value at each trial that improves it (step = trial number)."""
@@ -229,6 +244,8 @@ def finish_batch(study: optuna.Study, recorder: Recorder, parent: str, batch: Ba
     finished, killed, improved = [], [], []
     best = _best_value(study)
     for t in batch.trials:
+        if interrupted():
+            break  # the rest are failed by the interrupt, their runs KILLED
         run_id = batch.runs[t.number].result()
         outcome: Outcome = batch.outcomes[t.number]
         state, value = optuna_state(outcome)
@@ -260,18 +277,21 @@ def better(study: optuna.Study, a: float, b: float) -> bool:
     return a < b if study.direction == optuna.study.StudyDirection.MINIMIZE else a > b
 
 
-def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
-    """Ask for k trials and keep those within n_trials; fail the surplus at once.
+def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list) -> None:
+    """Ask for k trials into `into`, keep those within n_trials; fail the surplus at once.
+    An interrupt stops the asking: what was asked is in `into` for the interrupt to fail.
 
     Workers sharing a study each ask for what they see missing, so together they may ask for
     more. Trial numbers are assigned atomically by the storage, which makes the rule exact: a
     trial is trained only if fewer than n_trials lower-numbered trials are trained or RUNNING.
     Then no study ever ends with more than n_trials trained trials.
     """
-    asked = []
+    asked = into
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
         for _ in range(k):
+            if interrupted():
+                return
             asked.append(study.ask())
             asked[-1].set_user_attr("bpexp.worker", WORKER)  # claimed at once (see fail_stale_trials)
     taken = sorted(t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING or counts(t))
@@ -284,7 +304,25 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
         else:
             t.set_user_attr("bpexp.surplus", True)  # asked by a worker that raced another; never trained
             tell(study, t, None, TrialState.FAIL)
-    return keep
+    into[:] = keep
+
+
+def check_searched_devices(cfg: SweepAppConfig) -> None:
+    """A searched train.device must exist too: a trial never records a device it did not run on."""
+    for name, spec in cfg.sweep.search_space.items():
+        if (spec.key or name) == "train.device":
+            for v in spec.choices or []:
+                check_device(str(v), f"sweep.search_space.{name}")
+
+
+def check_memory(cfg: SweepAppConfig) -> None:
+    """Refuse, before training, a batch whose curves cannot fit in memory (train.epochs=1e9)."""
+    members = batch_size(cfg) * cfg.sweep.seeds
+    problem = memory_problem(cfg.train.epochs, members, cfg.sweep.seeds)
+    if problem:
+        small = memory_problem(cfg.train.epochs, min(members, POPULATION), cfg.sweep.seeds) is None
+        key, value = ("sweep.batch_size", cfg.sweep.batch_size) if small else ("train.epochs", cfg.train.epochs)
+        raise ConfigError(key, value, problem)
 
 
 def batch_size(cfg: SweepAppConfig) -> int:

@@ -19,24 +19,58 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from bpexp import stores
+from bpexp.failpoints import fault
 from bpexp.stores import redact
 
 MAX_PARAM_LEN = 6000  # MLflow refuses a longer param value
 
 
-def quiet_mlflow() -> None:
-    """No progress bars or table-creation chatter from MLflow (call before importing it)."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Every wait on a tracking server is bounded. MLflow's own defaults (7 retries with growing
+# backoff, 120 s a request) make a dead server look like a hang for 11+ minutes; with these a
+# request to a server that is down fails in about 4 s, to one that hangs in about 35 s.
+# Set in the environment to choose otherwise (MLflow reads them when it sends a request).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def configure_mlflow() -> None:
+    """Bounded HTTP waits, and no progress bars or table-creation chatter from MLflow (call
+    before importing it)."""
+    for k, v in {**HTTP_DEFAULTS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+        os.environ.setdefault(k, v)
     import logging
 
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def open_store(uri: str, experiment: str):
+    """(MlflowClient, experiment id) for this store and experiment, the store created whole if
+    new (stores.create_atomically); a store or experiment that cannot be used is a StoreError."""
+    from mlflow.tracking import MlflowClient
+
+    def create(tmp_uri: str) -> None:
+        MlflowClient(tmp_uri).search_experiments(max_results=1)  # runs MLflow's migrations
+
+    with stores.local_store_lock(uri):
+        stores.create_atomically(uri, "tracking.uri", create, data_table="runs")
+        client = MlflowClient(uri)
+        try:
+            client.search_experiments(max_results=1)
+        except Exception as e:
+            raise stores.StoreError("tracking.uri", redact(uri), "cannot open this MLflow store: "
+                                    + redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)) from None
+        return client, get_experiment_id(client, experiment, uri)
+
+
 def get_experiment_id(client, name: str, uri: str) -> str:
     """Get or create the experiment; a local store keeps its artifacts beside the database."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise stores.StoreError("tracking.experiment", name, "is deleted in this store: restore it "
+                                    f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or choose another name")
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
@@ -79,8 +113,11 @@ def run_tags(command: str, args: Sequence[str] = ()) -> dict[str, str]:
 def _run_tags(command: str, args: tuple[str, ...]) -> dict[str, str]:
     # Fixed for the life of the process, and costly (package metadata):
     # worked out once, not once per trial.
+    from bpexp.liveness import WORKER
+
     tags = {
         "mlflow.source.name": f"bpexp {command}",
+        "bpexp.worker": WORKER,  # host:pid, for settling the run if the process dies (settle_dead_runs)
         "mlflow.source.type": "LOCAL",
         "bpexp.command": redact(" ".join(["bpexp", command, *map(shlex.quote, args)])),
         **{f"version.{p}": _version(p) for p in ("bpexp", "torch", "optuna", "mlflow", "hydra-core")},
@@ -128,12 +165,30 @@ def log_all(client, run_id: str, params: Mapping[str, Any] = (), metrics=(),
 
 def log_files(client, run_id: str, files: Mapping[str, bytes | str]) -> None:
     """Write {relative path: content} to a temporary folder and upload it in one call."""
+    fault("log_files")
     with tempfile.TemporaryDirectory() as tmp:
         for rel, content in files.items():
             f = Path(tmp, rel)
             f.parent.mkdir(parents=True, exist_ok=True)
             (f.write_bytes if isinstance(content, bytes) else f.write_text)(content)
         client.log_artifacts(run_id, tmp)
+
+
+def settle_dead_runs(client, experiment_id: str) -> list[str]:
+    """End KILLED the runs of this experiment left RUNNING by a process of this host that is
+    gone (a `bpexp train` or `lr-find` killed with kill -9; a sweep's parent and trials are
+    settled by the next sweep on that study, which knows their trials). Returns their ids."""
+    from bpexp.liveness import worker_alive
+
+    settled = []
+    for run in search_all(client, experiment_id, "attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        worker = tags.get("bpexp.worker")
+        if worker is None or "optuna.study_name" in tags or worker_alive(worker):
+            continue
+        end_run(client, run.info.run_id, "KILLED", f"its process ({worker}) stopped before the run ended")
+        settled.append(run.info.run_id)
+    return settled
 
 
 def end_runs(client, run_ids, status: str) -> None:

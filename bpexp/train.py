@@ -13,14 +13,22 @@ from bpexp.config import ConfigError, TrainAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.network import shape_name
 from bpexp.outcome import trial_outcome
-from bpexp.population import train_population
+from bpexp.population import memory_problem, train_population
 from bpexp.recorder import Recorder
 from bpexp.run_record import config_tree, member_of, run_record
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, key: str = "train.device") -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("train.device", device, "CUDA is not available on this machine")
+        raise ConfigError(key, device, "CUDA is not available on this machine")
+    if device.startswith("cuda:") and device[5:].isdigit() and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError(key, device, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_memory(epochs: int, members: int = 1) -> None:
+    problem = memory_problem(epochs, members, members)
+    if problem:
+        raise ConfigError("train.epochs", epochs, problem)
 
 
 def check_tracking_uri(uri: Optional[str]) -> str:
@@ -36,6 +44,7 @@ def check_tracking_uri(uri: Optional[str]) -> str:
 def train(cfg: TrainAppConfig, args: Sequence[str] = ()) -> float:
     """Train the configured network, record it, and return its final training MSE."""
     check_device(cfg.train.device)
+    check_memory(cfg.train.epochs)
     uri = check_tracking_uri(cfg.tracking.uri)
     name = f"train-h{shape_name(cfg.model.hidden)}-lr{cfg.train.lr:g}-s{cfg.train.seed}" + (
         f"-{cfg.train.optimizer}" if cfg.train.optimizer != "gd" else "")

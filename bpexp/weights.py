@@ -23,13 +23,15 @@ def parse_weights(text: str) -> dict[str, np.ndarray]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"not a bpexp weights file (not JSON: {e.msg})") from None
+    except RecursionError:  # crafted: arrays nested thousands deep
+        raise ValueError("not a bpexp weights file (nested too deep)") from None
     layers = len(data) // 2 if isinstance(data, dict) else 0
     names = {f"{k}{n}" for n in range(1, layers + 1) for k in "wb"}
     if layers < 2 or set(data) != names:
         raise ValueError("not a bpexp weights file (expected the keys w1, b1, w2, b2, ... in pairs)")
     try:
         w = {k: np.asarray(data[k], dtype=np.float32) for k in sorted(names, key=lambda k: (int(k[1:]), k))}
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise ValueError("not a bpexp weights file (values must be arrays of numbers)") from None
     fan_in = w["w1"].shape[1] if w["w1"].ndim == 2 else 0
     for n in range(1, layers + 1):

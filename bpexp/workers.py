@@ -1,22 +1,19 @@
 """Many workers on one study: each claims the trials it asks for and marks them alive; the
 next worker fails what a dead one left RUNNING (by pid on this host, by Optuna's heartbeat
-elsewhere) and settles its MLflow runs. Also the failpoints the crash tests kill us at.
+elsewhere) and settles its MLflow runs.
 """
 from __future__ import annotations
 
 import datetime
-import os
-import signal
-import socket
 import threading
 import warnings
-from collections import Counter
 from typing import Optional
 
 import optuna
 from optuna.trial import TrialState
 
 from bpexp import study_record
+from bpexp.liveness import worker_alive
 from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, verdict_of
 from bpexp.recorder import Recorder
 
@@ -28,22 +25,6 @@ HEARTBEAT_S = 20  # how often a worker marks its trials alive in the storage
 
 
 GRACE_S = 60  # a RUNNING trial without a heartbeat for this long is failed by the next worker
-
-
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-_failpoint_hits: Counter = Counter()
-
-
-def failpoint(name: str) -> None:
-    """Die here as kill -9 would, when $BPEXP_FAILPOINT is "name" or "name:n" (the n-th time
-    this point is reached). For the crash-safety tests; a no-op otherwise."""
-    want, _, nth = os.environ.get("BPEXP_FAILPOINT", "").partition(":")
-    if want == name:
-        _failpoint_hits[name] += 1
-        if _failpoint_hits[name] >= int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -80,21 +61,6 @@ def take_over(study: optuna.Study, recorder: Recorder, parent: str) -> None:
     states = {t.number: t.state.name for t in trials}
     workers = {t.user_attrs.get("bpexp.worker") for t in trials} - {None}
     recorder.call(study_record.settle_child_runs, parent, states, {w for w in workers if not worker_alive(w)}).result()
-
-
-def worker_alive(worker: str) -> bool:
-    """False only for a worker ("host:pid") of this host whose process is gone; a worker on
-    another host counts as alive (Optuna's heartbeat deals with those)."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 class Heartbeat:

@@ -79,11 +79,12 @@ def load(tmp_path, name="lr_hidden"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
 
 
-def mlflow_runs(tmp_path):
-    """(client, parent runs, child runs) of the bpexp experiment a sweep in tmp_path wrote."""
+def mlflow_runs(tmp_path, uri=None):
+    """(client, parent runs, child runs) of the bpexp experiment a sweep in tmp_path wrote
+    (to its default store, or to the store at `uri`)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    client = MlflowClient(uri or f"sqlite:///{tmp_path}/outputs/mlflow.db")
     exp = client.get_experiment_by_name("bpexp").experiment_id
     runs = client.search_runs([exp], max_results=5000)
     parents = [r for r in runs if r.data.tags.get("bpexp.role") == "study"]
@@ -91,7 +92,7 @@ def mlflow_runs(tmp_path):
     return client, parents, children
 
 
-def check_invariants(tmp_path, n_trials):
+def check_invariants(tmp_path, n_trials, uri=None):
     """The sweep's invariants: n_trials trained (converged, partly diverged or diverged), one
     FINISHED child run per finished trial and none for failed ones, unique trial numbers,
     one parent run, nothing RUNNING."""
@@ -105,7 +106,7 @@ def check_invariants(tmp_path, n_trials):
     states = Counter(t.state for t in study.trials)
     assert sum(1 for t in study.trials if verdict_of(t) in TRAINED) == n_trials
     assert states[TrialState.RUNNING] == 0
-    client, parents, children = mlflow_runs(tmp_path)
+    client, parents, children = mlflow_runs(tmp_path, uri)
     assert len(parents) == 1
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     finished = Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED")

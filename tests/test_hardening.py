@@ -229,33 +229,39 @@ def test_reproduce_a_sweep_child(tmp_path):
     assert len(load(tmp_path).trials) == 2
 
 
-@pytest.mark.slow
-def test_ctrl_c_fails_what_runs_then_resume(tmp_path):
-    """Ctrl-C: one line, exit 130, the batches in flight failed (trials) and KILLED (runs)."""
-    import signal
-    import time
+@pytest.mark.parametrize("tamper", ["nested json", "garbage curve", "symlinked config", "huge epochs"])
+def test_tampered_artifacts_are_one_line(tmp_path, recorded_run, capsys, tamper):
+    """Reproduce reads what a store holds as untrusted input: one line and exit 2, in-process."""
+    from bpexp.reproduce import reproduce
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    args = ["sweep", "sweep.n_trials=40", "sweep.batch_size=4", "train.epochs=2000", "sweep.progress=false",
-            "tracking.log_plots=false", "sweep.seeds=1"]
-    p = subprocess.Popen([sys.executable, "-m", "bpexp", *args], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.3)
-        try:
-            if Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 4:
-                break
-        except Exception:
-            continue
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 130 and err.strip().splitlines() == ["bpexp sweep: interrupted; run the same command again to resume"]
-    study = load(tmp_path)
-    assert Counter(t.state for t in study.trials)[TrialState.RUNNING] == 0
-    _, parents, children = mlflow_runs(tmp_path)
-    assert parents[0].info.status == "KILLED" and "KeyboardInterrupt" in parents[0].data.tags["bpexp.error"]
-    assert not [c for c in children if c.info.status == "RUNNING"]
-    r = run_bpexp(*args, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    check_invariants(tmp_path, 40)
+    client, run_id = recorded_run
+    run = client.get_run(run_id)
+    root = Path(run.info.artifact_uri.replace("file://", ""))
+    if tamper == "nested json":
+        (root / "weights" / "initial.json").write_text("[" * 100_000 + "]" * 100_000)
+        expect = "nested too deep"
+    elif tamper == "garbage curve":
+        (root / "curves" / "loss_curve.csv").write_bytes(b"epoch,train_loss\n\x00\x00garbage\n")
+        expect = "curves/loss_curve.csv"
+    elif tamper == "symlinked config":
+        (root / "config.yaml").unlink()
+        (root / "config.yaml").symlink_to("/dev/zero")
+        expect = "symlink or not a regular file"
+    else:
+        text = (root / "config.yaml").read_text().replace("epochs: 200", "epochs: 1000000000000")
+        (root / "config.yaml").write_text(text)
+        expect = "train.epochs=1000000000000"
+    rc = reproduce(run_id, f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    err = capsys.readouterr().err
+    assert rc == 2 and expect in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_reproduce_never_calls_nan_weights_bit_for_bit():
+    from bpexp.reproduce import max_rel_diff
+
+    nan, inf = float("nan"), float("inf")
+    assert max_rel_diff([1.0, nan], [1.0, nan]) == 0  # the same divergence, reproduced
+    assert max_rel_diff([1.0, 2.0], [1.0, nan]) == inf  # recorded NaN, reproduced finite
+    assert max_rel_diff([nan, 2.0], [1.0, 2.0]) == inf
+    assert max_rel_diff([inf], [inf]) == 0 and max_rel_diff([inf], [-inf]) == inf
+    assert max_rel_diff([1.0], [1.0 + 1e-9]) < 1e-8

@@ -86,9 +86,14 @@ def test_compare_a_sweep_by_its_parent(bpexp, tmp_path, local_store):
     assert first.split()[1] == f"t{int(best):03d}"
 
 
-def test_compare_unknown_experiment_fails_cleanly(bpexp):
+def test_compare_unknown_experiment_or_store_fails_cleanly(bpexp, local_store, tmp_path):
+    r = bpexp("compare", "--experiment", "nope")
+    assert r.returncode == 2 and "no MLflow store there" in r.stderr
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # asking made none
+    local_store().search_experiments()  # the store exists now, without experiment 'nope'
     r = bpexp("compare", "--experiment", "nope")
     assert r.returncode == 2 and "experiment 'nope' not found" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

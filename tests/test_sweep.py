@@ -5,6 +5,7 @@ import csv
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -236,14 +237,14 @@ def test_one_verdict_per_trial_from_its_seeds():
 
 
 def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypatch):
-    from bpexp import workers
+    from bpexp import liveness, workers
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
     unclaimed = study.ask()  # its worker died before claiming it
     dead = study.ask()
-    dead.set_user_attr("bpexp.worker", f"{workers.socket.gethostname()}:{2**22 + 12345}")  # no such pid
+    dead.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{2**22 + 12345}")  # no such pid
     live = study.ask()
-    live.set_user_attr("bpexp.worker", workers.WORKER)
+    live.set_user_attr("bpexp.worker", liveness.WORKER)
     elsewhere = study.ask()
     elsewhere.set_user_attr("bpexp.worker", "another-host:1")  # Optuna's heartbeat covers it
     workers.fail_stale_trials(study)
@@ -263,7 +264,7 @@ def test_two_workers_failing_one_dead_trial_together_both_go_on(tmp_path, monkey
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(storage=url, study_name="s")
     dead = study.ask()
-    dead.set_user_attr("bpexp.worker", f"{workers.socket.gethostname()}:{2**22 + 12345}")  # no such pid
+    dead.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{2**22 + 12345}")  # no such pid
     other = optuna.load_study(study_name="s", storage=url)
     storage = study._storage
     original = storage.set_trial_state_values

@@ -22,6 +22,7 @@ def test_train_records_everything(bpexp, tmp_path, local_store):
     assert run.info.status == "FINISHED"
     assert run.info.run_id in r.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/outputs/mlflow.db" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]  # no .hydra/ copy of the config
     p = run.data.params
     assert p["model.hidden"] == "6" and p["train.lr"] == "0.05" and p["train.epochs"] == "600"
     assert p["data.fn"] == "sin" and p["model.activation"] == "tanh" and p["train.seed"] == "99"

@@ -1,0 +1,415 @@
+"""Faults, hangs and leaks, a test per class: a store never left broken, a study never split
+or silently mixed, nothing left RUNNING that the next command cannot settle, every network
+wait bounded, signals handled, one line for what fails, no secret or data in any message."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from bpexp import stores
+from bpexp.config import ConfigError
+from tests.conftest import check_invariants, config_error, load, mlflow_runs, run_bpexp
+
+FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "sweep.seeds=1"]
+
+
+def popen_bpexp(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "bpexp", *args], cwd=cwd, env=full_env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 120, every: float = 0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = condition()
+        except Exception:
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def one_line(r) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------ stores never left broken
+def test_kill_9_while_a_store_is_created_leaves_none_or_a_whole_one(tmp_path):
+    """kill -9 in the middle of MLflow's migrations (the moment its temporary file exists),
+    three times over: the next command opens the store and records its run."""
+    for i in range(3):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        p = popen_bpexp("train", "train.epochs=50", cwd=folder)
+        wait_for(lambda: list((folder / "outputs").glob("mlflow.db.creating-*")), every=0.005)
+        time.sleep(0.1 * i)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        assert not (folder / "outputs" / "mlflow.db").exists()  # not half made: not there at all
+        r = run_bpexp("train", "train.epochs=50", cwd=folder)
+        assert r.returncode == 0, r.stderr
+        assert not list((folder / "outputs").glob("*.creating-*"))
+
+
+def test_a_store_half_made_by_an_interrupted_migration_is_made_again(tmp_path):
+    """What an older bpexp left: Alembic's temporary table, no version, no runs."""
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE _alembic_tmp_experiments (x INTEGER)")
+    con.execute("CREATE TABLE runs (run_uuid TEXT)")
+    con.commit()
+    con.close()
+    made = []
+    stores.create_atomically(f"sqlite:///{db}", "tracking.uri",
+                             lambda uri: made.append(sqlite3.connect(uri[len("sqlite:///"):]).execute(
+                                 "CREATE TABLE alembic_version (v TEXT)").connection.execute(
+                                 "INSERT INTO alembic_version VALUES ('1')").connection.commit()), "runs")
+    assert made and stores.sqlite_state(db, "runs") == "ok"
+    db.write_bytes(b"not a database at all" * 100)  # damaged: refused, not deleted
+    with pytest.raises(stores.StoreError, match="tracking.uri.*not a usable store.*not a database"):
+        stores.create_atomically(f"sqlite:///{db}", "tracking.uri", lambda uri: None, "runs")
+    assert db.read_bytes().startswith(b"not a database")
+
+
+@pytest.mark.parametrize("case", ["corrupted", "deleted experiment", "file store"])
+def test_a_store_that_cannot_be_used_is_one_line(tmp_path, case):
+    args = ["train", "train.epochs=20"]
+    if case == "corrupted":
+        (tmp_path / "outputs").mkdir()
+        (tmp_path / "outputs" / "mlflow.db").write_bytes(os.urandom(4096))
+        expect = "not a usable store"
+    elif case == "deleted experiment":
+        client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+        client.delete_experiment(client.create_experiment("gone"))
+        args.append("tracking.experiment=gone")
+        expect = "tracking.experiment='gone': is deleted in this store"
+    else:
+        args.append(f"tracking.uri=file://{tmp_path}/mlruns")
+        expect = "file:// store"
+    r = run_bpexp(*args, cwd=tmp_path)
+    assert r.returncode == 2 and expect in one_line(r)
+
+
+# ------------------------------------------------------------------ nothing left RUNNING
+def test_a_killed_train_run_is_settled_by_the_next_command(tmp_path, local_store):
+    p = popen_bpexp("train", "train.epochs=2000000", "train.log_every=100000", cwd=tmp_path)
+    wait_for(lambda: (tmp_path / "outputs" / "mlflow.db").exists())  # made by bpexp, not by our client
+    wait_for(lambda: local_store().search_runs(["1"]))
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    killed = local_store().search_runs(["1"])[0]
+    assert killed.info.status == "RUNNING"
+    r = run_bpexp("train", "train.epochs=20", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = local_store().get_run(killed.info.run_id)
+    assert run.info.status == "KILLED" and "stopped before the run ended" in run.data.tags["bpexp.error"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_fail_what_runs_then_resume(tmp_path, signum, status):
+    """Ctrl-C, and SIGTERM (Kubernetes, Slurm, systemd) to the whole process group: one line,
+    the batches in flight failed (trials) and KILLED (runs), the parent KILLED; resume ends it."""
+    args = ["sweep", "sweep.n_trials=16", "sweep.batch_size=4", "train.epochs=1500", "sweep.progress=false",
+            "tracking.log_plots=false", "sweep.seeds=1"]
+    p = popen_bpexp(*args, cwd=tmp_path)
+    wait_for(lambda: Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 4, every=0.2)
+    os.killpg(p.pid, signum)
+    out, err = p.communicate(timeout=60)
+    word = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+    assert p.returncode == status and err.strip().splitlines() == [f"bpexp sweep: {word}; run the same command again to resume"]
+    assert Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] == 0
+    _, parents, children = mlflow_runs(tmp_path)
+    assert parents[0].info.status == "KILLED"
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    r = run_bpexp(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    check_invariants(tmp_path, 16)
+
+
+def test_ctrl_c_is_acted_on_within_2_s_even_in_a_huge_ask(tmp_path):
+    """sweep.batch_size=100000 asks Optuna for trials for minutes; Ctrl-C stops it at once."""
+    p = popen_bpexp("sweep", "sweep.batch_size=100000", "sweep.n_trials=100000", *FAST, cwd=tmp_path)
+    wait_for(lambda: len(load(tmp_path).trials) >= 20, every=0.1)
+    sent = time.monotonic()
+    os.killpg(p.pid, signal.SIGINT)
+    p.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert p.returncode == 130
+    assert took < 2.0, took
+    assert Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] == 0
+
+
+def test_a_full_disk_mid_sweep_is_one_line_and_the_resume_ends_the_study(tmp_path):
+    """The 6th artifact upload (and every one after it) fails as a full disk does: one line,
+    exit 1, no run left RUNNING; the resume (disk freed) completes the study."""
+    args = ["sweep", "sweep.n_trials=12", "sweep.batch_size=4", *FAST]
+    r = run_bpexp(*args, cwd=tmp_path, env={"BPEXP_FAULT": "log_files:6"})
+    assert r.returncode == 1 and "no space left on the device" in one_line(r)
+    _, parents, children = mlflow_runs(tmp_path)
+    assert not [c for c in [*parents, *children] if c.info.status == "RUNNING"]
+    assert Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] == 0
+    r = run_bpexp(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    check_invariants(tmp_path, 12)
+
+
+# ------------------------------------------------------------------ a study never split or mixed
+def test_a_resume_never_mixes_data_or_splits_the_study(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("x,y\n" + "".join(f"{i / 10},{(i / 10) ** 2}\n" for i in range(20)))
+    base = ["sweep", "sweep.n_trials=2", *FAST, "data=csv", f"data.path={data}", "data.inputs=[x]", "data.target=y"]
+    assert run_bpexp(*base, cwd=tmp_path).returncode == 0
+    data.write_text(data.read_text().replace("0.0,0.0", "0.0,0.5"))  # same path, other content
+    r = run_bpexp(*base, cwd=tmp_path)
+    assert r.returncode == 2 and "data.path=" in one_line(r) and "its content changed" in r.stderr
+    data.write_text(data.read_text().replace("0.0,0.5", "0.0,0.0"))  # back as it was
+    r = run_bpexp(*base, "tracking.experiment=other", cwd=tmp_path)
+    assert r.returncode == 2 and "tracking.experiment='other'" in one_line(r)
+    r = run_bpexp(*base, f"tracking.uri=sqlite:///{tmp_path}/elsewhere.db", cwd=tmp_path)
+    assert r.returncode == 2 and "tracking.uri=" in one_line(r)
+    assert not (tmp_path / "elsewhere.db").exists()
+    r = run_bpexp(*base[:1], "sweep.n_trials=3", *base[2:], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    check_invariants(tmp_path, 3)
+
+
+def test_a_deleted_parent_run_is_restored_on_resume(tmp_path):
+    args = ["sweep", "sweep.n_trials=2", *FAST]
+    assert run_bpexp(*args, cwd=tmp_path).returncode == 0
+    client, parents, children = mlflow_runs(tmp_path)
+    for run in [*parents, *children]:  # what the UI's Delete (or `mlflow runs delete`) does
+        client.delete_run(run.info.run_id)
+    r = run_bpexp("sweep", "sweep.n_trials=3", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, client, parent, children = check_invariants(tmp_path, 3)
+    assert parent.info.run_id == parents[0].info.run_id and "bpexp.restored" in parent.data.tags
+    assert len(children) == len(study.trials)
+
+
+# ------------------------------------------------------------------ bad input: one line, before training
+@pytest.mark.parametrize("args,key", [
+    (["+sweep.search_space.lr2={key: train.lr, type: float, low: 0.001, high: 0.1}"], "sweep.search_space.lr2.key"),
+    (["sweep.register_as=a/b"], "sweep.register_as"),
+    (["sweep.register_as=' '"], "sweep.register_as"),
+    (["sweep.register_as=.."], "sweep.register_as"),
+    (["tracking.experiment=''"], "tracking.experiment"),
+    (["tracking.experiment=" + "x" * 5000], "tracking.experiment"),
+    (["+model.hiden=8"], "model.hiden"),
+    (["hydra.run.dir=/proc/nope/x"], "hydra.run.dir"),
+    (["data=csv", "data.path=/dev/zero", "data.inputs=[x]", "data.target=y"], "data.path"),
+])
+def test_bad_input_is_refused_before_anything_runs(args, key):
+    assert config_error("sweep", *args).startswith(f"bpexp sweep: error: {key}=")
+
+
+def test_model_names_are_checked_as_mlflow_checks_them():
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH, _validate_model_name
+
+    from bpexp import config
+
+    assert config.MAX_EXPERIMENT_NAME_LENGTH == MAX_EXPERIMENT_NAME_LENGTH
+    for name in ["best", "sin fit", "a/b", "a:b", "", " ", ".", "..", "../x", "x/..", "./x", "a.b", "é"]:
+        try:
+            _validate_model_name(name)
+            mlflow_ok = True
+        except MlflowException:
+            mlflow_ok = False
+        assert (config.model_name_problem(name) is None) == mlflow_ok, name
+
+
+def test_a_fifo_is_refused_not_waited_for(tmp_path):
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    line = config_error("train", "data=csv", f"data.path={fifo}", "data.inputs=[x]", "data.target=y")
+    assert "data.path=" in line and "not a regular file" in line
+
+
+def test_csv_errors_name_columns_never_data(tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$s3cr3tHash$:19000:0:99999:7:::\n")
+    line = config_error("train", "data=csv", f"data.path={secret}", "data.inputs=[x]", "data.target=y")
+    assert "s3cr3tHash" not in line and "not a row of column names" in line
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,s3cr3t-value\n4,5\n")
+    line = config_error("train", "data=csv", f"data.path={bad}", "data.inputs=[x]", "data.target=y")
+    assert "s3cr3t-value" not in line and "line 3" in line and "data.target='y'" in line
+    ok = tmp_path / "ok.csv"
+    ok.write_text("x,y\n1,2\n3,4\n5,6\n")
+    assert "its columns: x, y" in config_error("train", "data=csv", f"data.path={ok}", "data.inputs=[z]", "data.target=y")
+
+
+def test_memory_a_population_needs_is_checked_before_training():
+    from bpexp.config import SweepAppConfig
+    from bpexp.sweep import check_memory
+
+    cfg = SweepAppConfig()
+    cfg.train.epochs = 10**9
+    with pytest.raises(ConfigError, match=r"train.epochs=1000000000: .* GiB"):
+        check_memory(cfg)
+    cfg.train.epochs, cfg.sweep.batch_size = 5000, 10**7
+    with pytest.raises(ConfigError, match=r"sweep.batch_size=10000000"):
+        check_memory(cfg)
+    cfg.sweep.batch_size = 0
+    check_memory(cfg)  # the default study fits
+
+
+def test_a_searched_cuda_device_without_cuda_is_refused(monkeypatch):
+    import torch
+    from omegaconf import OmegaConf
+
+    from bpexp.config import SweepAppConfig, validate_sweep
+    from bpexp.sweep import check_searched_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepAppConfig), {"sweep": {"search_space": {
+        "device": {"key": "train.device", "type": "categorical", "choices": ["cpu", "cuda"]}}}}))
+    validate_sweep(cfg)
+    with pytest.raises(ConfigError, match="sweep.search_space.device='cuda': CUDA is not available"):
+        check_searched_devices(cfg)
+
+
+# ------------------------------------------------------------------ secrets
+@pytest.mark.parametrize("url,expected", [
+    ("postgresql://u:pa/ss@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:p@ss@h:5432/db?options=a@b", "postgresql://u:***@h:5432/db?options=a@b"),
+    ("postgresql://u@h/db?sslmode=require&password=s3cr3t", "postgresql://u@h/db?sslmode=require&password=***"),
+    (r"tracking.uri=http\://u\:pa/ss@127.0.0.1\:1", r"tracking.uri=http\://u\:***@127.0.0.1\:1"),
+    ("https://ghp_t0ken@github.com/o/r.git", "https://***@github.com/o/r.git"),
+    ("sqlite:////tmp/a@b/x.db", "sqlite:////tmp/a@b/x.db"),
+])
+def test_redact_hides_every_form_of_password(url, expected):
+    assert stores.redact(url) == expected
+
+
+def test_a_multirun_prints_and_writes_no_password(tmp_path):
+    r = run_bpexp("train", "-m", "tracking.uri=http://u:pa/ss@127.0.0.1:1", "train.epochs=10", cwd=tmp_path)
+    assert r.returncode == 2
+    written = "".join(p.read_text() for p in tmp_path.rglob("*.yaml"))
+    assert "pa/ss" not in r.stdout + r.stderr + written
+    assert "u:***@" in written and "u\\:***@" in r.stdout  # redacted, not dropped
+
+
+def test_credentials_in_a_tracking_uri_are_used_not_refused(monkeypatch):
+    """http://user:pass@host: the probe (and MLflow, through its environment variables) sends
+    them; wrong ones are one line saying so."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    good = "Basic " + base64.b64encode(b"alice:p@ss/w").decode()
+
+    class Server(BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.headers.get("Authorization") == good
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+            self.wfile.write(b"{}" if ok else b"")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        assert stores.store_problem(f"http://alice:p@ss/w@127.0.0.1:{port}") is None
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss/w"
+        assert "refused user 'alice' (HTTP 401)" in stores.store_problem(f"http://alice:wrong@127.0.0.1:{port}")
+    finally:
+        httpd.shutdown()
+
+
+# ------------------------------------------------------------------ a tracking server that dies
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
+                          "--artifacts-destination", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port)],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    import urllib.request
+
+    wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read(), timeout=120, every=0.5)
+    return p
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_dies_mid_sweep(tmp_path):
+    """The server is killed mid-sweep: the sweep ends in one line within 90 s, its in-flight
+    trials failed; compare and reproduce answer in one line within 30 s; a resume against the
+    restarted server finishes the study with every invariant."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    args = ["sweep", "sweep.n_trials=40", "sweep.batch_size=4", "train.epochs=1500", "sweep.progress=false",
+            "tracking.log_plots=false", "sweep.seeds=1", f"tracking.uri={uri}"]
+    try:
+        p = popen_bpexp(*args, cwd=tmp_path)
+        wait_for(lambda: Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 4, every=0.2)
+        os.killpg(server.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = p.communicate(timeout=120)
+        assert time.monotonic() - killed < 90
+        assert p.returncode == 1 and "stopped answering" in err and len(err.strip().splitlines()) == 1, err
+        assert Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] == 0
+        for command in (["compare"], ["reproduce", "0" * 32]):
+            t0 = time.monotonic()
+            r = run_bpexp(*command, "--tracking-uri", uri, cwd=tmp_path)
+            assert time.monotonic() - t0 < 30 and r.returncode == 2 and "no MLflow tracking server answers" in one_line(r)
+        server = start_server(tmp_path, port)
+        r = run_bpexp(*args, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        check_invariants(tmp_path, 40, uri)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_errors_are_one_line_and_name_what_failed():
+    from bpexp import failures
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert failures.describe(full).startswith("no space left on the device")
+    e = Exception("API request to http://u:pw@h:5000/api/2.0/mlflow/runs/log-batch failed with exception "
+                  "HTTPConnectionPool(host='h', port=5000): Max retries exceeded ... Connection refused")
+    assert failures.describe(e) == "the MLflow tracking server http://u:***@h:5000 stopped answering (connection refused)"
+
+
+def test_runs_of_a_worker_dead_on_another_host_follow_their_trials(tmp_path):
+    """Optuna's heartbeat failed its trials; their runs, RUNNING, are settled by the next worker:
+    KILLED for a failed trial, FINISHED for a told one, left alone while the trial runs."""
+    from bpexp import study_record
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    exp = client.create_experiment("e")
+    parent = client.create_run(exp).info.run_id
+    runs = {n: client.create_run(exp, tags={"mlflow.parentRunId": parent, "optuna.trial_number": str(n),
+                                             "bpexp.worker": "another-host:1"}).info.run_id for n in range(3)}
+    study_record.settle_child_runs(client, parent, {0: "FAIL", 1: "COMPLETE", 2: "RUNNING"}, set())
+    status = {n: client.get_run(r).info.status for n, r in runs.items()}
+    assert status == {0: "KILLED", 1: "FINISHED", 2: "RUNNING"}
