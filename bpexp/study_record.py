@@ -78,9 +78,11 @@ def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str
             continue
 
 
-def record_study(client, parent_run_id: str, summary: Mapping[str, Any], register_as: Optional[str]) -> None:
-    """Counts and best values as tags and metrics, the study's figures, a CSV of all trials,
-    the best network. Every trial is shown as its verdict (bpexp/outcome.py) says."""
+def record_study(client, parent_run_id: str, summary: Mapping[str, Any], register_as: Optional[str],
+                 figures: bool = True, model: bool = True) -> None:
+    """Counts and best values as tags and metrics, the study's figures (tracking.log_plots), a
+    CSV of all trials, the best network (tracking.log_model). Every trial is shown as its
+    verdict (bpexp/outcome.py) says."""
     from bpexp import plots
 
     trials, c, metric, keys = summary["trials"], summary["counts"], summary["metric"], summary["keys"]
@@ -91,11 +93,13 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
         tags["best.trial_number"] = summary["best_number"]
     log_all(client, parent_run_id, metrics=metrics, tags=tags)
     files: dict[str, Any] = {"trials.csv": trials_csv(trials, keys)}
-    files.update(plots.study_figures(trials, keys, metric, summary["direction"], summary["importances"]))
+    if figures:
+        files.update(plots.study_figures(trials, keys, metric, summary["direction"], summary["importances"]))
     ok = [t for t in trials if t["outcome"] == "converged"]
-    top = sorted(ok, key=lambda t: t["value"], reverse=summary["direction"] == "maximize")[:5]
+    top = sorted(ok, key=lambda t: t["value"], reverse=summary["direction"] == "maximize")[:5] if figures else []
+    best = summary["best_number"]
     runs = {int(r.data.tags.get("optuna.trial_number", -1)): r for r in child_runs(
-        client, parent_run_id, "attributes.status = 'FINISHED'")} if top else {}
+        client, parent_run_id, "attributes.status = 'FINISHED'")} if top or (model and best is not None) else {}
     curves = []
     for t in top:
         if t["number"] in runs:
@@ -112,9 +116,8 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
 
         files["best_config.yaml"] = yaml.safe_dump(redact_tree(summary["best_config"]), sort_keys=False)
     log_files(client, parent_run_id, files)
-    best = summary["best_number"]
     previous = client.get_run(parent_run_id).data.tags.get("best.model_trial")
-    if best is not None and str(best) != previous and best in runs:
+    if model and best is not None and str(best) != previous and best in runs:
         log_best_model(client, parent_run_id, runs[best].info.run_id, summary["best_config"], register_as)
         client.set_tag(parent_run_id, "best.model_trial", best)
 

@@ -28,7 +28,7 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
     pick = min if cfg.sweep.direction == "minimize" else max
     best = pick(valued, key=lambda r: (r["value"], r["number"])) if valued else None  # as study.best_trial
     importances = {}
-    if len(valued) >= 2:
+    if len(valued) >= 2 and cfg.tracking.log_plots:  # for the importance figure (fANOVA: ~1.5 s to import)
         with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
             warnings.simplefilter("ignore", UserWarning)
             try:

@@ -140,7 +140,8 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
                 progress.close()
         take_over(study, recorder, parent)  # runs of a worker that died while this one worked
         summary = study_summary(study, cfg)
-        recorder.call(study_record.record_study, parent, summary, cfg.sweep.register_as).result()
+        recorder.call(study_record.record_study, parent, summary, cfg.sweep.register_as,
+                      cfg.tracking.log_plots, cfg.tracking.log_model).result()
         recorder.call(tracking.end_run, parent, "FINISHED").result()
     print_summary(cfg, study, summary, parent, uri, recorder.experiment_id.result())
     return summary["best_value"]

@@ -21,7 +21,7 @@ from bpexp import stores
 from bpexp.config import ConfigError
 from tests.conftest import check_invariants, config_error, load, mlflow_runs, run_bpexp
 
-FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "sweep.seeds=1"]
+FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
 
 
 def popen_bpexp(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
@@ -130,7 +130,7 @@ def test_ctrl_c_and_sigterm_fail_what_runs_then_resume(tmp_path, signum, status)
     """Ctrl-C, and SIGTERM (Kubernetes, Slurm, systemd) to the whole process group: one line,
     the batches in flight failed (trials) and KILLED (runs), the parent KILLED; resume ends it."""
     args = ["sweep", "sweep.n_trials=16", "sweep.batch_size=4", "train.epochs=1500", "sweep.progress=false",
-            "tracking.log_plots=false", "sweep.seeds=1"]
+            "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
     p = popen_bpexp(*args, cwd=tmp_path)
     wait_for(lambda: Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 4, every=0.2)
     os.killpg(p.pid, signum)
@@ -368,7 +368,7 @@ def test_a_tracking_server_that_dies_mid_sweep(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
     args = ["sweep", "sweep.n_trials=40", "sweep.batch_size=4", "train.epochs=1500", "sweep.progress=false",
-            "tracking.log_plots=false", "sweep.seeds=1", f"tracking.uri={uri}"]
+            "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1", f"tracking.uri={uri}"]
     try:
         p = popen_bpexp(*args, cwd=tmp_path)
         wait_for(lambda: Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 4, every=0.2)

@@ -20,7 +20,7 @@ from bpexp import stores, tracking, weights
 from bpexp.config import load_train_config
 from tests.conftest import assert_clean_failure, check_invariants, config_error, load, mlflow_runs, run_bpexp
 
-FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "sweep.seeds=1"]
+FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
 
 
 BAD_INPUT = [  # found when the command starts (a store to reach or open): the real command, in a subprocess
@@ -64,7 +64,7 @@ def test_unwritable_output_directory(tmp_path):
 def test_every_divergence_up_to_lr_10_is_recorded(tmp_path):
     r = run_bpexp("sweep", "sweep.n_trials=10", "sweep.sampler=random", "sweep.search_space.lr.low=0.01",
                   "sweep.search_space.lr.high=10", "train.epochs=300", "sweep.progress=false",
-                  "tracking.log_plots=false", "sweep.seeds=1", cwd=tmp_path)
+                  "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study, client, parent, children = check_invariants(tmp_path, 10)
     n_diverged = 0

@@ -37,7 +37,7 @@ def servers():
 def start_workers(n, tmp_path, study, experiment, n_trials, extra=()):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     cmd = [sys.executable, "-m", "bpexp", "sweep", f"sweep.n_trials={n_trials}", "sweep.seeds=1",
-           "sweep.batch_size=3", "train.epochs=400", "sweep.progress=false", "tracking.log_plots=false",
+           "sweep.batch_size=3", "train.epochs=400", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false",
            f"sweep.storage={PG}", f"tracking.uri={MLFLOW}", f"sweep.study_name={study}",
            f"tracking.experiment={experiment}", *extra]
     procs = []

@@ -49,7 +49,7 @@ def test_lr_find_bad_input_is_one_line(bpexp, tmp_path):
 
 def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):
     r = bpexp("train", "-m", "train.lr=0.01,0.1,3.0", "model.hidden=2,4", "train.seed=1,2", "train.epochs=300",
-              "tracking.log_plots=false")
+              "tracking.log_plots=false", "tracking.log_model=false")
     assert r.returncode == 0, r.stderr
     r = bpexp("compare", "--top", "5")
     assert r.returncode == 0, r.stderr
@@ -75,7 +75,7 @@ def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):
 @pytest.mark.slow
 def test_compare_a_sweep_by_its_parent(bpexp, tmp_path, local_store):
     r = bpexp("sweep", "sweep.n_trials=6", "sweep.seeds=2", "train.epochs=200", "sweep.progress=false",
-              "tracking.log_plots=false")
+              "tracking.log_plots=false", "tracking.log_model=false")
     assert r.returncode == 0, r.stderr
     parent = re.search(r"MLflow parent run (\w+)", r.stdout).group(1)
     r = bpexp("compare", "--parent", parent)
@@ -99,7 +99,7 @@ def test_compare_unknown_experiment_or_store_fails_cleanly(bpexp, local_store, t
 @pytest.mark.slow
 def test_sweep_over_optimizers_and_schedules(bpexp, tmp_path, local_store):
     r = bpexp("sweep", "sweep=lr_optimizer", "sweep.n_trials=12", "sweep.seeds=1", "train.epochs=300",
-              "sweep.progress=false", "tracking.log_plots=false")
+              "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false")
     assert r.returncode == 0, r.stderr
     import optuna
 

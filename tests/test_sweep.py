@@ -89,7 +89,7 @@ def check_best_model(tmp_path, client, parent, children, study):
 
 @pytest.mark.slow
 def test_resume_tops_up_and_reuses_the_parent(tmp_path):
-    args = ["sweep.seeds=1", "sweep.batch_size=3", "tracking.log_plots=false", *SMALL]
+    args = ["sweep.seeds=1", "sweep.batch_size=3", "tracking.log_plots=false", "tracking.log_model=false", *SMALL]
     assert run_bpexp("sweep", "sweep.n_trials=4", *args, cwd=tmp_path).returncode == 0
     _, _, parent1, _ = check_invariants(tmp_path, 4)
     r = run_bpexp("sweep", "sweep.n_trials=7", *args, cwd=tmp_path)
@@ -103,7 +103,7 @@ def test_resume_tops_up_and_reuses_the_parent(tmp_path):
 
 @pytest.mark.slow
 def test_resume_with_another_config_is_refused(tmp_path):
-    args = ["sweep.seeds=1", "sweep.n_trials=2", "tracking.log_plots=false", *SMALL]
+    args = ["sweep.seeds=1", "sweep.n_trials=2", "tracking.log_plots=false", "tracking.log_model=false", *SMALL]
     assert run_bpexp("sweep", *args, cwd=tmp_path).returncode == 0
     r = run_bpexp("sweep", *args, "data.fn=cos", cwd=tmp_path)
     assert r.returncode == 2
@@ -115,7 +115,7 @@ def test_resume_with_another_config_is_refused(tmp_path):
 def test_divergence_is_detected_and_the_sweep_goes_on(tmp_path):
     r = run_bpexp("sweep", "sweep.n_trials=4", "sweep.seeds=1", "sweep.search_space.lr.low=3",
                   "sweep.search_space.lr.high=20", "train.epochs=300", "sweep.progress=false",
-                  "tracking.log_plots=false", cwd=tmp_path)
+                  "tracking.log_plots=false", "tracking.log_model=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study, client, parent, children = check_invariants(tmp_path, 4)
     assert "0 converged, 0 partly diverged (a minority of seeds diverged), 4 diverged" in r.stdout
@@ -133,7 +133,7 @@ def test_divergence_is_detected_and_the_sweep_goes_on(tmp_path):
 def test_pruning_stops_trials_early(tmp_path):
     r = run_bpexp("sweep", "sweep.n_trials=16", "sweep.seeds=1", "sweep.pruner=median", "sweep.report_every=20",
                   "sweep.batch_size=2", "sweep.sampler=random", "train.epochs=400", "sweep.progress=false",
-                  "tracking.log_plots=false", cwd=tmp_path)
+                  "tracking.log_plots=false", "tracking.log_model=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study, client, parent, children = check_invariants(tmp_path, 16)
     pruned = [t for t in study.trials if verdict_of(t) == "pruned"]  # not those stopped by divergence
@@ -149,7 +149,7 @@ def test_pruning_stops_trials_early(tmp_path):
 @pytest.mark.slow
 def test_kill_9_then_resume_keeps_the_invariants(tmp_path):
     args = [sys.executable, "-m", "bpexp", "sweep", "sweep.n_trials=24", "sweep.seeds=1", "sweep.batch_size=4",
-            "train.epochs=1500", "sweep.progress=false", "tracking.log_plots=false"]
+            "train.epochs=1500", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
