@@ -63,6 +63,10 @@ def run_checked(command: str, fn: Callable, cfg) -> float:
 
     hc = HydraConfig.get()
     redact_multirun_record(hc)
+    from hydra.types import RunMode
+
+    if hc.mode == RunMode.MULTIRUN:
+        recorder.keep_between_jobs()
     try:
         return fn(cfg, list(hc.overrides.task))
     except (ConfigError, StoreError) as e:

@@ -367,7 +367,7 @@ def test_a_tracking_server_that_dies_mid_sweep(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
-    args = ["sweep", "sweep.n_trials=40", "sweep.batch_size=4", "train.epochs=1500", "sweep.progress=false",
+    args = ["sweep", "sweep.n_trials=16", "sweep.batch_size=4", "train.epochs=1000", "sweep.progress=false",
             "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1", f"tracking.uri={uri}"]
     try:
         p = popen_bpexp(*args, cwd=tmp_path)
@@ -385,7 +385,7 @@ def test_a_tracking_server_that_dies_mid_sweep(tmp_path):
         server = start_server(tmp_path, port)
         r = run_bpexp(*args, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
-        check_invariants(tmp_path, 40, uri)
+        check_invariants(tmp_path, 16, uri)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
 
