@@ -239,6 +239,45 @@ def create_atomically(uri: str, key: str, create, data_table: str) -> None:
     tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def cached_template(name: str, target: Path, data_table: str) -> Iterator[Optional[Path]]:
+    """Copy the cached template `name` to `target` and yield it; or, with none cached, yield
+    None for the caller to build `target`, which then becomes the template (written whole,
+    under a lock: concurrent first commands make it once). Without a usable cache folder
+    ($XDG_CACHE_HOME or ~/.cache, then bpexp/), yield None and keep nothing."""
+    import shutil
+
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bpexp"
+    template = folder / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(template) + ".lock", timeout=60)
+        lock.acquire()
+    except (OSError, TimeoutError):
+        yield None
+        return
+    try:
+        try:
+            cached = template.is_file() and sqlite_state(template, data_table) == "ok"
+            if cached:
+                shutil.copyfile(template, target)
+        except OSError:
+            cached = False
+        if cached:
+            yield template
+            return
+        yield None  # the caller builds target
+        try:
+            if target.is_file() and sqlite_state(target, data_table) == "ok":
+                tmp = template.with_name(f"{template.name}.{os.getpid()}")
+                shutil.copyfile(target, tmp)
+                os.replace(tmp, template)
+        except OSError:  # a full or read-only cache: nothing kept, the store is made all the same
+            pass
+    finally:
+        lock.release()
+
+
 def sqlite_state(path: Path, data_table: str) -> str:
     """"ok", "unfinished" (its creation was cut short and it holds no data), or what is wrong."""
     import sqlite3

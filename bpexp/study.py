@@ -115,7 +115,13 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
 
 
 def _create_storage(url: str) -> None:
-    optuna.storages.RDBStorage(url).engine.dispose()  # creates Optuna's tables
+    """A new, empty Optuna sqlite storage: a copy of the cached template for this Optuna
+    version (stores.cached_template; the same for every new storage), else made by Optuna."""
+    from pathlib import Path
+
+    with stores.cached_template(f"optuna-{optuna.__version__}.db", Path(url[len("sqlite:///"):]), "trials") as template:
+        if template is None:
+            optuna.storages.RDBStorage(url).engine.dispose()  # creates Optuna's tables
 
 
 def engine_kwargs(url: str) -> dict:

@@ -115,3 +115,28 @@ def test_readme_config_table_is_the_schema():
         want = [str(v) for v in default] if isinstance(default, list) else default
         got = _readme_value(documented[key])
         assert got == want or (isinstance(want, str) and got == want) or str(got) == str(want), (key, got, want)
+
+
+def test_trial_config_and_config_tree_agree_with_omegaconf():
+    """The fast dataclass paths give what OmegaConf's structured configs give (they replaced them)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from bpexp.config import SweepAppConfig, TrainAppConfig
+    from bpexp.run_record import config_tree
+    from bpexp.search_space import trial_config
+
+    cfg = OmegaConf.to_object(OmegaConf.structured(SweepAppConfig))
+    for params in [{"train.lr": 0.25, "model.hidden": 7}, {"train.lr": 1, "model.activation": "relu"},
+                   {"model.hidden": "[6, 6]", "train.optimizer": "adam", "data.x_max": 6, "train.seed": 3}]:
+        slow = OmegaConf.structured(TrainAppConfig(cfg.model, cfg.data, cfg.train, cfg.tracking))
+        for k, v in params.items():
+            OmegaConf.update(slow, k, json.loads(v) if isinstance(v, str) and v.startswith("[") else v)
+        want = OmegaConf.to_container(slow, resolve=True, enum_to_str=True)
+        got = config_tree(trial_config(cfg, params))
+        assert got == want and json.dumps(got) == json.dumps(want), params
+    assert config_tree(cfg) == OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    for bad in [{"train.epochs": 1.5}, {"train.lr": "abc"}, {"model.activation": "nope"}]:
+        with pytest.raises(ValueError):
+            trial_config(cfg, bad)

@@ -57,7 +57,8 @@ def test_kill_9_while_a_store_is_created_leaves_none_or_a_whole_one(tmp_path):
     for i in range(3):
         folder = tmp_path / str(i)
         folder.mkdir()
-        p = popen_bpexp("train", "train.epochs=50", cwd=folder)
+        # An empty cache: MLflow's migrations run (from a cached template the store is a 30 ms copy).
+        p = popen_bpexp("train", "train.epochs=50", cwd=folder, env={"XDG_CACHE_HOME": str(folder / "cache")})
         wait_for(lambda: list((folder / "outputs").glob("mlflow.db.creating-*")), every=0.005)
         time.sleep(0.1 * i)
         os.killpg(p.pid, signal.SIGKILL)
@@ -413,3 +414,29 @@ def test_runs_of_a_worker_dead_on_another_host_follow_their_trials(tmp_path):
     study_record.settle_child_runs(client, parent, {0: "FAIL", 1: "COMPLETE", 2: "RUNNING"}, set())
     status = {n: client.get_run(r).info.status for n, r in runs.items()}
     assert status == {0: "KILLED", 1: "FINISHED", 2: "RUNNING"}
+
+
+def test_a_store_from_the_template_is_the_store_mlflow_makes(tmp_path, monkeypatch):
+    """tracking.create_store copies a cached, migrated template: the same schema and version as
+    MLflow's migrations give, the Default experiment where MLflow puts it."""
+    import sqlite3
+
+    from bpexp import tracking
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+    def content(db):  # a table's constraints in any order: two runs of MLflow's migrations differ there
+        con = sqlite3.connect(db)
+        schema = sorted((kind, name, sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()))
+                        for kind, name, sql in con.execute("SELECT type, name, sql FROM sqlite_master"))
+        version = con.execute("SELECT * FROM alembic_version").fetchall()
+        default = con.execute("SELECT name, artifact_location, lifecycle_stage FROM experiments").fetchall()
+        return schema, version, default
+
+    tracking.create_store(f"sqlite:///{tmp_path}/first.db")  # migrates; kept as the template
+    assert list((tmp_path / "cache" / "bpexp").glob("mlflow-*.db"))
+    tracking.create_store(f"sqlite:///{tmp_path}/second.db")  # copied from it
+    MlflowClient(f"sqlite:///{tmp_path}/third.db").search_experiments()  # MLflow's own
+    assert content(tmp_path / "second.db") == content(tmp_path / "first.db") == content(tmp_path / "third.db")
+    assert content(tmp_path / "second.db")[2] == [("Default", str(tmp_path / "mlruns" / "0"), "active")]
