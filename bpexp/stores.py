@@ -247,13 +247,13 @@ def cached_template(name: str, target: Path, data_table: str) -> Iterator[Option
     ($XDG_CACHE_HOME or ~/.cache, then bpexp/), yield None and keep nothing."""
     import shutil
 
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bpexp"
-    template = folder / name
     try:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bpexp"
+        template = folder / name
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(template) + ".lock", timeout=60)
         lock.acquire()
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, RuntimeError):  # RuntimeError: no home folder to be found
         yield None
         return
     try:

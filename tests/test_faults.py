@@ -440,3 +440,6 @@ def test_a_store_from_the_template_is_the_store_mlflow_makes(tmp_path, monkeypat
     MlflowClient(f"sqlite:///{tmp_path}/third.db").search_experiments()  # MLflow's own
     assert content(tmp_path / "second.db") == content(tmp_path / "first.db") == content(tmp_path / "third.db")
     assert content(tmp_path / "second.db")[2] == [("Default", str(tmp_path / "mlruns" / "0"), "active")]
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-cache-here")  # no usable cache: made as MLflow makes it
+    tracking.create_store(f"sqlite:///{tmp_path}/fourth.db")
+    assert content(tmp_path / "fourth.db") == content(tmp_path / "third.db")
