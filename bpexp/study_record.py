@@ -139,6 +139,19 @@ def trials_csv(trials, keys) -> str:
     return buf.getvalue()
 
 
+def warm_up_model_export(client) -> None:
+    """Import what logging the best model needs (torch, torch.export, mlflow.pytorch: ~2.5 s)
+    while the first batch trains and this process has nothing to record, not at the study's
+    end, where the user waits for it."""
+    import importlib
+
+    for module in ("torch.export", "mlflow.pytorch"):
+        try:
+            importlib.import_module(module)
+        except Exception:  # optional: log_best_model imports (and reports) them itself
+            pass
+
+
 def log_best_model(client, parent_run_id: str, best_run_id: str, config: Mapping, register_as: Optional[str]) -> None:
     """The best trial's network as an MLflow PyTorch model, with signature and input example."""
     import mlflow

@@ -122,6 +122,8 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         parent = parent_run(recorder, study, creator, cfg, data, tags)
         failpoint("parent-created")
         take_over(study, recorder, parent)
+        if cfg.tracking.log_model:
+            recorder.later(study_record.warm_up_model_export)
         heartbeat = Heartbeat(study)
         progress = _progress(cfg, study)
         try:
