@@ -283,7 +283,9 @@ def sqlite_state(path: Path, data_table: str) -> str:
     import sqlite3
 
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        # Read-write, although it only reads: a process killed mid-write leaves a hot journal,
+        # which sqlite rolls back on the next open, and a read-only open cannot.
+        con = sqlite3.connect(path, timeout=10)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             versioned = "alembic_version" in tables and con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
@@ -293,6 +295,8 @@ def sqlite_state(path: Path, data_table: str) -> str:
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
+        if "not a database" not in str(e) and "malformed" not in str(e):
+            raise  # locked, read-only, I/O: not a verdict on the store
         return f"not a database: {e}"
     return "unfinished" if rows == 0 else "an interrupted schema upgrade; run `mlflow db upgrade` or `optuna storage upgrade` on it"
 

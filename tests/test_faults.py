@@ -443,3 +443,18 @@ def test_a_store_from_the_template_is_the_store_mlflow_makes(tmp_path, monkeypat
     monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-cache-here")  # no usable cache: made as MLflow makes it
     tracking.create_store(f"sqlite:///{tmp_path}/fourth.db")
     assert content(tmp_path / "fourth.db") == content(tmp_path / "third.db")
+
+
+def test_a_store_killed_mid_write_is_recovered_not_refused(tmp_path):
+    """kill -9 in the middle of a write leaves a hot journal; the next command's check of the
+    store rolls it back (as sqlite does on open) instead of calling the store damaged."""
+    db = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    code = (f"import sqlite3, os\nc = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "c.execute('PRAGMA cache_size=1')\nc.execute('BEGIN IMMEDIATE')\n"
+            "for i in range(2000): c.execute(\"INSERT INTO experiment_tags VALUES ('k' || ?, 'v', 0)\", (i,))\n"
+            "os._exit(9)")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert (tmp_path / "mlflow.db-journal").stat().st_size > 0  # hot: the write was cut short
+    assert stores.sqlite_state(db, "runs") == "ok"
+    assert not MlflowClient(f"sqlite:///{db}").get_experiment("0").tags  # rolled back
