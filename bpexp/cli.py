@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 def read_only_command(command: str, args: list[str]) -> int:
     """`bpexp reproduce|compare`: their exit status; a failure is one line (bpexp/failures.py)."""
     from bpexp import failures
+    from bpexp.stores import StoreError
 
     try:
         if command == "reproduce":
@@ -60,6 +61,9 @@ def read_only_command(command: str, args: list[str]) -> int:
         else:
             from bpexp.compare import main
         return main(args)
+    except StoreError as e:
+        print(f"bpexp {command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         print(f"bpexp {command}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130

@@ -235,14 +235,7 @@ def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, byte
 
 def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[str], metric: str,
             top: int, curves: int, argv: Sequence[str] = ()) -> int:
-    tracking.configure_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    problem = stores.read_problem(uri)
-    if problem:
-        print(f"bpexp compare: error: --tracking-uri {stores.redact(uri)!r}: {problem}", file=sys.stderr)
-        return 2
-    client = MlflowClient(stores.use_credentials(uri))
+    client = tracking.read_client(uri)  # a StoreError: one line, exit 2 (cli.read_only_command)
     try:
         runs = select_runs(client, experiment, parent, run_ids)
     except Exception as e:

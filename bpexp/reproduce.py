@@ -112,14 +112,7 @@ def recorded_curve(text: str, seed: int) -> np.ndarray:
 
 
 def reproduce(run_id: str, uri: str) -> int:
-    tracking.configure_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    problem = stores.read_problem(uri)
-    if problem:
-        print(f"bpexp reproduce: error: --tracking-uri {stores.redact(uri)!r}: {problem}", file=sys.stderr)
-        return 2
-    client = MlflowClient(stores.use_credentials(uri))
+    client = tracking.read_client(uri)  # a StoreError: one line, exit 2 (cli.read_only_command)
     try:
         run = client.get_run(run_id)
     except Exception as e:

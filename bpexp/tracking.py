@@ -61,6 +61,19 @@ def open_store(uri: str, experiment: str):
         return client, get_experiment_id(client, experiment, uri)
 
 
+def read_client(uri: str):
+    """An MlflowClient to read the store at `uri` (reproduce, compare): checked first, quickly
+    (a server must answer, a local store exist and be whole); a StoreError naming
+    --tracking-uri otherwise."""
+    configure_mlflow()
+    problem = stores.read_problem(uri)
+    if problem:
+        raise stores.StoreError("--tracking-uri", redact(uri), problem)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(stores.use_credentials(uri))
+
+
 def create_store(tmp_uri: str) -> None:
     """A new, empty MLflow sqlite store at tmp_uri. MLflow's migrations take ~1.7 s; their
     result, the same for every new store of one MLflow version, is kept as a template in the
