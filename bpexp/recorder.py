@@ -65,12 +65,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def _connect(uri: str, experiment: str) -> str:
+def _connect(uri: str, experiment: str, cwd: str) -> str:
     """Open the store (created whole if new), find the experiment, and settle the runs that
-    processes of this host left RUNNING when they died."""
+    processes of this host left RUNNING when they died. Works in the command's folder (a kept
+    recorder may have been started by an earlier command elsewhere): MLflow puts the Default
+    experiment's artifacts under ./mlruns of it."""
     global _client, _experiment_id, _connect_error, _unreachable
     _client, _connect_error, _unreachable = None, None, None  # a multirun's jobs: each connects anew
     try:
+        os.chdir(cwd)
         uri = stores.use_credentials(uri)  # http://user:pass@host: MLflow reads them from the environment
         _client, _experiment_id = tracking.open_store(uri, experiment)
     except BaseException as e:
@@ -196,7 +199,7 @@ class Recorder:
         self.uri = uri
         self._pool, _prestarted = _prestarted, None
         self._unread: list[Future] = []  # futures of `later` calls, their errors read by `settle`
-        self.experiment_id: Future = self._pool.submit(_connect, uri, experiment)
+        self.experiment_id: Future = self._pool.submit(_connect, uri, experiment, os.getcwd())
 
     def start_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None,
                   start_time: Optional[int] = None) -> Future:

@@ -129,14 +129,23 @@ def split_credentials(uri: str) -> tuple[str, Optional[str], Optional[str]]:
     return f"{scheme}://{rest[1:]}", unquote(user) or None, unquote(pw) or None
 
 
+_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+_given: dict = {}  # the credentials this process's environment held before use_credentials
+
+
 def use_credentials(uri: str) -> str:
     """The URI without credentials; credentials it held become MLflow's environment variables
-    (in this process: the recorder's, or the main process's for its probe)."""
+    (in this process: the recorder's, or the main process's for its probe). Otherwise those
+    the process was started with: one multirun job's user and password never go to the next
+    job's server (a kept recorder serves every job)."""
+    if not _given:
+        _given.update({k: os.environ.get(k) for k in _CREDENTIALS})
     bare, user, pw = split_credentials(uri)
-    if user:
-        os.environ["MLFLOW_TRACKING_USERNAME"] = user
-    if pw:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = pw
+    for k, v in zip(_CREDENTIALS, (user or _given[_CREDENTIALS[0]], pw or _given[_CREDENTIALS[1]])):
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     return bare
 
 
