@@ -8,6 +8,7 @@ under outputs/compare-<run id>/ and records them on a run of their own (bpexp.ro
 - final loss vs learning rate, coloured by hidden units, diverged runs marked on top;
 - the divergence bracket: lr vs hidden units, converged vs diverged, and for each width the
   bracket [largest lr at which every seed converged, smallest lr at which a seed diverged];
+  printed beside 2 / sharpness, the largest stable lr the loss Hessian predicts (stability.py);
 - seed spread per config: every seed's final loss, per config (runs that differ only in
   train.seed are one config; a sweep trial carries its seeds' values itself).
 
@@ -17,7 +18,6 @@ neither torch nor the configs the runs came from.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bpexp import plots, stores, study_record, tracking
+from bpexp import plots, stability, stores, study_record, tracking
 from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED
 
 SKIP_ROLES = ("study", "lr-find", "report")  # runs that are not a trained network
@@ -43,6 +43,8 @@ class Row:
     seed_values: list = field(default_factory=list)  # the final metric of each seed that converged
     status: str = "converged"  # the run's verdict (bpexp/outcome.py)
     n_diverged: int = 0  # its seeds that diverged
+    sharpness_init: float | None = None  # lambda_max of the loss Hessian at init (median over seeds)
+    sharpness_end: float | None = None  # ... at the last epoch (a run that did not diverge)
 
     @property
     def diverged(self) -> bool:
@@ -60,11 +62,7 @@ class Row:
     @property
     def units(self) -> float:
         """Hidden units in all: "4" -> 4, "[16, 16]" -> 32 (NaN if not recorded)."""
-        try:
-            widths = json.loads(self.hidden)
-        except ValueError:
-            return math.nan
-        return float(sum(widths) if isinstance(widths, list) else widths)
+        return stability.units(self.hidden)
 
     def config_key(self) -> tuple:
         """What a config is: every param but the seed."""
@@ -86,7 +84,8 @@ def row_of(run, metric: str) -> Row | None:
     value = m.get(metric, math.nan) if status in (CONVERGED, PARTLY_DIVERGED) else math.nan
     return Row(run.info.run_id, run.info.run_name, dict(run.data.params), float(value),
                seed_values or ([float(value)] if math.isfinite(value) else []), status,
-               len(gone) or int(status == DIVERGED))
+               len(gone) or int(status == DIVERGED), m.get("sharpness_init"),
+               m.get("sharpness") if status in (CONVERGED, PARTLY_DIVERGED) else None)
 
 
 def select_runs(client, experiment: str | None, parent: str | None, run_ids: list[str]) -> list:
@@ -138,60 +137,17 @@ def csv_table(rows: list[Row], metric: str) -> str:
     return buf.getvalue()
 
 
-@dataclass
-class Bracket:
-    """Where the learning rate stops training, for one width: every seed converged at lrs up to
-    `stable` (n_stable runs), a seed diverged at lrs from `unstable` (n_unstable runs)."""
-
-    stable: float | None
-    unstable: float | None
-    n_stable: int
-    n_unstable: int
-
-    @property
-    def measured(self) -> bool:
-        return self.stable is not None and self.unstable is not None
-
-    def describe(self) -> str:
-        if not self.measured:
-            side = "no run diverged" if self.unstable is None else "no run converged"
-            return f"too few samples ({self.n_stable} converged, {self.n_unstable} with a diverged seed: {side})"
-        text = (f"stable up to lr {self.stable:.3g} ({self.n_stable} converged), "
-                f"a seed diverges from lr {self.unstable:.3g} ({self.n_unstable} run{'s' if self.n_unstable != 1 else ''})")
-        if self.stable > self.unstable:
-            text += ": the two overlap, so the edge depends on the seed"
-        return text
+def stability_of(rows: list[Row]) -> dict:
+    """Per width (model.hidden as recorded): the measured bracket and what sharpness predicts
+    (bpexp/stability.py)."""
+    return stability.per_width(stability.Point(r.hidden, r.lr, r.status, r.sharpness_init, r.sharpness_end)
+                               for r in rows)
 
 
-def brackets(rows: list[Row], by_units: bool = False) -> dict:
-    """Per network shape (model.hidden, or its total units): the divergence bracket."""
-    by_hidden = defaultdict(list)
-    for r in rows:
-        if r.status != PRUNED:
-            by_hidden[r.units if by_units else r.hidden].append(r)
-    out = {}
-    for h, rs in by_hidden.items():
-        good = [r.lr for r in rs if r.status == CONVERGED]
-        bad = [r.lr for r in rs if r.diverged]
-        out[h] = Bracket(max(good) if good else None, min(bad) if bad else None, len(good), len(bad))
-    return out
-
-
-def print_brackets(found: dict) -> None:
-    """The measured brackets, one line per width; the widths without one, in a line."""
-    order = sorted(found, key=lambda h: (len(h), h))
-    measured = [h for h in order if found[h].measured]
-    print("\nwhere the learning rate stops training, per width "
-          "[largest lr at which every seed converged, smallest lr at which a seed diverged]:")
-    for h in measured:
-        print(f"  {h} hidden: {found[h].describe()}")
-    if not measured:
-        print("  no width has both a converged run and one with a diverged seed")
-    few = [h for h in order if not found[h].measured]
-    if few:
-        only_ok = sum(1 for h in few if found[h].unstable is None)
-        print(f"  too few samples for a bracket at {len(few)} width{'s' if len(few) > 1 else ''} "
-              f"({only_ok} with converged runs only, {len(few) - only_ok} with diverged runs only): {', '.join(few)}")
+def print_stability(found: dict) -> None:
+    """The measured brackets and the sharpness predictions, one line per width."""
+    print("\n" + stability.HEADING)
+    print("\n".join(stability.lines(found)) or "  no run to read a bracket from")
 
 
 def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, bytes]:
@@ -215,7 +171,7 @@ def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, byte
     bad = [r for r in rows if r.diverged]
     figs["divergence_boundary.png"] = plots.boundary_plot(
         [r.lr for r in ok], hid(ok), [r.lr for r in bad], hid(bad),
-        {h: (b.stable, b.unstable) for h, b in brackets(rows, by_units=True).items() if b.measured})
+        {stability.units(h): (b.stable, b.unstable) for h, b in stability_of(rows).items() if b.measured})
     groups = defaultdict(list)
     for r in rows:
         groups[r.config_key()].append(r)
@@ -246,7 +202,7 @@ def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[
         print("bpexp compare: error: no finished train runs or sweep trials among the selected runs", file=sys.stderr)
         return 2
     print(table(rows, metric, top))
-    print_brackets(brackets(rows))
+    print_stability(stability_of(rows))
     figs = figures(client, rows, metric, curves)
     exp_id = client.get_run(rows[0].run_id).info.experiment_id
     what = {"bpexp.compared": parent or (experiment if not run_ids else ",".join(run_ids))[:5000]}

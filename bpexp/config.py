@@ -36,6 +36,7 @@ Sampler = Choice("Sampler", [(v, v) for v in ("tpe", "gp", "cmaes", "random", "g
 Pruner = Choice("Pruner", [(v, v) for v in ("none", "median", "hyperband")])
 Metric = Choice("Metric", [(v, v) for v in ("train_loss", "test_loss")])
 Direction = Choice("Direction", [(v, v) for v in ("minimize", "maximize")])
+LrFindMethod = Choice("LrFindMethod", [(v, v) for v in ("range_test", "sharpness")])
 
 
 class ConfigError(ValueError):
@@ -79,6 +80,7 @@ class TrainConfig:
     seed: int = 99
     device: str = "cpu"
     log_every: int = 0  # epochs between recorded metric points; 0 = epochs // 200 (>= 200 points)
+    sharpness_every: int = 0  # epochs between measurements of sharpness (the Hessian's lambda_max); 0 = epochs // 10; -1 = never
     diverge_above: float = 1.0e4  # a training MSE above this (or non-finite) means divergence
     optimizer: OptimizerName = OptimizerName.gd  # gd (the seed's w = w - lr * dw) | momentum | adam
     momentum: float = 0.9  # momentum's coefficient; adam's beta1
@@ -148,8 +150,13 @@ class SweepAppConfig(TrainAppConfig):
 
 @dataclass
 class LrFindConfig:
-    """The learning-rate range test: lr rises exponentially from lr_min to lr_max over `epochs`."""
+    """range_test: lr rises exponentially from lr_min to lr_max over `epochs`, the loss says
+    where it stops working. sharpness: no training; the largest stable lr predicted from the
+    loss Hessian of the initial networks, 2 / lambda_max, for each width, activation and seed."""
 
+    method: LrFindMethod = LrFindMethod.range_test  # range_test | sharpness
+    widths: Optional[List[Any]] = None  # sharpness: model.hidden values to predict for; None: model.hidden
+    activations: Optional[List[Activation]] = None  # sharpness: None: model.activation
     lr_min: float = 1.0e-5
     lr_max: float = 10.0
     epochs: int = 500  # a short run: the ramp's length
@@ -196,6 +203,7 @@ def validate_train(cfg: TrainAppConfig | DictConfig, check_data: bool = True) ->
     _need(_finite_positive(t.lr), "train.lr", t.lr, "must be a finite number > 0")
     _need(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
     _need(t.log_every >= 0, "train.log_every", t.log_every, "must be >= 0 (0 = automatic)")
+    _need(t.sharpness_every >= -1, "train.sharpness_every", t.sharpness_every, "must be >= -1 (0 = automatic, -1 = never)")
     _need(_finite_positive(t.diverge_above), "train.diverge_above", t.diverge_above, "must be a finite number > 0")
     _need(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
     _need(0 <= t.beta2 < 1, "train.beta2", t.beta2, "must be in [0, 1)")
@@ -336,6 +344,22 @@ def validate_lr_find(cfg: LrFindAppConfig | DictConfig) -> None:
     _need(_finite_positive(f.stop_factor) and f.stop_factor > 1, "lr_find.stop_factor", f.stop_factor, "must be > 1")
     _need(f.divide_by is None or _finite_positive(f.divide_by), "lr_find.divide_by", f.divide_by,
           "must be a finite number > 0, or null (by optimizer)")
+    if f.widths is not None:
+        widths = list(f.widths)
+        _need(len(widths) >= 1 and all(_is_width(w) for w in widths), "lr_find.widths", widths,
+              "must be a list of model.hidden values: integers >= 1 or lists of them")
+    _need(f.activations is None or len(f.activations) >= 1, "lr_find.activations", f.activations,
+          "must be a non-empty list, or null (model.activation)")
+    if f.method == "sharpness":
+        _need(cfg.train.optimizer != "adam", "train.optimizer", str(cfg.train.optimizer),
+              "lr_find.method=sharpness predicts the stable lr of gradient descent (gd, momentum); "
+              "adam's depends on its running averages: use lr_find.method=range_test")
+
+
+def _is_width(w: Any) -> bool:
+    if isinstance(w, int) and not isinstance(w, bool):
+        return w >= 1
+    return isinstance(w, (list, tuple)) and len(w) >= 1 and all(_is_width(x) and isinstance(x, int) for x in w)
 
 
 def storage_default(cwd: str | None = None) -> str:

@@ -7,6 +7,13 @@ The lr where the loss is lowest marks where useful learning rates end, so it (or
 of it, lr_find.divide_by) is the suggestion. Several init seeds run as one population and
 the test reads their median loss, so one lucky or unlucky initialisation doesn't decide.
 
+lr_find.method=sharpness predicts instead of training (bpexp/sharpness.py): gradient descent
+is stable near a point only while lr < 2 / lambda_max, lambda_max the top eigenvalue of the
+loss Hessian there (with heavy-ball momentum mu: lr < 2 (1 + mu) / lambda_max). Measured on
+the initial networks of every width, activation and seed asked for, in one population: a
+prediction of the divergence edge in about a second, before any sweep (how well it predicts
+the measured edge: README, "Where the learning rate stops training").
+
 How far below that lr to go depends on the optimizer (measured against sweeps of train.lr
 alone, 5000 epochs, benchmarks/lr_find_vs_sweep.py; README): for full-batch gradient descent
 the best constant lr of a long run sits right at the edge of stability, so the lowest-loss lr
@@ -17,13 +24,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import os
 from typing import Sequence
 from dataclasses import replace
 
 import numpy as np
 
-from bpexp import stores, study_record, svg, tracking
+from bpexp import stability, stores, study_record, svg, tracking
 from bpexp.config import ConfigError, LrFindAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.network import shape_name
@@ -96,9 +105,90 @@ def record(cfg: LrFindAppConfig, found: dict, figure: str) -> RunRecord:
                      files={"plots/lr_find.svg": figure, "curves/lr_find.csv": buf.getvalue()})
 
 
+def stability_prediction(cfg: LrFindAppConfig, data) -> list[dict]:
+    """2 / lambda_max (2 (1 + mu) / lambda_max with momentum mu) of every initial network: one
+    row per width, activation and seed."""
+    f = cfg.lr_find
+    widths = list(f.widths) if f.widths is not None else [cfg.model.hidden]
+    acts = [str(a) for a in f.activations] if f.activations is not None else [str(cfg.model.activation)]
+    base = member_of(cfg)
+    members = [replace(base, hidden=w if isinstance(w, int) else tuple(w), activation=a, seed=cfg.train.seed + i)
+               for w in widths for a in acts for i in range(f.seeds)]
+    # One epoch, measuring sharpness before its step: the initial networks'.
+    results = train_population(members, data, 1, sharpness_every=1, diverge_above=math.inf, device=cfg.train.device)
+    gain = 2 * (1 + cfg.train.momentum) if cfg.train.optimizer == "momentum" else 2.0
+    return [{"width": stability.width_of(r.member.hidden), "activation": r.member.activation, "seed": r.member.seed,
+             "sharpness": float(r.sharpness[0]), "predicted_lr": gain / float(r.sharpness[0])} for r in results]
+
+
+def prediction_table(rows: list[dict]) -> dict[tuple[str, str], float]:
+    """(width, activation) -> the median predicted lr over the seeds."""
+    by: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        by.setdefault((r["width"], r["activation"]), []).append(r["predicted_lr"])
+    return {k: float(np.median(v)) for k, v in by.items()}
+
+
+def prediction_chart(cfg: LrFindAppConfig, rows: list[dict]) -> str:
+    """Predicted largest stable lr vs hidden units: each seed as a point, the median as a line."""
+    c = svg.Chart(f"largest stable lr predicted at init (2 / sharpness), {cfg.train.optimizer}",
+                  "hidden units (all layers)", "learning rate", logy=True, logx=True)
+    table = prediction_table(rows)
+    for a in dict.fromkeys(r["activation"] for r in rows):
+        pts = sorted((stability.units(w), lr) for (w, act), lr in table.items() if act == a)
+        color = svg.COLORS[len(c.series) % len(svg.COLORS)]
+        c.line([x for x, _ in pts], [y for _, y in pts], f"{a}: median over seeds", color)
+        mine = [r for r in rows if r["activation"] == a]
+        c.points([stability.units(r["width"]) for r in mine], [r["predicted_lr"] for r in mine], f"{a}: each seed", color)
+    return c.render()
+
+
+def prediction_record(cfg: LrFindAppConfig, rows: list[dict], figure: str) -> RunRecord:
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["width", "activation", "seed", "sharpness", "predicted_lr"])
+    for r in rows:
+        out.writerow([r["width"], r["activation"], r["seed"], repr(r["sharpness"]), repr(r["predicted_lr"])])
+    metrics = [(f"predicted_lr_h{shape_name(json.loads(w))}_{a}", lr, 0) for (w, a), lr in prediction_table(rows).items()]
+    return RunRecord(params=tracking.flatten(config_tree(cfg)), metrics=metrics,
+                     files={"plots/stability_prediction.svg": figure, "stability_prediction.csv": buf.getvalue()})
+
+
+def predict(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
+    """`bpexp lr-find lr_find=sharpness`: the prediction, recorded, printed; returns the median
+    predicted lr of the first width and activation."""
+    uri = check_tracking_uri(cfg.tracking.uri)
+    with Recorder(uri, cfg.tracking.experiment) as recorder:
+        with recorder.run("lr-find-sharpness", {**tracking.run_tags("lr-find", args),
+                                                study_record.STUDY_ROLE: "lr-find"}) as run:
+            rows = stability_prediction(cfg, dataset_from_config(cfg.data))
+            figure = prediction_chart(cfg, rows)
+            recorder.record(run.result(), prediction_record(cfg, rows, figure)).result()
+    table = prediction_table(rows)
+    acts = list(dict.fromkeys(a for _, a in table))
+    bound = "2 (1 + momentum)" if cfg.train.optimizer == "momentum" else "2"
+    print(f"largest stable lr predicted for {cfg.train.optimizer} at init, {bound} / sharpness "
+          f"(median over seeds {cfg.train.seed}..{cfg.train.seed + cfg.lr_find.seeds - 1}):")
+    head = ["width", *acts]
+    lines = [[w, *(f"{table[(w, a)]:.3g}" for a in acts)] for w in dict.fromkeys(w for w, _ in table)]
+    widths = [max(len(x) for x in col) for col in zip(head, *lines)]
+    for cells in (head, *lines):
+        print("  " + "  ".join(x.ljust(n) for x, n in zip(cells, widths)).rstrip())
+    os.makedirs("outputs", exist_ok=True)
+    path = os.path.join("outputs", f"lr_find-{run.result()}.svg")
+    with open(path, "w") as fh:
+        fh.write(figure)
+    print(f"figure: {path}")
+    print(f"MLflow run {run.result()} in experiment '{cfg.tracking.experiment}'")
+    print(f"open the MLflow UI: {stores.ui_command(uri)}")
+    return next(iter(table.values()))
+
+
 def lr_find(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
-    """Run the range test, record it, print the suggestion and return it."""
+    """Run the range test (or the sharpness prediction), record it, print the suggestion and return it."""
     check_device(cfg.train.device)
+    if cfg.lr_find.method == "sharpness":
+        return predict(cfg, args)
     problem = memory_problem(cfg.lr_find.epochs, cfg.lr_find.seeds, cfg.lr_find.seeds)
     if problem:
         raise ConfigError("lr_find.epochs", cfg.lr_find.epochs, problem)

@@ -52,6 +52,19 @@ class Curves:
     train: np.ndarray
     test_epochs: np.ndarray
     test: np.ndarray
+    sharpness_epochs: np.ndarray  # where sharpness (bpexp/sharpness.py) was measured
+    sharpness: np.ndarray  # the median seed's, +inf where it had diverged
+
+    @property
+    def sharpness_init(self) -> Optional[float]:
+        """Sharpness of the initial networks (median over seeds), if measured."""
+        return float(self.sharpness[0]) if len(self.sharpness) and np.isfinite(self.sharpness[0]) else None
+
+    @property
+    def sharpness_end(self) -> Optional[float]:
+        """Sharpness at the last epoch (median over seeds), if measured and not diverged."""
+        done = len(self.sharpness) and self.sharpness_epochs[-1] == len(self.epochs) - 1
+        return float(self.sharpness[-1]) if done and np.isfinite(self.sharpness[-1]) else None
 
 
 @dataclass(frozen=True)
@@ -95,8 +108,10 @@ def median_curves(results: Sequence) -> Curves:
                 rows[i, np.asarray(axis_epochs) >= r.stopped_at] = np.inf
         return np.median(rows, axis=0)
 
+    sharp_epochs = max((r.sharpness_epochs for r in results), key=len)
     return Curves(np.arange(n), stacked(lambda r: r.train_loss, np.arange(n)),
-                  np.asarray(test_epochs), stacked(lambda r: r.test_loss, test_epochs))
+                  np.asarray(test_epochs), stacked(lambda r: r.test_loss, test_epochs),
+                  np.asarray(sharp_epochs), stacked(lambda r: r.sharpness, sharp_epochs))
 
 
 def trial_outcome(results: Sequence, metric: str) -> Outcome:
@@ -133,8 +148,12 @@ def optuna_constraint(outcome: Outcome) -> float:
 
 
 def optuna_attrs(outcome: Outcome) -> dict:
-    """The user attributes that carry the verdict into Optuna (and back, for the summary)."""
-    return {"bpexp.outcome": outcome.verdict, "bpexp.diverged_seeds": list(outcome.diverged_seeds)}
+    """The user attributes that carry the verdict into Optuna (and back, for the summary), and
+    sharpness at init and at the end (median over seeds; None where not measured), for the
+    study's stability figure."""
+    c = outcome.curves
+    return {"bpexp.outcome": outcome.verdict, "bpexp.diverged_seeds": list(outcome.diverged_seeds),
+            "bpexp.sharpness": [c.sharpness_init, c.sharpness_end]}
 
 
 def verdict_of(trial) -> Optional[str]:

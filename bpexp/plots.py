@@ -153,6 +153,42 @@ def boundary_plot(lr_ok, hidden_ok, lr_bad, hidden_bad, brackets: dict[float, tu
     return _png(fig)
 
 
+def stability_plot(found: dict) -> bytes:
+    """Per width (hidden units in all), on one lr axis: the measured bracket as a bar from the
+    largest lr at which every seed converged to the smallest at which a seed diverged (red
+    where they overlap), 2 / sharpness of the initial networks (the prediction), and
+    2 / sharpness at the end of each converged run (small dots)."""
+    from bpexp.stability import units
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    xs = {w: units(w) for w in found}
+    first = True
+    for w, s in found.items():
+        if s.measured:
+            ax.plot([xs[w]] * 2, [s.stable, s.unstable], color="k" if s.stable <= s.unstable else "tab:red",
+                    lw=4, alpha=0.5, solid_capstyle="butt", label="measured bracket" if first else None)
+            first = False
+        elif s.stable is not None:
+            ax.scatter([xs[w]], [s.stable], marker="v", c="k", s=18)
+        elif s.unstable is not None:
+            ax.scatter([xs[w]], [s.unstable], marker="^", c="tab:red", s=18)
+    ends = [(xs[w], e) for w, s in found.items() for _, e in s.ends]
+    if ends:
+        ax.scatter(*zip(*ends), s=6, c="tab:green", alpha=0.5, label="2 / sharpness at the end (converged)")
+    pred = sorted((xs[w], s.predicted_init) for w, s in found.items() if s.predicted_init)
+    if pred:
+        ax.plot(*zip(*pred), "o-", color="tab:blue", ms=4, lw=1, label="2 / sharpness at init (predicted)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="hidden units (all layers)", ylabel="learning rate",
+           title="where the learning rate stops training: measured vs 2 / sharpness")
+    ax.legend(loc="best", fontsize=7)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, title: str) -> bytes:
     """Each config's per-seed values as dots over a bar from the lowest to the highest, the
     median as a tick; diverged seeds (inf) as x at the right edge."""

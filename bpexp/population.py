@@ -25,6 +25,7 @@ from bpexp.data import Dataset
 from bpexp.network import Params, gradients, init_weights, forward, mse, stack, unstack, widths_of
 from bpexp.optim import Optimizer, Schedule, Stepper, lr_table
 from bpexp.outcome import diverged_mask
+from bpexp.sharpness import Sharpness
 
 # Measured on the 2-core CI machine (benchmarks/population.py): one group costs about
 # 90 us of per-operation overhead per epoch, and each padded element [member, point, unit]
@@ -88,6 +89,8 @@ class MemberResult:
     final_weights: dict
     status: str = "finished"  # finished | diverged | pruned
     stopped_at: Optional[int] = None  # epoch of divergence or pruning
+    sharpness_epochs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    sharpness: np.ndarray = field(default_factory=lambda: np.zeros(0))  # lambda_max, before that epoch's step
 
     @property
     def final_train_loss(self) -> float:
@@ -136,6 +139,15 @@ def log_epochs(epochs: int, log_every: int) -> np.ndarray:
     return np.unique(np.append(np.arange(0, epochs, every), epochs - 1))
 
 
+def sharpness_epochs(epochs: int, every: int) -> np.ndarray:
+    """Epochs at which sharpness is measured: 0 (the initial network), every `every`, and the
+    last; none for every < 0. Automatic (0): epochs // 10, so 11 points (12 with the last)."""
+    if every < 0:
+        return np.zeros(0, dtype=int)
+    every = every or max(1, epochs // 10)
+    return np.unique(np.append(np.arange(0, epochs, every), epochs - 1))
+
+
 def train_population(*args, **kwargs) -> list[MemberResult]:
     """Train every member for `epochs` full-batch gradient-descent epochs; return their results.
 
@@ -164,14 +176,19 @@ def _train_population(
     report_every: int = 0,
     on_report: Optional[ReportHook] = None,
     chunk: int = 50,
+    sharpness_every: int = -1,
 ) -> list[MemberResult]:
     data = data.to(device)
     test_at = log_epochs(epochs, log_every)
     is_test_epoch = np.zeros(epochs, dtype=bool)
     is_test_epoch[test_at] = True
+    sharp_at = sharpness_epochs(epochs, sharpness_every)
+    is_sharp_epoch = np.zeros(epochs, dtype=bool)
+    is_sharp_epoch[sharp_at] = True
     m = len(members)
     train = np.full((m, epochs), np.nan, dtype=np.float32)
     test = np.full((m, len(test_at)), np.nan, dtype=np.float32)
+    sharp = np.full((m, len(sharp_at)), np.nan, dtype=np.float32)
     stopped = np.full(m, -1)  # epoch a member stopped at, -1 while training
     status = ["finished"] * m
     inputs = data.x.shape[1] if data.x.dim() == 2 else 1
@@ -190,7 +207,8 @@ def _train_population(
             table = lr_table([members[i].lr for i in rows], [members[i].schedule for i in rows], epochs,
                              device, torch.float32)
             stepper = Stepper([members[i].optimizer for i in rows], p.weights())
-            groups.append(_Group(act, rows, p, lr, table, stepper))
+            measure = Sharpness(p) if len(sharp_at) else None
+            groups.append(_Group(act, rows, p, lr, table, stepper, measure))
 
     def finish(g: "_Group", keep: np.ndarray) -> None:
         """Store the weights of members leaving group g, then compact it to the `keep` rows."""
@@ -207,6 +225,9 @@ def _train_population(
             if is_test_epoch[epoch]:
                 with torch.no_grad():
                     pending_test.append(mse(forward(g.p, data.x_test, g.act)[0], data.y_test))
+            if is_sharp_epoch[epoch]:  # on the weights this epoch's loss is measured on
+                col = int(np.searchsorted(sharp_at, epoch))
+                sharp[g.rows, col] = g.sharpness.measure(g.p, data.x, data.y, g.act).cpu().numpy()
             loss, grads = gradients(g.p, data.x, data.y, g.act)
             pending.append(loss)
             g.stepper.step(g.p.weights(), grads, g.lr if g.table is None else g.table[:, epoch])
@@ -242,6 +263,7 @@ def _train_population(
     for i, mb in enumerate(members):
         end = epochs if stopped[i] < 0 else stopped[i] + 1
         n_test = int(np.searchsorted(test_at, end))
+        n_sharp = int(np.searchsorted(sharp_at, end))
         results.append(MemberResult(
             member=mb,
             train_loss=train[i, :end],
@@ -251,6 +273,8 @@ def _train_population(
             final_weights=finals[i],
             status=status[i],
             stopped_at=None if stopped[i] < 0 else int(stopped[i]),
+            sharpness_epochs=sharp_at[:n_sharp],
+            sharpness=sharp[i, :n_sharp],
         ))
     return results
 
@@ -263,6 +287,7 @@ class _Group:
     lr: torch.Tensor  # [K] the base learning rates
     table: Optional[torch.Tensor]  # [K, epochs] scheduled learning rates; None when all constant
     stepper: Stepper
+    sharpness: Optional[Sharpness]  # None when sharpness is not measured
     empty: bool = field(default=False)
 
     def compact(self, keep: np.ndarray, device: str) -> None:
@@ -273,3 +298,5 @@ class _Group:
         self.rows, self.p, self.lr = self.rows[keep], self.p.select(sel), self.lr[sel]
         self.table = None if self.table is None else self.table[sel]
         self.stepper.select(sel)
+        if self.sharpness is not None:
+            self.sharpness.select(sel)

@@ -12,6 +12,11 @@ Metrics are measured losses only, at the recorded epochs (step = epoch):
   plain name, a chart would take their last point for the seed's final loss.
 - for a trial, `objective` (its value, when it has one), `<metric>_spread` over the converged
   seeds and `seeds_diverged`.
+- `sharpness` (bpexp/sharpness.py: the loss Hessian's lambda_max, train.sharpness_every),
+  named and split by seed as the losses are; `sharpness_init`, its first point, so that a
+  table of runs can show it beside the last one. 2 / sharpness is the largest learning rate
+  at which gradient descent is stable where the network is: `plots/sharpness.svg` draws
+  sharpness against 2 / lr.
 """
 from __future__ import annotations
 
@@ -75,23 +80,34 @@ def measured(result: MemberResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return np.arange(n), result.train_loss[:n], result.test_epochs[:t], result.test_loss[:t]
 
 
+def measured_sharpness(result: MemberResult) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, sharpness) a seed measured before it stopped, as `measured`."""
+    n = len(result.train_loss) - (1 if result.status == "diverged" else 0)
+    k = int(np.searchsorted(result.sharpness_epochs, n))
+    return result.sharpness_epochs[:k], result.sharpness[:k]
+
+
 def metric_rows(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> list[tuple[str, float, int]]:
     trial = len(results) > 1
     rows: list[tuple[str, float, int]] = []
 
-    def curve(suffix: str, epochs, train, test_epochs, test) -> None:
+    def curve(suffix: str, epochs, train, test_epochs, test, sharp_epochs, sharp) -> None:
         every = set(test_epochs.tolist())
         if len(train):
             every.add(len(train) - 1)  # the last epoch trained, when it fell between two log points
         rows.extend((f"train_loss{suffix}", float(train[e]), int(e)) for e in sorted(every) if e < len(train))
         rows.extend((f"test_loss{suffix}", float(v), int(e)) for e, v in zip(test_epochs, test))
+        rows.extend((f"sharpness{suffix}", float(v), int(e)) for e, v in zip(sharp_epochs, sharp))
 
     c = outcome.curves
     if outcome.verdict != DIVERGED:  # a diverged run's last measured loss is no final one: no chart may take it for one
-        curve("", c.epochs, c.train, c.test_epochs, c.test)
+        curve("", c.epochs, c.train, c.test_epochs, c.test, c.sharpness_epochs, c.sharpness)
+        if c.sharpness_init is not None:
+            rows.append(("sharpness_init", c.sharpness_init, 0))
     if trial or outcome.verdict == DIVERGED:
         for r in results:
-            curve(f"_seed_{r.member.seed}" + ("_diverged" if r.status == "diverged" else ""), *measured(r))
+            curve(f"_seed_{r.member.seed}" + ("_diverged" if r.status == "diverged" else ""), *measured(r),
+                  *measured_sharpness(r))
     if trial:
         last = len(c.epochs) - 1
         if outcome.value is not None:
@@ -119,16 +135,19 @@ def curve_csv(results: Sequence[MemberResult], outcome: Outcome) -> str:
     n = max(len(r.train_loss) for r in results)
     columns: dict[str, dict[int, float]] = {}
 
-    def add(suffix: str, epochs, train, test_epochs, test) -> None:
+    def add(suffix: str, epochs, train, test_epochs, test, sharp_epochs, sharp) -> None:
         columns[f"train_loss{suffix}"] = dict(zip(np.asarray(epochs).tolist(), np.asarray(train).tolist()))
         columns[f"test_loss{suffix}"] = dict(zip(np.asarray(test_epochs).tolist(), np.asarray(test).tolist()))
+        if len(sharp_epochs):
+            columns[f"sharpness{suffix}"] = dict(zip(np.asarray(sharp_epochs).tolist(), np.asarray(sharp).tolist()))
 
     c = outcome.curves
-    add("", c.epochs[np.isfinite(c.train)], c.train[np.isfinite(c.train)], c.test_epochs[np.isfinite(c.test)],
-        c.test[np.isfinite(c.test)])
+    ok = lambda v: np.isfinite(v)  # noqa: E731  (+inf: the median seed had diverged)
+    add("", c.epochs[ok(c.train)], c.train[ok(c.train)], c.test_epochs[ok(c.test)], c.test[ok(c.test)],
+        c.sharpness_epochs[ok(c.sharpness)], c.sharpness[ok(c.sharpness)])
     if len(results) > 1:
         for r in results:
-            add(f"_seed_{r.member.seed}", *measured(r))
+            add(f"_seed_{r.member.seed}", *measured(r), *measured_sharpness(r))
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["epoch", *columns])
@@ -191,4 +210,22 @@ def figures(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outcome
             why = f" (diverged at {r.stopped_at})" if r.status == "diverged" else ""
             curves.append((f"train, seed {r.member.seed}{why}", ep, train, "#d62728" if why else "#aaaaaa"))
     files["plots/loss_curve.svg"] = svg.loss_chart(curves, f"loss: {title}")
+    if len(c.sharpness_epochs):
+        files["plots/sharpness.svg"] = sharpness_chart(results, outcome, m.lr, title)
     return files
+
+
+def sharpness_chart(results: Sequence[MemberResult], outcome: Outcome, lr: float, title: str) -> str:
+    """Sharpness against epochs, with 2 / lr: above that line plain gradient descent at this lr
+    is unstable where the network is (the edge of stability)."""
+    chart = svg.Chart(f"sharpness: {title}", "epoch", "lambda_max of the loss Hessian", logy=True)
+    c = outcome.curves
+    chart.line(c.sharpness_epochs, c.sharpness, "sharpness" + (" (median over seeds)" if len(results) > 1 else ""),
+               "#1f77b4")
+    if len(results) > 1:
+        for r in results:
+            ep, sharp = measured_sharpness(r)
+            chart.line(ep, sharp, f"seed {r.member.seed}", "#d62728" if r.status == "diverged" else "#aaaaaa")
+    last = max(len(r.train_loss) for r in results) - 1
+    chart.line([0, last], [2 / lr, 2 / lr], f"2 / lr = {2 / lr:.4g}", "#2ca02c")
+    return chart.render()

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from bpexp import stability
 from bpexp.stores import StoreError, redact_tree
 from bpexp.tracking import child_runs, end_run, log_all, log_files, start_run
 from bpexp.weights import parse_weights, torch_module
@@ -92,9 +93,11 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
     if summary["best_number"] is not None:
         tags["best.trial_number"] = summary["best_number"]
     log_all(client, parent_run_id, metrics=metrics, tags=tags)
-    files: dict[str, Any] = {"trials.csv": trials_csv(trials, keys)}
+    files: dict[str, Any] = {"trials.csv": trials_csv(trials, keys), "stability.csv": stability.to_csv(summary["stability"])}
     if figures:
         files.update(plots.study_figures(trials, keys, metric, summary["direction"], summary["importances"]))
+        if summary["stability"]:
+            files["plots/stability.png"] = plots.stability_plot(summary["stability"])
     ok = [t for t in trials if t["outcome"] == "converged"]
     top = sorted(ok, key=lambda t: t["value"], reverse=summary["direction"] == "maximize")[:5] if figures else []
     best = summary["best_number"]

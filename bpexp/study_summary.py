@@ -7,7 +7,7 @@ import warnings
 
 import optuna
 
-from bpexp import stores
+from bpexp import stability, stores
 from bpexp.config import SweepAppConfig, storage_default
 from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED, verdict_of
 from bpexp.run_record import config_tree
@@ -18,12 +18,15 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
     """Plain data about the study for the parent run (built here, recorded by the recorder).
     Every trial's verdict is read back from Optuna, so workers and resumes agree on it."""
     trials = study.get_trials(deepcopy=False)
-    rows = []
+    rows, points = [], []
     for t in trials:
         rows.append({"number": t.number, "state": t.state.name, "outcome": verdict_of(t) or "failed",
                      "value": t.value, "params": dict(t.params),
                      "diverged_seeds": t.user_attrs.get("bpexp.diverged_seeds", []),
                      "run_id": t.user_attrs.get("mlflow.run_id", "")})
+        init, end = t.user_attrs.get("bpexp.sharpness", [None, None])
+        points.append(stability.Point(stability.width_of(t.params.get("model.hidden", cfg.model.hidden)),
+                                      float(t.params.get("train.lr", cfg.train.lr)), rows[-1]["outcome"], init, end))
     valued = [r for r in rows if r["outcome"] in (CONVERGED, PARTLY_DIVERGED)]  # Optuna's COMPLETE trials
     pick = min if cfg.sweep.direction == "minimize" else max
     best = pick(valued, key=lambda r: (r["value"], r["number"])) if valued else None  # as study.best_trial
@@ -47,6 +50,7 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
         "best_params": best["params"] if best else {},
         "best_config": config_tree(trial_config(cfg, best["params"])) if best else None,
         "importances": importances,
+        "stability": stability.per_width(points),
         "counts": {v: sum(1 for r in rows if r["outcome"] == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED,
                                                                           PRUNED, "failed")},
     }
@@ -66,6 +70,10 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, paren
               f"(median over {cfg.sweep.seeds} seed{'s' if cfg.sweep.seeds > 1 else ''})")
         for k, v in summary["best_params"].items():
             print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
+    if any(s.measured or s.predicted_init for s in summary["stability"].values()):
+        print(f"where each width's learning rate stops training, measured and predicted by sharpness: "
+              f"stability.csv{' and plots/stability.png' if cfg.tracking.log_plots else ''} on the parent run, "
+              f"or bpexp compare --parent {parent}")
     print(f"MLflow parent run {parent} in experiment '{cfg.tracking.experiment}'")
     print(f"open the MLflow UI:       {stores.ui_command(uri)}")
     print(f"  the study's runs:       {stores.experiment_url(uri, experiment_id)}")

@@ -73,6 +73,7 @@ def train_batch(cfg: SweepAppConfig, trials: list[optuna.Trial], configs: dict[i
     # Each report is a write to the study's storage: only worth it when a pruner reads them.
     pruning = cfg.sweep.pruner != "none"
     results = train_population(members, data, cfg.train.epochs, log_every=cfg.train.log_every,
+                               sharpness_every=cfg.train.sharpness_every,
                                diverge_above=cfg.train.diverge_above, device=cfg.train.device,
                                report_every=cfg.sweep.report_every if pruning else 0,
                                on_report=on_report if pruning else None)

@@ -52,6 +52,7 @@ def train(cfg: TrainAppConfig, args: Sequence[str] = ()) -> float:
         with recorder.run(name, tracking.run_tags("train", args)) as run:
             data = dataset_from_config(cfg.data)
             result = train_population([member_of(cfg)], data, cfg.train.epochs, log_every=cfg.train.log_every,
+                                      sharpness_every=cfg.train.sharpness_every,
                                       diverge_above=cfg.train.diverge_above, device=cfg.train.device)[0]
             outcome = trial_outcome([result], "train_loss")
             recorder.record(run.result(), run_record(config_tree(cfg), [result], outcome, data,

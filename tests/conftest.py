@@ -154,3 +154,30 @@ def check_invariants(tmp_path, n_trials, uri=None):
         assert finished[t.number] == expected, (t.number, t.state)
     assert not [c for c in children if c.info.status == "RUNNING"]
     return study, client, parents[0], children
+
+
+def hessian_eigenvalues(w: dict, x, y, activation: str):
+    """Every eigenvalue of the loss Hessian of one network in the seed's shapes (w1 [H, D],
+    b1 [H, 1], ...), by autograd on the plain formula: the reference for bpexp/sharpness.py."""
+    import numpy as np
+    import torch
+
+    act = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}[activation]
+    names = list(w)
+    shapes = [w[k].shape for k in names]
+    flat = torch.cat([w[k].reshape(-1) for k in names])
+
+    def loss(theta):
+        parts, i = {}, 0
+        for k, shape in zip(names, shapes):
+            n = int(np.prod(shape))
+            parts[k] = theta[i:i + n].reshape(shape)
+            i += n
+        h = x.reshape(len(x), -1).T  # [D, N]
+        depth = len(names) // 2
+        for layer in range(1, depth):
+            h = act(parts[f"w{layer}"] @ h + parts[f"b{layer}"])
+        out = parts[f"w{depth}"] @ h + parts[f"b{depth}"]
+        return ((out[0] - y) ** 2).mean()
+
+    return np.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat).numpy())

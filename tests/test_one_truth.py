@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import defaultdict
 import re
 import statistics
 
@@ -48,6 +49,7 @@ def test_a_study_reads_the_same_everywhere(tmp_path):
     assert cmp.returncode == 0, cmp.stderr
     table = {line.split()[1]: line.split() for line in cmp.stdout.splitlines() if re.match(r"^\d+ +t\d{3} ", line)}
 
+    inits, ends = defaultdict(list), defaultdict(list)
     for t in study.trials:
         verdict = EXPECTED[(t.params["train.lr"], t.params["model.hidden"])]
         child = children[t.number]
@@ -83,6 +85,19 @@ def test_a_study_reads_the_same_everywhere(tmp_path):
         assert row["value"] == ("" if t.value is None else repr(t.value))
         line = table[f"t{t.number:03d}"]
         assert " ".join(line).endswith(verdict)
+        # sharpness: per seed, the median over seeds as the run's curve, its first point as
+        # sharpness_init and in Optuna; at the end only for a trial that did not diverge
+        init, end = t.user_attrs["bpexp.sharpness"]
+        seeds_init = [client.get_metric_history(child.info.run_id, f"sharpness_seed_{s}" + ("_diverged" if s in gone else ""))
+                      for s in SEEDS]
+        assert init == pytest.approx(statistics.median(min(h, key=lambda x: x.step).value for h in seeds_init), rel=1e-6)
+        inits[t.params["model.hidden"]].append(init)
+        if verdict == "diverged":
+            assert end is None and "sharpness" not in m and "sharpness_init" not in m
+        else:
+            assert m["sharpness_init"] == pytest.approx(init, rel=1e-6) and m["sharpness"] == pytest.approx(end, rel=1e-6)
+            if verdict == "converged":
+                ends[t.params["model.hidden"]].append(end)
 
     best = min((t for t in study.trials if t.value is not None), key=lambda t: t.value)
     assert study.best_trial.number == best.number
@@ -99,6 +114,19 @@ def test_a_study_reads_the_same_everywhere(tmp_path):
     # the bracket at 8 hidden: every seed converged up to lr 0.1, a seed diverged from lr 0.22 on
     assert "  8 hidden: stable up to lr 0.1 (1 converged), a seed diverges from lr 0.22 (3 runs)" in cmp.stdout
     assert "  4 hidden: stable up to lr 0.25 (3 converged), a seed diverges from lr 0.6 (1 run)" in cmp.stdout
+    # ... beside 2 / sharpness: the initial networks' (one width, the same seeds: the same networks
+    # in every trial, measured alike to float32's precision) and the smallest at the end of a
+    # converged trial; the same on the parent's stability.csv
+    stab = {row["width"]: row for row in csv.DictReader(
+        open(client.download_artifacts(parent_id, "stability.csv", str(tmp_path / "dl"))))}
+    for width in (4, 8):
+        assert max(inits[width]) == pytest.approx(min(inits[width]), rel=1e-6)
+        predicted_init = 2 / statistics.median(inits[width])
+        predicted_end = min(2 / end for end in ends[width])
+        assert float(stab[str(width)]["predicted_lr_init"]) == pytest.approx(predicted_init, rel=1e-9)
+        assert float(stab[str(width)]["predicted_lr_end_min"]) == pytest.approx(predicted_end, rel=1e-9)
+        assert f"; 2/sharpness {predicted_init:.3g} at init, {predicted_end:.3g} at the end" in cmp.stdout
+    assert "plots/stability.png" in {a.path for a in client.list_artifacts(parent_id, "plots")}
 
     rep = run_bpexp("reproduce", parent_id, cwd=tmp_path)  # a parent id: its best trial
     assert rep.returncode == 0, rep.stderr

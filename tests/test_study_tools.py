@@ -40,6 +40,43 @@ def test_lr_find_records_its_run(bpexp, local_store):
     assert files == {"plots/lr_find.svg", "curves/lr_find.csv"}
 
 
+def test_lr_find_predicts_the_stable_lr_from_sharpness(bpexp, local_store):
+    """lr_find=sharpness: for each width, activation and seed, 2 / lambda_max of the initial
+    network (the loss Hessian's, as autograd builds it); their median per width and activation
+    printed and recorded on one run with its figure and CSV."""
+    import csv
+    import statistics
+
+    from bpexp.network import init_weights
+    from tests.conftest import config_error, hessian_eigenvalues
+
+    r = bpexp("lr-find", "lr_find=sharpness", "lr_find.widths=[1,4,[3,2]]", "lr_find.activations=[tanh,relu]",
+              "lr_find.seeds=2")
+    assert r.returncode == 0, r.stderr
+    data = make_dataset("sin", -5, 5, 20)
+    x, y = data.x.double(), data.y.double()
+    client = local_store()
+    (run,) = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["bpexp.role"] == "lr-find"
+    with open(client.download_artifacts(run.info.run_id, "stability_prediction.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 * 2 * 2
+    for width, name in ((1, "1"), (4, "4"), ([3, 2], "3x2")):
+        for act in ("tanh", "relu"):
+            want = [2 / hessian_eigenvalues({k: v.double() for k, v in init_weights(width, s).items()}, x, y, act)[-1]
+                    for s in (99, 100)]
+            got = [float(row["predicted_lr"]) for row in rows if row["activation"] == act
+                   and row["width"] == (str(width) if isinstance(width, int) else "[3, 2]")]
+            assert got == pytest.approx(want, rel=1e-4)
+            median = statistics.median(want)
+            assert run.data.metrics[f"predicted_lr_h{name}_{act}"] == pytest.approx(median, rel=1e-4)
+    assert re.search(r"^  4 +" + re.escape(f"{run.data.metrics['predicted_lr_h4_tanh']:.3g}"), r.stdout, re.M)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {"plots/stability_prediction.svg"}
+    assert "lr_find.method=sharpness predicts the stable lr of gradient descent" in config_error(
+        "lr-find", "lr_find=sharpness", "train.optimizer=adam")
+    assert "lr_find.widths=" in config_error("lr-find", "lr_find=sharpness", "lr_find.widths=[0]")
+
+
 def test_lr_find_bad_input_is_one_line(bpexp, tmp_path):
     r = bpexp("lr-find", "lr_find.lr_max=1e-9")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0

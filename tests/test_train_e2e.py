@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from bpexp.weights import parse_weights
-from tests.conftest import run_bpexp
+from tests.conftest import hessian_eigenvalues, run_bpexp
 
 
 def only_run(client: MlflowClient):
@@ -39,12 +40,23 @@ def test_train_records_everything(bpexp, tmp_path, local_store):
     for pkg in ("torch", "optuna", "mlflow", "hydra-core"):  # the versions that ran, not "not installed"
         assert tags[f"version.{pkg}"] == version(pkg)
     files = {a.path for d in ("", "plots", "weights", "curves") for a in client.list_artifacts(run.info.run_id, d or None)}
-    assert {"config.yaml", "plots/fit.svg", "plots/loss_curve.svg", "weights/initial.json",
+    assert {"config.yaml", "plots/fit.svg", "plots/loss_curve.svg", "plots/sharpness.svg", "weights/initial.json",
             "weights/final.json", "curves/loss_curve.csv"} <= files
     client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl"))
     curve = (tmp_path / "dl" / "curves" / "loss_curve.csv").read_text().splitlines()
-    assert curve[0] == "epoch,train_loss,test_loss" and len(curve) == 601
+    assert curve[0] == "epoch,train_loss,test_loss,sharpness" and len(curve) == 601
     assert float(curve[-1].split(",")[1]) == pytest.approx(final, rel=1e-6)
+    # Sharpness at epochs 0, 60, ..., 540 and the last; at init, the top eigenvalue of the loss
+    # Hessian of the recorded initial weights (float32 in training: 1e-4).
+    sharp = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "sharpness"))
+    assert [s for s, _ in sharp] == [*range(0, 600, 60), 599]
+    assert run.data.metrics["sharpness_init"] == sharp[0][1] and run.data.metrics["sharpness"] == sharp[-1][1]
+    assert [float(line.split(",")[3]) for line in curve[1:] if line.split(",")[3]] == pytest.approx([v for _, v in sharp])
+    from bpexp.data import make_dataset
+    init = {k: torch.as_tensor(v, dtype=torch.float64)
+            for k, v in parse_weights((tmp_path / "dl" / "weights" / "initial.json").read_text()).items()}
+    data = make_dataset("sin", -5, 5, 20)
+    assert sharp[0][1] == pytest.approx(hessian_eigenvalues(init, data.x.double(), data.y.double(), "tanh")[-1], rel=1e-4)
     w = parse_weights((tmp_path / "dl" / "weights" / "final.json").read_text())
     assert w["w1"].shape == (6, 1) and w["w2"].shape == (1, 6)
     fit = (tmp_path / "dl" / "plots" / "fit.svg").read_text()
