@@ -12,7 +12,9 @@ the way. Per width it prints:
 - best lr: the grid lr with the lowest median final loss among those where every seed
   converged, and its ratio to the prediction;
 - edge ratio: lr x lambda_max(end) / 2 at the largest lr where every seed converged
-  (median over seeds): 1 means training ended at the edge of stability, sharpness = 2 / lr.
+  (median over seeds): 1 means training ended at the edge of stability, sharpness = 2 / lr;
+- catapult: at that lr, the highest training loss over the initial one (median over seeds):
+  above 1, the loss first rose, the network left the sharp region it started in, then trained.
 
     python benchmarks/stability.py                   # the README's table (~2 min on 2 cores)
     python benchmarks/stability.py --epochs 1000 --lrs 24 --widths 1 4 16   # a quick look
@@ -50,10 +52,11 @@ def run(activation: str, widths, lrs, seeds, epochs: int) -> list[dict]:
         best = min(trained, key=lambda lr: np.median([r.final_train_loss for r in trained[lr]])) if trained else np.nan
         top = max(trained) if trained else None
         edge_ratio = (np.median([top * r.sharpness[-1] / 2 for r in trained[top]]) if top else np.nan)
+        spike = np.median([r.train_loss.max() / r.train_loss[0] for r in trained[top]]) if top else np.nan
         diverges = float(np.median(edges)) if not np.all(np.isnan(edges)) else np.nan
         rows.append({"width": w, "predicted": predicted, "diverges": diverges, "ratio": diverges / predicted,
                      "largest_stable": top if top else np.nan, "best": best, "best_ratio": best / predicted,
-                     "edge_ratio": edge_ratio})
+                     "edge_ratio": edge_ratio, "spike": spike})
     print(f"{activation}: {len(members)} networks x {epochs} epochs trained in {took:.1f} s (sharpness every "
           f"{epochs // 10} epochs included)")
     return rows
@@ -71,12 +74,13 @@ def main() -> None:
     seeds = list(range(99, 99 + a.seeds))
     for act in a.activations:
         rows = run(act, a.widths, lrs, seeds, a.epochs)
-        print(f"| width | 2/sharpness at init | diverges from lr | ratio | largest stable lr | best lr | "
-              f"best / predicted | lr x sharpness(end) / 2 |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| width | 2/sharpness at init | diverges from lr | ratio | largest stable lr | best lr | "
+              "best / predicted | lr x sharpness(end) / 2 | catapult: max loss / initial |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['width']} | {r['predicted']:.3g} | {r['diverges']:.3g} | {r['ratio']:.2f} | "
-                  f"{r['largest_stable']:.3g} | {r['best']:.3g} | {r['best_ratio']:.2f} | {r['edge_ratio']:.2f} |")
+                  f"{r['largest_stable']:.3g} | {r['best']:.3g} | {r['best_ratio']:.2f} | {r['edge_ratio']:.2f} | "
+                  f"{r['spike']:.3g} |")
         print()
 
 

@@ -6,8 +6,10 @@ diverged] over the runs (or a study's trials) of one width, verdicts as bpexp/ou
 tells them. Predicted: gradient descent is stable near a point only while lr < 2 / lambda_max
 there, so 2 / lambda_max of the initial networks (median over the runs of the width; it
 depends on the width and the seeds, not on the lr) predicts the edge before any training,
-and 2 / lambda_max at the end of the converged runs says how close to their own edge they
-ended (at most their lr when sharpness rose to the edge of stability; the smallest is shown).
+and 2 / lambda_max at the end of a converged run says how close to its own edge it ended:
+down to its lr where sharpness rose to the edge of stability (Cohen et al., 2021). The table
+shows it for the converged run with the largest lr, the one closest to the edge; the figure
+shows every converged run's.
 One definition for the study's parent run (its figure and stability.csv), the console and
 `bpexp compare`.
 """
@@ -43,7 +45,7 @@ class Stability:
     n_stable: int
     n_unstable: int
     predicted_init: Optional[float]  # 2 / median lambda_max of the initial networks
-    predicted_end: Optional[float]  # the smallest 2 / lambda_max at the end of a converged run
+    predicted_end: Optional[float]  # 2 / lambda_max at the end of the converged run with the largest lr
     ends: tuple = ()  # (lr, 2 / lambda_max at the end) of each converged run
 
     @property
@@ -88,8 +90,7 @@ def per_width(points: Iterable[Point]) -> dict[str, Stability]:
         init = [p.sharpness_init for p in ps if _positive(p.sharpness_init)]
         ends = tuple((p.lr, 2 / p.sharpness_end) for p in ps if p.verdict == CONVERGED and _positive(p.sharpness_end))
         out[w] = Stability(max(good) if good else None, min(bad) if bad else None, len(good), len(bad),
-                           2 / statistics.median(init) if init else None,
-                           min(e for _, e in ends) if ends else None, ends)
+                           2 / statistics.median(init) if init else None, max(ends)[1] if ends else None, ends)
     return dict(sorted(out.items(), key=lambda kv: (units(kv[0]), kv[0])))
 
 
@@ -99,15 +100,17 @@ def _positive(v: Optional[float]) -> bool:
 
 HEADING = ("where the learning rate stops training, per width: the measured bracket [largest lr at which "
            "every seed converged, smallest lr at which a seed diverged], beside 2 / sharpness (the largest "
-           "stable lr of gradient descent) of the initial networks and, the smallest, at the end of converged runs:")
+           "stable lr of gradient descent) of the initial networks and at the end of the run at the largest "
+           "stable lr:")
 
 
 def lines(found: dict[str, Stability]) -> list[str]:
     """One line per width: the measured bracket, then the predictions."""
     out = []
     for w, s in found.items():
-        predicted = [f"{v:.3g} {when}" for v, when in ((s.predicted_init, "at init"), (s.predicted_end, "at the end"))
-                     if v is not None]
+        predicted = [] if s.predicted_init is None else [f"{s.predicted_init:.3g} at init"]
+        if s.predicted_end is not None:
+            predicted.append(f"{s.predicted_end:.3g} at the end at lr {s.stable:.3g}")
         out.append(f"  {w} hidden: {s.describe()}" + (f"; 2/sharpness {', '.join(predicted)}" if predicted else ""))
     return out
 
@@ -116,7 +119,7 @@ def to_csv(found: dict[str, Stability]) -> str:
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["width", "stable_lr", "unstable_lr", "n_stable", "n_unstable", "predicted_lr_init",
-                  "predicted_lr_end_min"])
+                  "predicted_lr_end_at_stable_lr"])
     r = lambda v: "" if v is None else repr(v)  # noqa: E731
     for w, s in found.items():
         out.writerow([w, r(s.stable), r(s.unstable), s.n_stable, s.n_unstable, r(s.predicted_init), r(s.predicted_end)])

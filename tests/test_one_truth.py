@@ -97,7 +97,7 @@ def test_a_study_reads_the_same_everywhere(tmp_path):
         else:
             assert m["sharpness_init"] == pytest.approx(init, rel=1e-6) and m["sharpness"] == pytest.approx(end, rel=1e-6)
             if verdict == "converged":
-                ends[t.params["model.hidden"]].append(end)
+                ends[t.params["model.hidden"]].append((t.params["train.lr"], end))
 
     best = min((t for t in study.trials if t.value is not None), key=lambda t: t.value)
     assert study.best_trial.number == best.number
@@ -115,17 +115,18 @@ def test_a_study_reads_the_same_everywhere(tmp_path):
     assert "  8 hidden: stable up to lr 0.1 (1 converged), a seed diverges from lr 0.22 (3 runs)" in cmp.stdout
     assert "  4 hidden: stable up to lr 0.25 (3 converged), a seed diverges from lr 0.6 (1 run)" in cmp.stdout
     # ... beside 2 / sharpness: the initial networks' (one width, the same seeds: the same networks
-    # in every trial, measured alike to float32's precision) and the smallest at the end of a
-    # converged trial; the same on the parent's stability.csv
+    # in every trial, measured alike to float32's precision) and at the end of the converged trial
+    # at the largest lr; the same on the parent's stability.csv
     stab = {row["width"]: row for row in csv.DictReader(
         open(client.download_artifacts(parent_id, "stability.csv", str(tmp_path / "dl"))))}
     for width in (4, 8):
         assert max(inits[width]) == pytest.approx(min(inits[width]), rel=1e-6)
         predicted_init = 2 / statistics.median(inits[width])
-        predicted_end = min(2 / end for end in ends[width])
+        lr, end = max(ends[width])  # the converged trial at the largest lr, the closest to the edge
+        predicted_end = 2 / end
         assert float(stab[str(width)]["predicted_lr_init"]) == pytest.approx(predicted_init, rel=1e-9)
-        assert float(stab[str(width)]["predicted_lr_end_min"]) == pytest.approx(predicted_end, rel=1e-9)
-        assert f"; 2/sharpness {predicted_init:.3g} at init, {predicted_end:.3g} at the end" in cmp.stdout
+        assert float(stab[str(width)]["predicted_lr_end_at_stable_lr"]) == pytest.approx(predicted_end, rel=1e-9)
+        assert f"; 2/sharpness {predicted_init:.3g} at init, {predicted_end:.3g} at the end at lr {lr:.3g}" in cmp.stdout
     assert "plots/stability.png" in {a.path for a in client.list_artifacts(parent_id, "plots")}
 
     rep = run_bpexp("reproduce", parent_id, cwd=tmp_path)  # a parent id: its best trial
