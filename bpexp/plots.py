@@ -163,16 +163,19 @@ def stability_plot(found: dict) -> bytes:
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
     xs = {w: units(w) for w in found}
-    first = True
+    labels = {"bar": "measured bracket", "v": "no run diverged: largest lr tried",
+              "^": "no run converged: smallest lr tried"}
+
+    def label(kind: str):
+        return labels.pop(kind, None)  # each kind named once in the legend
     for w, s in found.items():
         if s.measured:
             ax.plot([xs[w]] * 2, [s.stable, s.unstable], color="k" if s.stable <= s.unstable else "tab:red",
-                    lw=4, alpha=0.5, solid_capstyle="butt", label="measured bracket" if first else None)
-            first = False
+                    lw=4, alpha=0.5, solid_capstyle="butt", label=label("bar"))
         elif s.stable is not None:
-            ax.scatter([xs[w]], [s.stable], marker="v", c="k", s=18)
+            ax.scatter([xs[w]], [s.stable], marker="v", c="k", s=18, label=label("v"))
         elif s.unstable is not None:
-            ax.scatter([xs[w]], [s.unstable], marker="^", c="tab:red", s=18)
+            ax.scatter([xs[w]], [s.unstable], marker="^", c="tab:red", s=18, label=label("^"))
     ends = [(xs[w], e) for w, s in found.items() for _, e in s.ends]
     if ends:
         ax.scatter(*zip(*ends), s=6, c="tab:green", alpha=0.5, label="2 / sharpness at the end (converged)")
@@ -182,7 +185,7 @@ def stability_plot(found: dict) -> bytes:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set(xlabel="hidden units (all layers)", ylabel="learning rate",
-           title="where the learning rate stops training: measured vs 2 / sharpness")
+           title="where the lr stops training: measured vs 2 / sharpness")
     ax.legend(loc="best", fontsize=7)
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
