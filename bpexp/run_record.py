@@ -220,8 +220,7 @@ def sharpness_chart(results: Sequence[MemberResult], outcome: Outcome, lr: float
     is unstable where the network is (the edge of stability)."""
     chart = svg.Chart(f"sharpness: {title}", "epoch", "lambda_max of the loss Hessian", logy=True)
     c = outcome.curves
-    chart.line(c.sharpness_epochs, c.sharpness, "sharpness" + (" (median over seeds)" if len(results) > 1 else ""),
-               "#1f77b4")
+    chart.line(c.sharpness_epochs, c.sharpness, "median of seeds" if len(results) > 1 else "sharpness", "#1f77b4")
     if len(results) > 1:
         for r in results:
             ep, sharp = measured_sharpness(r)
