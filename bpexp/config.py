@@ -129,6 +129,7 @@ class SweepConfig:
     direction: Direction = Direction.minimize
     seeds: int = 3  # init seeds per trial (train.seed, train.seed+1, ...); objective = median
     batch_size: int = 0  # trials trained together as one population; 0 = automatic
+    recheck: int = 5  # at the end, the best trials re-trained on as many fresh seeds; recommended by that (0 = off)
     storage: Optional[str] = None  # None: sqlite under outputs/
     register_as: Optional[str] = None  # MLflow model registry name for the best network
     report_every: int = 250  # epochs between intermediate values reported to the pruner
@@ -298,6 +299,7 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
     _need(s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be >= 1")
     _need(s.seeds >= 1, "sweep.seeds", s.seeds, "must be >= 1")
     _need(s.batch_size >= 0, "sweep.batch_size", s.batch_size, "must be >= 0 (0 = automatic)")
+    _need(s.recheck >= 0, "sweep.recheck", s.recheck, "must be >= 0 (0 = off)")
     _need(s.report_every >= 1, "sweep.report_every", s.report_every, "must be >= 1")
     _need(s.grid_points >= 1, "sweep.grid_points", s.grid_points, "must be >= 1")
     _need(bool(s.study_name), "sweep.study_name", s.study_name, "must not be empty")

@@ -118,11 +118,52 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
         import yaml
 
         files["best_config.yaml"] = yaml.safe_dump(redact_tree(summary["best_config"]), sort_keys=False)
+    if summary["recheck"]:
+        files.update(record_recheck(client, parent_run_id, summary))
     log_files(client, parent_run_id, files)
     previous = client.get_run(parent_run_id).data.tags.get("best.model_trial")
     if model and best is not None and str(best) != previous and best in runs:
         log_best_model(client, parent_run_id, runs[best].info.run_id, summary["best_config"], register_as)
         client.set_tag(parent_run_id, "best.model_trial", best)
+
+
+def record_recheck(client, parent_run_id: str, summary: Mapping[str, Any]) -> dict[str, str]:
+    """The re-check (bpexp/recheck.py): on each re-checked child run, `recheck_<metric>` (its
+    value over its own and the fresh seeds), each fresh seed's final metric and
+    `recheck_seeds_diverged`, tag `bpexp.recheck` (the verdict over all seeds); on the parent,
+    `recommended.*` tags and `recommended_value`. Returns the parent's files."""
+    import csv
+    import io
+
+    import yaml
+
+    metric, fresh = summary["metric"], summary["recheck_seeds"]
+    for n, r in summary["recheck"].items():
+        if not r["run_id"]:
+            continue
+        rows = [(f"recheck_{metric}_seed_{s}", r["seed_values"][str(s)], 0) for s in fresh if str(s) in r["seed_values"]]
+        rows.append(("recheck_seeds_diverged", float(len(r["diverged_seeds"])), 0))
+        if r["value"] is not None:
+            rows.append((f"recheck_{metric}", r["value"], 0))
+        log_all(client, r["run_id"], metrics=rows, tags={"bpexp.recheck": r["verdict"]})
+    n = summary["recommended_number"]
+    files = {}
+    if n is not None:
+        r = summary["recheck"][n]
+        log_all(client, parent_run_id, metrics=[("recommended_value", r["value"], 0)],
+                tags={"recommended.trial_number": n, **{f"recommended.{k}": v for k, v in r["params"].items()}})
+        files["recommended_config.yaml"] = yaml.safe_dump(redact_tree(summary["recommended_config"]), sort_keys=False)
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    keys = summary["keys"]
+    out.writerow(["number", *keys, "value", "recheck_outcome", "recheck_value", "seeds", "diverged_seeds",
+                  "recommended", "mlflow_run_id"])
+    for m, r in summary["recheck"].items():
+        out.writerow([m, *(json.dumps(v) if isinstance(v := r["params"].get(k, ""), list) else v for k in keys),
+                      repr(r["study_value"]), r["verdict"], "" if r["value"] is None else repr(r["value"]),
+                      " ".join(map(str, r["seeds"])), " ".join(map(str, r["diverged_seeds"])), int(m == n), r["run_id"]])
+    files["recheck.csv"] = buf.getvalue()
+    return files
 
 
 def trials_csv(trials, keys) -> str:

@@ -11,6 +11,7 @@ from bpexp import stability, stores
 from bpexp.config import SweepAppConfig, storage_default
 from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED, verdict_of
 from bpexp.run_record import config_tree
+from bpexp.recheck import recheck_seeds
 from bpexp.search_space import searched, trial_config
 
 
@@ -39,6 +40,12 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
             except (RuntimeError, ValueError):  # e.g. a parameter with a single value so far
                 pass
     keys = [k for k, _ in searched(cfg)]
+    by_number = {r["number"]: r for r in rows}
+    rechecked = {int(n): {**v, "params": by_number[int(n)]["params"], "study_value": by_number[int(n)]["value"],
+                          "run_id": by_number[int(n)]["run_id"]}
+                 for n, v in study.user_attrs.get("bpexp.recheck", {}).items() if int(n) in by_number}
+    recommended = study.user_attrs.get("bpexp.recommended")
+    recommended = recommended if recommended in rechecked else None
     return {
         "study_name": study.study_name,
         "metric": str(cfg.sweep.metric),
@@ -50,6 +57,10 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
         "best_params": best["params"] if best else {},
         "best_config": config_tree(trial_config(cfg, best["params"])) if best else None,
         "importances": importances,
+        "recheck": rechecked,  # trial number -> its outcome over its own and the fresh seeds (bpexp/recheck.py)
+        "recheck_seeds": recheck_seeds(cfg) if rechecked else [],
+        "recommended_number": recommended,
+        "recommended_config": config_tree(trial_config(cfg, rechecked[recommended]["params"])) if recommended is not None else None,
         "stability": stability.per_width(points),
         "counts": {v: sum(1 for r in rows if r["outcome"] == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED,
                                                                           PRUNED, "failed")},
@@ -70,6 +81,18 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, paren
               f"(median over {cfg.sweep.seeds} seed{'s' if cfg.sweep.seeds > 1 else ''})")
         for k, v in summary["best_params"].items():
             print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
+    n = summary["recommended_number"]
+    if summary["recheck"]:
+        fresh = summary["recheck_seeds"]
+        print(f"re-checked the {len(summary['recheck'])} best trials on fresh seeds {fresh[0]}-{fresh[-1]}: ", end="")
+        if n is None:
+            print("every one diverged there; no recommendation (see recheck.csv on the parent run)")
+        else:
+            r = summary["recheck"][n]
+            print(f"recommended trial #{n}: {cfg.sweep.metric} = {r['value']:.6g} (median over its "
+                  f"{len(r['seeds'])} seeds{', ' + str(len(r['diverged_seeds'])) + ' diverged' if r['diverged_seeds'] else ''})")
+            for k, v in r["params"].items():
+                print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
     if any(s.measured or s.predicted_init for s in summary["stability"].values()):
         print(f"where each width's learning rate stops training, measured and predicted by sharpness: "
               f"stability.csv{' and plots/stability.png' if cfg.tracking.log_plots else ''} on the parent run, "

@@ -37,6 +37,7 @@ from bpexp.recorder import Recorder
 from bpexp.run_record import config_tree, member_of, run_record
 from bpexp.search_space import check_search_space, searched, suggest, trial_config
 from bpexp.study import open_study, parent_run
+from bpexp.recheck import recheck_study
 from bpexp.study_summary import print_summary, study_summary
 from bpexp.train import check_device, check_tracking_uri
 from bpexp.liveness import WORKER
@@ -142,6 +143,7 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
             if progress is not None:
                 progress.close()
         take_over(study, recorder, parent)  # runs of a worker that died while this one worked
+        recheck_study(cfg, study, data)  # the best trials on fresh seeds: the recommendation
         summary = study_summary(study, cfg)
         recorder.call(study_record.record_study, parent, summary, cfg.sweep.register_as,
                       cfg.tracking.log_plots, cfg.tracking.log_model).result()
