@@ -14,9 +14,9 @@ bpexp/outcome.py), without MLflow, for each sampler and sampler seed; then reads
 
 The grid: 31 lrs log-spaced in [1e-4, 1] x widths 1, 2, 4, 8, 16, 32, 5000 epochs.
 
-    python benchmarks/sample_efficiency.py [--seeds 5] [--samplers tpe random gp cmaes] [key=value ...]
+    python benchmarks/sample_efficiency.py [key=value ...] [--seeds 5] [--samplers tpe random gp cmaes]
 
-Overrides after the options apply to every study (e.g. sweep.batch_size=4).
+Overrides (before the options) apply to every study, e.g. sweep.batch_size=4.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import optuna
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from bpexp.config import SweepAppConfig, register_schemas
+from bpexp.config import SweepAppConfig, register_schemas, validate_sweep
 from bpexp.data import dataset_from_config
 from bpexp.outcome import CONSTRAINT, optuna_constraint, optuna_state, trial_outcome
 from bpexp.population import train_population
@@ -46,7 +46,9 @@ BUDGETS = (20, 50, 100)
 def config(overrides: list[str]) -> SweepAppConfig:
     register_schemas()
     with initialize_config_module("bpexp.conf", version_base="1.3"):
-        return OmegaConf.to_object(compose("sweep", overrides=["sweep.progress=false", *overrides]))
+        cfg = OmegaConf.to_object(compose("sweep", overrides=["sweep.progress=false", *overrides]))
+    validate_sweep(cfg)  # as bpexp sweep does: the search space's entries become ParamSpecs
+    return cfg
 
 
 def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
