@@ -14,7 +14,7 @@ bpexp/outcome.py), without MLflow, for each sampler and sampler seed; then reads
 
 The grid: 31 lrs log-spaced in [1e-4, 1] x widths 1, 2, 4, 8, 16, 32, 5000 epochs.
 
-    python benchmarks/sample_efficiency.py [key=value ...] [--seeds 5] [--samplers tpe random gp cmaes]
+    python benchmarks/sample_efficiency.py [key=value ...] [--seeds 5] [--samplers tpe random gp cmaes] [--grow]
 
 Overrides (before the options) apply to every study, e.g. sweep.batch_size=4.
 """
@@ -51,21 +51,28 @@ def config(overrides: list[str]) -> SweepAppConfig:
     return cfg
 
 
-def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
-    """The sweep's ask / train / tell loop, in memory."""
+def run_study(cfg: SweepAppConfig, data, grow: bool = False) -> optuna.Study:
+    """The sweep's ask / train / tell loop, in memory, in the sweep's order: a batch is asked
+    and trained before the one before it is told (bpexp/sweep.py: run_trials)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=make_sampler(cfg), direction=str(cfg.sweep.direction))
-    while len(study.trials) < cfg.sweep.n_trials:
-        trials = [study.ask() for _ in range(min(batch_size(cfg), cfg.sweep.n_trials - len(study.trials)))]
+    pending: list = []
+    while len(study.trials) < cfg.sweep.n_trials or pending:
+        k = batch_size(cfg)
+        if grow:  # the alternative measured: a quarter of the trials told so far, at least 4
+            k = max(4, min(k, sum(1 for t in study.trials if t.state.is_finished()) // 4))
+        k = min(k, cfg.sweep.n_trials - len(study.trials))
+        trials = [study.ask() for _ in range(k)]
         for t in trials:
             for key, p in searched(cfg):
                 suggest(t, key, p)
         configs = {t.number: trial_config(cfg, t.params) for t in trials}
-        for t, results in zip(trials, train_batch(cfg, trials, configs, data).values()):
-            outcome = trial_outcome(results, str(cfg.sweep.metric))
+        outcomes = [trial_outcome(rs, str(cfg.sweep.metric)) for rs in train_batch(cfg, trials, configs, data).values()]
+        for t, outcome in pending:
             state, value = optuna_state(outcome)
             t.set_constraint(CONSTRAINT, optuna_constraint(outcome))
             study.tell(t, value, state)
+        pending = list(zip(trials, outcomes))
     return study
 
 
@@ -106,6 +113,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5, help="sampler seeds 0, 1, ...")
     p.add_argument("--samplers", nargs="+", default=["tpe", "random", "gp", "cmaes"])
+    p.add_argument("--grow", action="store_true", help="batches growing with the trials told (not the default)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     base = config(["sweep.n_trials=100", *a.overrides])
@@ -123,7 +131,7 @@ def main() -> None:
         for seed in range(a.seeds):
             cfg = config(["sweep.n_trials=100", f"sweep.sampler={sampler}", f"sweep.sampler_seed={seed}", *a.overrides])
             t = time.perf_counter()
-            study = run_study(cfg, data)
+            study = run_study(cfg, data, a.grow)
             took.append(time.perf_counter() - t)
             values = [tr.value if tr.value is not None else np.inf for tr in study.trials]
             best_so_far = np.minimum.accumulate(values)

@@ -144,6 +144,16 @@ def stability_of(rows: list[Row]) -> dict:
                                for r in rows)
 
 
+def print_recommendation(parent) -> None:
+    """A study's recommendation, when it re-checked its best trials on fresh seeds (bpexp/recheck.py)."""
+    tags, metrics = parent.data.tags, parent.data.metrics
+    if "recommended.trial_number" in tags:
+        params = ", ".join(f"{k[len('recommended.'):]}={v}" for k, v in sorted(tags.items())
+                           if k.startswith("recommended.") and k != "recommended.trial_number")
+        print(f"\nrecommended after re-checking the best trials on fresh seeds: trial #{tags['recommended.trial_number']} "
+              f"({params}), median over its own and the fresh seeds {metrics['recommended_value']:.4g}")
+
+
 def print_stability(found: dict) -> None:
     """The measured brackets and the sharpness predictions, one line per width."""
     print("\n" + stability.HEADING)
@@ -202,6 +212,8 @@ def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[
         print("bpexp compare: error: no finished train runs or sweep trials among the selected runs", file=sys.stderr)
         return 2
     print(table(rows, metric, top))
+    if parent:
+        print_recommendation(client.get_run(parent))
     print_stability(stability_of(rows))
     figs = figures(client, rows, metric, curves)
     exp_id = client.get_run(rows[0].run_id).info.experiment_id

@@ -53,6 +53,10 @@ def test_the_best_trials_are_rechecked_on_fresh_seeds_and_recorded(tmp_path):
     assert "recommended_config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert re.search(rf"re-checked the 3 best trials on fresh seeds 101-102: recommended trial #{best}: "
                      rf"train_loss = {valued[best]:.6g} \(median over its 4 seeds", r.stdout)
+    cmp = run_bpexp("compare", "--parent", parent.info.run_id, cwd=tmp_path)
+    assert (f"recommended after re-checking the best trials on fresh seeds: trial #{best} "
+            f"(model.hidden={runs[best].data.params['model.hidden']}, ") in cmp.stdout
+    assert f"median over its own and the fresh seeds {valued[best]:.4g}" in cmp.stdout
 
 
 def test_no_recheck_records_none(tmp_path):
