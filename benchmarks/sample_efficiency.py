@@ -30,7 +30,8 @@ import optuna
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from bpexp.config import SweepAppConfig, register_schemas, validate_sweep
+from bpexp.config import SweepAppConfig, register_schemas
+from bpexp.validation import validate_sweep
 from bpexp.data import dataset_from_config
 from bpexp.outcome import CONSTRAINT, optuna_constraint, optuna_state, trial_outcome
 from bpexp.population import train_population

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from bpexp import failures, recorder
 from bpexp.interrupts import Terminated
 from bpexp.stores import StoreError
-from bpexp.config import ConfigError, absolute_paths, register_schemas, validate_lr_find, validate_sweep, validate_train
+from bpexp.config import ConfigError, register_schemas
+from bpexp.validation import absolute_paths, validate_lr_find, validate_sweep, validate_train
 
 CONF = "bpexp.conf"
 register_schemas()

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from bpexp import stores, study_record, tracking, weights
-from bpexp.config import ConfigError, load_train_config
+from bpexp.config import ConfigError
+from bpexp.validation import load_train_config
 from bpexp.csv_data import file_sha256
 from bpexp.data import dataset_from_config
 from bpexp.network import init_weights

@@ -15,7 +15,8 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
-from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig, validate_train
+from bpexp.config import ConfigError, ParamSpec, SweepAppConfig, TrainAppConfig
+from bpexp.validation import validate_train
 
 
 # ----------------------------------------------------------------------------- config

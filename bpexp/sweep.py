@@ -333,17 +333,9 @@ def check_memory(cfg: SweepAppConfig) -> None:
 
 def batch_size(cfg: SweepAppConfig) -> int:
     """Automatic: trials whose seeds make a population of about 48 members, at least 8 trials.
-
-    Measured on 2 cores (benchmarks/population.py): a 16-member population costs ~70 ms per
-    member (per-operation overhead dominates), 48 members ~30 ms, 100 members ~20 ms; bigger
-    batches give the sampler fewer rounds of feedback. 16 trials x 3 seeds (the default study)
-    meets the quality bar (benchmarks/quality.py). Batches growing from 4 trials (a quarter of
-    the trials told) were measured against it (benchmarks/sample_efficiency.py, TPE, 5 sampler
-    seeds, the recommendation on fresh seeds over the grid's best): 2.06x / 1.36x / 1.07x at
-    20 / 50 / 100 trials against 2.29x / 1.64x / 1.18x, the same wall time (recording bounds
-    it), but the default seed's study found 1.23e-3 instead of 7.42e-4: not adopted on that
-    evidence alone (README, "How many trials").
-    """
+    Bigger populations train faster per member (benchmarks/population.py, 2 cores: 16 members
+    ~70 ms each, 48 ~30 ms, 100 ~20 ms); smaller batches give a sampler more rounds of feedback
+    (batches growing from 4 trials, measured: README, "How many trials"; not adopted)."""
     return cfg.sweep.batch_size or max(8, POPULATION // cfg.sweep.seeds)
 
 

@@ -6,7 +6,8 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from bpexp.config import TrainAppConfig, register_schemas, validate_train
+from bpexp.config import TrainAppConfig, register_schemas
+from bpexp.validation import validate_train
 from tests.conftest import config_error
 
 BAD_TRAIN = [

@@ -227,16 +227,16 @@ def test_model_names_are_checked_as_mlflow_checks_them():
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH, _validate_model_name
 
-    from bpexp import config
+    from bpexp import validation
 
-    assert config.MAX_EXPERIMENT_NAME_LENGTH == MAX_EXPERIMENT_NAME_LENGTH
+    assert validation.MAX_EXPERIMENT_NAME_LENGTH == MAX_EXPERIMENT_NAME_LENGTH
     for name in ["best", "sin fit", "a/b", "a:b", "", " ", ".", "..", "../x", "x/..", "./x", "a.b", "é"]:
         try:
             _validate_model_name(name)
             mlflow_ok = True
         except MlflowException:
             mlflow_ok = False
-        assert (config.model_name_problem(name) is None) == mlflow_ok, name
+        assert (validation.model_name_problem(name) is None) == mlflow_ok, name
 
 
 def test_a_fifo_is_refused_not_waited_for(tmp_path):
@@ -279,7 +279,8 @@ def test_a_searched_cuda_device_without_cuda_is_refused(monkeypatch):
     import torch
     from omegaconf import OmegaConf
 
-    from bpexp.config import SweepAppConfig, validate_sweep
+    from bpexp.config import SweepAppConfig
+    from bpexp.validation import validate_sweep
     from bpexp.sweep import check_searched_devices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

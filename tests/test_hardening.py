@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bpexp import stores, tracking, weights
-from bpexp.config import load_train_config
+from bpexp.validation import load_train_config
 from tests.conftest import assert_clean_failure, check_invariants, config_error, load, mlflow_runs, run_bpexp
 
 FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
