@@ -2,7 +2,7 @@
 
 The default study's population: 100 trials x 3 seeds, widths 1-32 and lrs log-uniform over
 the default search space, tanh, 5000 epochs. Trained without sharpness (train.sharpness_every
-= -1), with the default (0: every epochs // 10 = 12 measurements), and measured every 250 and
+= -1), with the default (0: every epochs // 10 epochs, at least 200), and measured every 250 and
 every 100 epochs; the settings alternate over `--repeats` rounds so drift hits each alike.
 
     python benchmarks/sharpness_cost.py [--members 300] [--repeats 3]
@@ -29,7 +29,7 @@ def main() -> None:
     members = [Member(int(rng.integers(1, 33)), "tanh", float(10 ** rng.uniform(-4, 0)), 99 + i % 3)
                for i in range(a.members)]
     data = make_dataset("sin", -5, 5, 20)
-    settings = {-1: "never", 0: "default (12 points)", 250: "every 250 epochs", 100: "every 100 epochs"}
+    settings = {-1: "never", 0: "default", 250: "every 250 epochs", 100: "every 100 epochs"}
     times: dict[int, list[float]] = {k: [] for k in settings}
     for _ in range(a.repeats):
         for every in settings:

@@ -58,7 +58,7 @@ def run(activation: str, widths, lrs, seeds, epochs: int) -> list[dict]:
                      "largest_stable": top if top else np.nan, "best": best, "best_ratio": best / predicted,
                      "edge_ratio": edge_ratio, "spike": spike})
     print(f"{activation}: {len(members)} networks x {epochs} epochs trained in {took:.1f} s (sharpness every "
-          f"{epochs // 10} epochs included)")
+          f"{max(200, epochs // 10)} epochs included)")
     return rows
 
 

@@ -78,7 +78,7 @@ class TrainConfig:
     seed: int = 99
     device: str = "cpu"
     log_every: int = 0  # epochs between recorded metric points; 0 = epochs // 200 (>= 200 points)
-    sharpness_every: int = 0  # epochs between measurements of sharpness (the Hessian's lambda_max); 0 = epochs // 10; -1 = never
+    sharpness_every: int = 0  # epochs between measurements of sharpness (the Hessian's lambda_max); 0 = epochs // 10, at least 200; -1 = never
     diverge_above: float = 1.0e4  # a training MSE above this (or non-finite) means divergence
     optimizer: OptimizerName = OptimizerName.gd  # gd (the seed's w = w - lr * dw) | momentum | adam
     momentum: float = 0.9  # momentum's coefficient; adam's beta1
