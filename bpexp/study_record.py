@@ -156,12 +156,17 @@ def record_recheck(client, parent_run_id: str, summary: Mapping[str, Any]) -> di
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     keys = summary["keys"]
-    out.writerow(["number", *keys, "value", "recheck_outcome", "recheck_value", "seeds", "diverged_seeds",
-                  "recommended", "mlflow_run_id"])
-    for m, r in summary["recheck"].items():
-        out.writerow([m, *(json.dumps(v) if isinstance(v := r["params"].get(k, ""), list) else v for k in keys),
-                      repr(r["study_value"]), r["verdict"], "" if r["value"] is None else repr(r["value"]),
-                      " ".join(map(str, r["seeds"])), " ".join(map(str, r["diverged_seeds"])), int(m == n), r["run_id"]])
+    # What a reader needs first comes first (MLflow's preview shows the leftmost columns);
+    # the recommended trial first, then by the re-check's value, those that diverged last.
+    out.writerow(["number", "recommended", "recheck_value", "recheck_outcome", "value", *keys, "seeds",
+                  "diverged_seeds", "mlflow_run_id"])
+    sign = 1 if summary["direction"] == "minimize" else -1
+    order = sorted(summary["recheck"].items(), key=lambda kv: (kv[0] != n, kv[1]["value"] is None,
+                                                               sign * (kv[1]["value"] or 0.0), kv[0]))
+    for m, r in order:
+        out.writerow([m, int(m == n), "" if r["value"] is None else repr(r["value"]), r["verdict"], repr(r["study_value"]),
+                      *(json.dumps(v) if isinstance(v := r["params"].get(k, ""), list) else v for k in keys),
+                      " ".join(map(str, r["seeds"])), " ".join(map(str, r["diverged_seeds"])), r["run_id"]])
     files["recheck.csv"] = buf.getvalue()
     return files
 
