@@ -37,7 +37,7 @@ from bpexp.outcome import CONSTRAINT, optuna_constraint, optuna_state, trial_out
 from bpexp.population import train_population
 from bpexp.recheck import recheck_seeds, recommend
 from bpexp.run_record import member_of
-from bpexp.search_space import make_sampler, searched, suggest, trial_config
+from bpexp.search_space import make_sampler, searched, study_seeds, suggest, trial_config
 from bpexp.sweep import batch_size, train_batch
 
 FRESH = list(range(1000, 1005))  # the seeds recommendations are judged on: never tuned on, nor re-checked on
@@ -96,15 +96,15 @@ def grid_best(cfg: SweepAppConfig, data) -> tuple[float, float, tuple]:
     """(best median MSE over the study's seeds, best median MSE over the fresh seeds, its config)."""
     lrs, widths = np.logspace(-4, 0, 31), [1, 2, 4, 8, 16, 32]
     base = member_of(cfg)
-    study_seeds = [cfg.train.seed + i for i in range(cfg.sweep.seeds)]
-    members = [replace(base, lr=float(lr), hidden=w, seed=s) for lr in lrs for w in widths for s in study_seeds + FRESH]
+    own = study_seeds(cfg)
+    members = [replace(base, lr=float(lr), hidden=w, seed=s) for lr in lrs for w in widths for s in own + FRESH]
     results = train_population(members, data, cfg.train.epochs, diverge_above=cfg.train.diverge_above)
-    n = len(study_seeds) + len(FRESH)
+    n = len(own) + len(FRESH)
     best_study, best_fresh, where = np.inf, np.inf, None
     for i in range(0, len(results), n):
         loss = [r.final_train_loss if r.status == "finished" else np.inf for r in results[i:i + n]]
-        best_study = min(best_study, statistics.median(loss[:len(study_seeds)]))
-        fresh = statistics.median(loss[len(study_seeds):])
+        best_study = min(best_study, statistics.median(loss[:len(own)]))
+        fresh = statistics.median(loss[len(own):])
         if fresh < best_fresh:
             best_fresh, where = fresh, (results[i].member.lr, results[i].member.hidden)
     return best_study, best_fresh, where

@@ -174,14 +174,19 @@ def predict(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     for cells in (head, *lines):
         print("  " + "  ".join(x.ljust(n) for x, n in zip(cells, widths)).rstrip())
+    point_to(cfg, run.result(), figure, uri)
+    return next(iter(table.values()))
+
+
+def point_to(cfg: LrFindAppConfig, run_id: str, figure: str, uri: str) -> None:
+    """Keep the figure under outputs/ too, and print where it and the run are."""
     os.makedirs("outputs", exist_ok=True)
-    path = os.path.join("outputs", f"lr_find-{run.result()}.svg")
+    path = os.path.join("outputs", f"lr_find-{run_id}.svg")
     with open(path, "w") as fh:
         fh.write(figure)
     print(f"figure: {path}")
-    print(f"MLflow run {run.result()} in experiment '{cfg.tracking.experiment}'")
+    print(f"MLflow run {run_id} in experiment '{cfg.tracking.experiment}'")
     print(f"open the MLflow UI: {stores.ui_command(uri)}")
-    return next(iter(table.values()))
 
 
 def lr_find(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
@@ -200,15 +205,9 @@ def lr_find(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
             found = range_test(cfg, data)
             figure = chart(cfg, found)
             recorder.record(run.result(), record(cfg, found, figure)).result()
-    os.makedirs("outputs", exist_ok=True)
-    path = os.path.join("outputs", f"lr_find-{run.result()}.svg")
-    with open(path, "w") as fh:
-        fh.write(figure)
     blow = found["blow_up_lr"]
     print(f"lowest median loss {found['lowest_loss']:.4g} at lr {found['lowest_loss_lr']:.4g}; "
           + (f"the loss blows up from lr {blow:.4g}" if blow else f"no blow-up up to lr {cfg.lr_find.lr_max:g}"))
     print(f"suggested train.lr = {found['suggested_lr']:.4g}")
-    print(f"figure: {path}")
-    print(f"MLflow run {run.result()} in experiment '{cfg.tracking.experiment}'")
-    print(f"open the MLflow UI: {stores.ui_command(uri)}")
+    point_to(cfg, run.result(), figure, uri)
     return found["suggested_lr"]

@@ -24,11 +24,7 @@ from bpexp.config import SweepAppConfig
 from bpexp.outcome import CONVERGED, PARTLY_DIVERGED, Outcome, trial_outcome
 from bpexp.population import train_population
 from bpexp.run_record import member_of
-from bpexp.search_space import trial_config
-
-
-def study_seeds(cfg: SweepAppConfig) -> list[int]:
-    return [cfg.train.seed + i for i in range(cfg.sweep.seeds)]
+from bpexp.search_space import study_seeds, trial_config
 
 
 def recheck_seeds(cfg: SweepAppConfig) -> list[int]:
@@ -36,16 +32,16 @@ def recheck_seeds(cfg: SweepAppConfig) -> list[int]:
     return [cfg.train.seed + cfg.sweep.seeds + i for i in range(cfg.sweep.seeds)]
 
 
-def top_trials(cfg: SweepAppConfig, trials: Sequence) -> list:
-    """The sweep.recheck best trials with a value (Optuna's FrozenTrials), best first."""
+def top_trials(cfg: SweepAppConfig, trials: Sequence, k: int) -> list:
+    """The k best trials with a value (Optuna's FrozenTrials), best first."""
     valued = [t for t in trials if t.value is not None]
-    return sorted(valued, key=lambda t: (t.value if cfg.sweep.direction == "minimize" else -t.value, t.number))[
-        :cfg.sweep.recheck]
+    return sorted(valued, key=lambda t: (t.value if cfg.sweep.direction == "minimize" else -t.value, t.number))[:k]
 
 
 def recheck(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]) -> dict[int, Outcome]:
     """Each trial's outcome over the study's seeds and `seeds`, trained as one population."""
-    every = study_seeds(cfg) + [s for s in seeds if s not in study_seeds(cfg)]
+    own = study_seeds(cfg)
+    every = own + [s for s in seeds if s not in own]
     members = [replace(member_of(trial_config(cfg, t.params)), seed=s) for t in trials for s in every]
     if not members:
         return {}
@@ -68,7 +64,7 @@ def best_of(cfg: SweepAppConfig, outcomes: dict[int, Outcome]) -> Optional[int]:
 def recommend(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]):
     """The recommended trial among `trials` (the best one when the re-check is off or every
     re-checked trial diverged)."""
-    top = top_trials(cfg, trials) if cfg.sweep.recheck else top_trials(replace(cfg, sweep=replace(cfg.sweep, recheck=1)), trials)
+    top = top_trials(cfg, trials, max(1, cfg.sweep.recheck))
     picked = best_of(cfg, recheck(cfg, top, data, seeds)) if cfg.sweep.recheck else None
     return next((t for t in top if t.number == picked), top[0] if top else None)
 
@@ -83,7 +79,7 @@ def recheck_study(cfg: SweepAppConfig, study, data) -> None:
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     seeds = recheck_seeds(cfg)
-    outcomes = recheck(cfg, top_trials(cfg, done), data, seeds)
+    outcomes = recheck(cfg, top_trials(cfg, done, cfg.sweep.recheck), data, seeds)
     study.set_user_attr("bpexp.recheck", {
         str(n): {"verdict": o.verdict, "value": o.value, "seeds": list(o.seeds), "diverged_seeds": list(o.diverged_seeds),
                  "seed_values": {str(s): v for s, v in o.seed_values.items()}} for n, o in outcomes.items()})

@@ -72,18 +72,22 @@ def predict(result: MemberResult, x: torch.Tensor) -> np.ndarray:
     return out[0].numpy()
 
 
+def measured_epochs(result: MemberResult) -> int:
+    """Epochs a seed measured: all it trained, but for a diverged one the epoch it diverged at."""
+    return len(result.train_loss) - (1 if result.status == "diverged" else 0)
+
+
 def measured(result: MemberResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(epochs, train losses, test epochs, test losses) a seed measured before it stopped: a
     diverged seed's curves end before the epoch it diverged at."""
-    n = len(result.train_loss) - (1 if result.status == "diverged" else 0)
+    n = measured_epochs(result)
     t = int(np.searchsorted(result.test_epochs, n))
     return np.arange(n), result.train_loss[:n], result.test_epochs[:t], result.test_loss[:t]
 
 
 def measured_sharpness(result: MemberResult) -> tuple[np.ndarray, np.ndarray]:
     """(epochs, sharpness) a seed measured before it stopped, as `measured`."""
-    n = len(result.train_loss) - (1 if result.status == "diverged" else 0)
-    k = int(np.searchsorted(result.sharpness_epochs, n))
+    k = int(np.searchsorted(result.sharpness_epochs, measured_epochs(result)))
     return result.sharpness_epochs[:k], result.sharpness[:k]
 
 

@@ -31,6 +31,11 @@ def choices(p: ParamSpec) -> list:
     return [json.dumps(list(c)) if OmegaConf.is_list(c) or isinstance(c, (list, tuple)) else c for c in p.choices]
 
 
+def study_seeds(cfg: SweepAppConfig) -> list[int]:
+    """The init seeds every trial trains on: train.seed, train.seed + 1, ... (sweep.seeds of them)."""
+    return [cfg.train.seed + i for i in range(cfg.sweep.seeds)]
+
+
 def suggest(trial: optuna.Trial, key: str, p: ParamSpec) -> Any:
     if p.type == "categorical":
         return trial.suggest_categorical(key, choices(p))

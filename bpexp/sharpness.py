@@ -67,8 +67,8 @@ def real_masks(p: Params) -> list[torch.Tensor]:
         if w.dim() == 3:
             masks.append(ins[n].unsqueeze(2) * outs[n].unsqueeze(1))
         else:  # the output's w_o [K, H_L]
-            masks.append(ins[n].clone())
-        masks.append(outs[n].clone())
+            masks.append(ins[n])
+        masks.append(outs[n])
     return masks
 
 

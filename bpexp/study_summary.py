@@ -79,8 +79,7 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, paren
     else:
         print(f"best trial #{summary['best_number']}: {cfg.sweep.metric} = {summary['best_value']:.6g} "
               f"(median over {cfg.sweep.seeds} seed{'s' if cfg.sweep.seeds > 1 else ''})")
-        for k, v in summary["best_params"].items():
-            print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
+        print_params(summary["best_params"])
     n = summary["recommended_number"]
     if summary["recheck"]:
         fresh = summary["recheck_seeds"]
@@ -91,8 +90,7 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, paren
             r = summary["recheck"][n]
             print(f"recommended trial #{n}: {cfg.sweep.metric} = {r['value']:.6g} (median over its "
                   f"{len(r['seeds'])} seeds{', ' + str(len(r['diverged_seeds'])) + ' diverged' if r['diverged_seeds'] else ''})")
-            for k, v in r["params"].items():
-                print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
+            print_params(r["params"])
     if any(s.measured or s.predicted_init for s in summary["stability"].values()):
         print(f"where each width's learning rate stops training, measured and predicted by sharpness: "
               f"stability.csv{' and plots/stability.png' if cfg.tracking.log_plots else ''} on the parent run, "
@@ -101,3 +99,8 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, paren
     print(f"open the MLflow UI:       {stores.ui_command(uri)}")
     print(f"  the study's runs:       {stores.experiment_url(uri, experiment_id)}")
     print(f"open optuna-dashboard:    optuna-dashboard {stores.redact(storage)}")
+
+
+def print_params(params: dict) -> None:
+    for k, v in params.items():
+        print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")

@@ -35,7 +35,7 @@ from bpexp.outcome import CONSTRAINT, PRUNED, Outcome, optuna_attrs, optuna_cons
 from bpexp.population import MemberResult, memory_problem, train_population
 from bpexp.recorder import Recorder
 from bpexp.run_record import config_tree, member_of, run_record
-from bpexp.search_space import check_search_space, searched, suggest, trial_config
+from bpexp.search_space import check_search_space, searched, study_seeds, suggest, trial_config
 from bpexp.study import open_study, parent_run
 from bpexp.recheck import recheck_study
 from bpexp.study_summary import print_summary, study_summary
@@ -49,7 +49,7 @@ from bpexp.workers import POLL_S, Heartbeat, count, counts, fail_stale_trials, t
 def train_batch(cfg: SweepAppConfig, trials: list[optuna.Trial], configs: dict[int, TrainAppConfig],
                 data) -> dict[int, list[MemberResult]]:
     """Train every seed of every trial as one population, pruning from inside the loop."""
-    seeds = [cfg.train.seed + i for i in range(cfg.sweep.seeds)]
+    seeds = study_seeds(cfg)
     members, owner = [], []
     for t in trials:
         for s in seeds:
