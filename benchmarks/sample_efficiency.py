@@ -3,7 +3,7 @@
 Runs the default study's loop in this process, exactly as `bpexp sweep` asks, trains (one
 population per batch: sweep.train_batch) and tells (verdicts, values and constraints of
 bpexp/outcome.py), without MLflow, for each sampler and sampler seed; then reads, at budgets
-20, 50 and 100 trials:
+20, 30, 50 and 100 trials:
 
 - trials to target: the first trial at which the best value so far is within 1.5x of the
   dense grid's best (median of the study's seeds);
@@ -14,7 +14,7 @@ bpexp/outcome.py), without MLflow, for each sampler and sampler seed; then reads
 
 The grid: 31 lrs log-spaced in [1e-4, 1] x widths 1, 2, 4, 8, 16, 32, 5000 epochs.
 
-    python benchmarks/sample_efficiency.py [key=value ...] [--seeds 5] [--samplers tpe random gp cmaes] [--grow]
+    python benchmarks/sample_efficiency.py [key=value ...] [--seeds 5] [--samplers tpe random gp cmaes]
 
 Overrides (before the options) apply to every study, e.g. sweep.batch_size=4.
 """
@@ -38,10 +38,10 @@ from bpexp.population import train_population
 from bpexp.recheck import recheck_seeds, recommend
 from bpexp.run_record import member_of
 from bpexp.search_space import make_sampler, searched, study_seeds, suggest, trial_config
-from bpexp.sweep import batch_size, train_batch
+from bpexp.sweep import batch_plan, train_batch
 
 FRESH = list(range(1000, 1005))  # the seeds recommendations are judged on: never tuned on, nor re-checked on
-BUDGETS = (20, 50, 100)
+BUDGETS = (20, 30, 50, 100)
 
 
 def config(overrides: list[str]) -> SweepAppConfig:
@@ -52,28 +52,33 @@ def config(overrides: list[str]) -> SweepAppConfig:
     return cfg
 
 
-def run_study(cfg: SweepAppConfig, data, grow: bool = False) -> optuna.Study:
-    """The sweep's ask / train / tell loop, in memory, in the sweep's order: a batch is asked
-    and trained before the one before it is told (bpexp/sweep.py: run_trials)."""
+def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
+    """The sweep's ask / train / tell loop, in memory, in the sweep's order (bpexp/sweep.py:
+    run_trials, batch_plan): a batch that overlaps is asked and trained before the one before
+    it is told; one that does not is asked after."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=make_sampler(cfg), direction=str(cfg.sweep.direction))
     pending: list = []
+
+    def tell() -> None:
+        for t, outcome in pending:
+            state, value = optuna_state(outcome)
+            t.set_constraint(CONSTRAINT, optuna_constraint(outcome))
+            study.tell(t, value, state)
+        pending.clear()
+
     while len(study.trials) < cfg.sweep.n_trials or pending:
-        k = batch_size(cfg)
-        if grow:  # the alternative measured: a quarter of the trials told so far, at least 4
-            k = max(4, min(k, sum(1 for t in study.trials if t.state.is_finished()) // 4))
-        k = min(k, cfg.sweep.n_trials - len(study.trials))
+        if not batch_plan(cfg, len(study.trials) - len(pending)).overlapped:
+            tell()
+        k = min(batch_plan(cfg, len(study.trials) - len(pending)).trials, cfg.sweep.n_trials - len(study.trials))
         trials = [study.ask() for _ in range(k)]
         for t in trials:
             for key, p in searched(cfg):
                 suggest(t, key, p)
         configs = {t.number: trial_config(cfg, t.params) for t in trials}
-        outcomes = [trial_outcome(rs, str(cfg.sweep.metric)) for rs in train_batch(cfg, trials, configs, data).values()]
-        for t, outcome in pending:
-            state, value = optuna_state(outcome)
-            t.set_constraint(CONSTRAINT, optuna_constraint(outcome))
-            study.tell(t, value, state)
-        pending = list(zip(trials, outcomes))
+        outcomes = [trial_outcome(rs, str(cfg.sweep.metric)) for rs in train_batch(cfg, trials, configs, data).values()] if trials else []
+        tell()
+        pending.extend(zip(trials, outcomes))
     return study
 
 
@@ -114,7 +119,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5, help="sampler seeds 0, 1, ...")
     p.add_argument("--samplers", nargs="+", default=["tpe", "random", "gp", "cmaes"])
-    p.add_argument("--grow", action="store_true", help="batches growing with the trials told (not the default)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     base = config(["sweep.n_trials=100", *a.overrides])
@@ -132,7 +136,7 @@ def main() -> None:
         for seed in range(a.seeds):
             cfg = config(["sweep.n_trials=100", f"sweep.sampler={sampler}", f"sweep.sampler_seed={seed}", *a.overrides])
             t = time.perf_counter()
-            study = run_study(cfg, data, a.grow)
+            study = run_study(cfg, data)
             took.append(time.perf_counter() - t)
             values = [tr.value if tr.value is not None else np.inf for tr in study.trials]
             best_so_far = np.minimum.accumulate(values)

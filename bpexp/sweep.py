@@ -159,13 +159,19 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
     Double-buffered: batch i+1 trains while the recorder process records batch i. A batch is
     told only after its child runs exist, so a COMPLETE trial always has its run; the sampler
     sees batch i's results one batch late (meanwhile TPE's constant liar treats them as running).
+    Except early in an automatic study (`batch_plan`): small batches, each told before the next
+    is asked, so that the sampler learns from every trial from the start.
     """
     pending: Optional[Batch] = None
     batch: Optional[Batch] = None
     try:
         while True:
+            if pending is not None and not batch_plan(cfg, trained(study)).overlapped:
+                with deferred_interrupts():  # as below: each trial told and its run finished together
+                    finish_batch(study, recorder, parent, pending, progress)
+                pending = None
             done, running = trained(study), count(study, TrialState.RUNNING)
-            k = min(batch_size(cfg), cfg.sweep.n_trials - done - running)
+            k = min(batch_plan(cfg, done).trials, cfg.sweep.n_trials - done - running)
             batch = None
             if k > 0:
                 batch = Batch([])
@@ -323,7 +329,7 @@ def check_searched_devices(cfg: SweepAppConfig) -> None:
 
 def check_memory(cfg: SweepAppConfig) -> None:
     """Refuse, before training, a batch whose curves cannot fit in memory (train.epochs=1e9)."""
-    members = batch_size(cfg) * cfg.sweep.seeds
+    members = max(batch_plan(cfg, n).trials for n in (0, cfg.sweep.sequential_trials)) * cfg.sweep.seeds
     problem = memory_problem(cfg.train.epochs, members, cfg.sweep.seeds)
     if problem:
         small = memory_problem(cfg.train.epochs, min(members, POPULATION), cfg.sweep.seeds) is None
@@ -331,14 +337,32 @@ def check_memory(cfg: SweepAppConfig) -> None:
         raise ConfigError(key, value, problem)
 
 
-def batch_size(cfg: SweepAppConfig) -> int:
-    """Automatic: trials whose seeds make a population of about 48 members, at least 8 trials.
-    Bigger populations train faster per member (benchmarks/population.py, 2 cores: 16 members
-    ~70 ms each, 48 ~30 ms, 100 ~20 ms); smaller batches give a sampler more rounds of feedback
-    (batches growing from 4 trials, measured: README, "How many trials"; not adopted)."""
-    return cfg.sweep.batch_size or max(8, POPULATION // cfg.sweep.seeds)
+@dataclass(frozen=True)
+class BatchPlan:
+    trials: int  # trials asked and trained together as one population
+    overlapped: bool  # trained while the batch before is recorded, so told one batch late
 
 
+def batch_plan(cfg: SweepAppConfig, trained_trials: int) -> BatchPlan:
+    """How the next batch is run, once the study has `trained_trials` trained trials.
+
+    sweep.batch_size=0 (automatic): SEQUENTIAL_BATCH trials at a time, each batch told before
+    the next is asked, for the first sweep.sequential_trials trials; then trials whose seeds make
+    a population of about POPULATION networks (at least 8 trials), overlapped. Why: told one
+    batch of 16 late, TPE's first 32 trials are random search's (it starts from a random
+    sampler); small batches told at once let it learn from the start (benchmarks/
+    sample_efficiency.py, README "How many trials"). Bigger populations train faster per member
+    (benchmarks/population.py, 2 cores: 16 members ~70 ms each, 48 ~30 ms, 100 ~20 ms), and
+    overlapping hides the training behind the recording. A set sweep.batch_size: that many
+    trials, overlapped from the first batch."""
+    if cfg.sweep.batch_size:
+        return BatchPlan(cfg.sweep.batch_size, True)
+    if trained_trials < cfg.sweep.sequential_trials:
+        return BatchPlan(SEQUENTIAL_BATCH, False)
+    return BatchPlan(max(8, POPULATION // cfg.sweep.seeds), True)
+
+
+SEQUENTIAL_BATCH = 4
 POPULATION = 48
 
 

@@ -135,6 +135,7 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
     _need(s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be >= 1")
     _need(s.seeds >= 1, "sweep.seeds", s.seeds, "must be >= 1")
     _need(s.batch_size >= 0, "sweep.batch_size", s.batch_size, "must be >= 0 (0 = automatic)")
+    _need(s.sequential_trials >= 0, "sweep.sequential_trials", s.sequential_trials, "must be >= 0")
     _need(s.recheck >= 0, "sweep.recheck", s.recheck, "must be >= 0 (0 = off)")
     _need(s.report_every >= 1, "sweep.report_every", s.report_every, "must be >= 1")
     _need(s.grid_points >= 1, "sweep.grid_points", s.grid_points, "must be >= 1")

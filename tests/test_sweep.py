@@ -28,6 +28,9 @@ def test_sweep_records_parent_and_children(tmp_path):
     assert r.returncode == 0, r.stderr
     study, client, parent, children = check_invariants(tmp_path, 6)
     assert len(children) == 6
+    # A set batch size overlaps from the first batch: trials 4-5 were asked before 0-3 were told.
+    t = study.trials
+    assert t[4].datetime_start < min(x.datetime_complete for x in t[:4])
     assert parent.info.status == "FINISHED"
     assert parent.info.run_id in r.stdout and "optuna-dashboard sqlite:///" in r.stdout
     # best.* tags and best_value, kept current on the parent
@@ -85,6 +88,22 @@ def check_best_model(tmp_path, client, parent, children, study):
     expected, _ = forward(stack([{k: torch.from_numpy(v) for k, v in w.items()}]), x, "tanh")
     got = net(x.reshape(-1, 1)).detach().numpy()[:, 0]
     assert np.allclose(got, expected[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_automatic_batches_tell_the_first_trials_before_asking_more(tmp_path):
+    """Automatic batches: 4 trials at a time for the first sweep.sequential_trials, each batch
+    told before the next is asked (the sampler learns from each); then one overlapped batch."""
+    r = run_bpexp("sweep", "sweep.n_trials=14", "sweep.seeds=1", "sweep.sequential_trials=8",
+                  "tracking.log_model=false", *SMALL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, _, _, children = check_invariants(tmp_path, 14)
+    t = sorted(study.trials, key=lambda x: x.number)
+    told = lambda trials: max(x.datetime_complete for x in trials)  # noqa: E731
+    asked = lambda trials: min(x.datetime_start for x in trials)  # noqa: E731
+    assert told(t[0:4]) <= asked(t[4:8]) and told(t[4:8]) <= asked(t[8:14])
+    assert max(x.datetime_start for x in t[8:14]) < min(x.datetime_complete for x in t[8:14])  # one batch
+    assert len(children) == 14
 
 
 @pytest.mark.slow
@@ -201,7 +220,7 @@ def test_bad_sweep_value_is_one_line(override, key, value):
 def test_a_search_space_giving_a_bad_config_fails_cleanly(tmp_path):
     """Checked when the sweep starts, before anything is recorded: every value the search
     space can produce must make a valid train config (model.hidden=0 does not)."""
-    r = run_bpexp("sweep", "sweep.search_space.hidden.low=0", cwd=tmp_path)
+    r = run_bpexp("sweep", "sweep.search_space.hidden.low=0", "sweep.search_space.hidden.log=false", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "sweep.search_space.model.hidden" in lines[0] and "0" in lines[0], r.stderr
