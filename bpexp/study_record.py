@@ -101,8 +101,8 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
     ok = [t for t in trials if t["outcome"] == "converged"]
     top = sorted(ok, key=lambda t: t["value"], reverse=summary["direction"] == "maximize")[:5] if figures else []
     best = summary["best_number"]
-    runs = {int(r.data.tags.get("optuna.trial_number", -1)): r for r in child_runs(
-        client, parent_run_id, "attributes.status = 'FINISHED'")} if top or (model and best is not None) else {}
+    wanted = {t["number"] for t in top} | ({best} if model and best is not None else set())
+    runs = finished_runs(client, {t["number"]: t["run_id"] for t in trials if t["number"] in wanted})
     curves = []
     for t in top:
         if t["number"] in runs:
@@ -125,6 +125,22 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
     if model and best is not None and str(best) != previous and best in runs:
         log_best_model(client, parent_run_id, runs[best].info.run_id, summary["best_config"], register_as)
         client.set_tag(parent_run_id, "best.model_trial", best)
+
+
+def finished_runs(client, run_ids: Mapping[int, str]) -> dict[int, Any]:
+    """trial number -> its FINISHED child run, read by the run id Optuna holds (searching the
+    parent's children instead read every child's params, metrics and tags: 2.1 s at 1000 trials)."""
+    from mlflow.exceptions import MlflowException
+
+    runs = {}
+    for number, run_id in run_ids.items():
+        try:
+            run = client.get_run(run_id) if run_id else None
+        except MlflowException:  # deleted meanwhile: no curve, no model from it
+            run = None
+        if run is not None and run.info.status == "FINISHED":
+            runs[number] = run
+    return runs
 
 
 def record_recheck(client, parent_run_id: str, summary: Mapping[str, Any]) -> dict[str, str]:

@@ -38,7 +38,7 @@ from bpexp.run_record import config_tree, member_of, run_record
 from bpexp.search_space import check_search_space, searched, study_seeds, suggest, trial_config
 from bpexp.study import open_study, parent_run
 from bpexp.recheck import recheck_study
-from bpexp.study_summary import print_summary, study_summary
+from bpexp.study_summary import import_importance_early, print_summary, study_summary
 from bpexp.train import check_device, check_tracking_uri
 from bpexp.liveness import WORKER
 from bpexp.failpoints import failpoint
@@ -126,6 +126,8 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         take_over(study, recorder, parent)
         if cfg.tracking.log_model:
             recorder.later(study_record.warm_up_model_export)
+        if cfg.tracking.log_plots:
+            import_importance_early()
         heartbeat = Heartbeat(study)
         progress = _progress(cfg, study)
         try:
