@@ -94,16 +94,16 @@ def check_best_model(tmp_path, client, parent, children, study):
 def test_automatic_batches_tell_the_first_trials_before_asking_more(tmp_path):
     """Automatic batches: 4 trials at a time for the first sweep.sequential_trials, each batch
     told before the next is asked (the sampler learns from each); then one overlapped batch."""
-    r = run_bpexp("sweep", "sweep.n_trials=14", "sweep.seeds=1", "sweep.sequential_trials=8",
+    r = run_bpexp("sweep", "sweep.n_trials=11", "sweep.seeds=1", "sweep.sequential_trials=8",
                   "tracking.log_model=false", *SMALL, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    study, _, _, children = check_invariants(tmp_path, 14)
+    study, _, _, children = check_invariants(tmp_path, 11)
     t = sorted(study.trials, key=lambda x: x.number)
     told = lambda trials: max(x.datetime_complete for x in trials)  # noqa: E731
     asked = lambda trials: min(x.datetime_start for x in trials)  # noqa: E731
-    assert told(t[0:4]) <= asked(t[4:8]) and told(t[4:8]) <= asked(t[8:14])
-    assert max(x.datetime_start for x in t[8:14]) < min(x.datetime_complete for x in t[8:14])  # one batch
-    assert len(children) == 14
+    assert told(t[0:4]) <= asked(t[4:8]) and told(t[4:8]) <= asked(t[8:11])
+    assert max(x.datetime_start for x in t[8:11]) < min(x.datetime_complete for x in t[8:11])  # one batch
+    assert len(children) == 11
 
 
 @pytest.mark.slow
