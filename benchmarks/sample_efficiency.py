@@ -67,10 +67,11 @@ def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
             study.tell(t, value, state)
         pending.clear()
 
+    told = lambda: len(study.trials) - len(pending)  # noqa: E731
     while len(study.trials) < cfg.sweep.n_trials or pending:
-        if not batch_plan(cfg, len(study.trials) - len(pending)).overlapped:
+        if not batch_plan(cfg, told()).overlapped:
             tell()
-        k = min(batch_plan(cfg, len(study.trials) - len(pending)).trials, cfg.sweep.n_trials - len(study.trials))
+        k = min(batch_plan(cfg, told()).trials, cfg.sweep.n_trials - len(study.trials))
         trials = [study.ask() for _ in range(k)]
         for t in trials:
             for key, p in searched(cfg):

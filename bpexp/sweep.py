@@ -168,11 +168,12 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
     batch: Optional[Batch] = None
     try:
         while True:
-            if pending is not None and not batch_plan(cfg, trained(study)).overlapped:
+            done = trained(study)
+            if pending is not None and not batch_plan(cfg, done).overlapped:
                 with deferred_interrupts():  # as below: each trial told and its run finished together
                     finish_batch(study, recorder, parent, pending, progress)
-                pending = None
-            done, running = trained(study), count(study, TrialState.RUNNING)
+                pending, done = None, trained(study)
+            running = count(study, TrialState.RUNNING)
             k = min(batch_plan(cfg, done).trials, cfg.sweep.n_trials - done - running)
             batch = None
             if k > 0:
