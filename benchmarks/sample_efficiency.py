@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 from bpexp.config import SweepAppConfig, register_schemas
 from bpexp.validation import validate_sweep
 from bpexp.data import dataset_from_config
+from bpexp.lr_units import set_lrs
 from bpexp.outcome import CONSTRAINT, optuna_constraint, optuna_state, trial_outcome
 from bpexp.population import train_population
 from bpexp.recheck import recheck_seeds, recommend
@@ -59,6 +60,7 @@ def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=make_sampler(cfg), direction=str(cfg.sweep.direction))
     pending: list = []
+    tested: dict = {}
 
     def tell() -> None:
         for t, outcome in pending:
@@ -76,6 +78,7 @@ def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
         for t in trials:
             for key, p in searched(cfg):
                 suggest(t, key, p)
+        set_lrs(cfg, trials, data, tested)
         configs = {t.number: trial_config(cfg, t.params) for t in trials}
         outcomes = [trial_outcome(rs, str(cfg.sweep.metric)) for rs in train_batch(cfg, trials, configs, data).values()] if trials else []
         tell()

@@ -35,6 +35,7 @@ Pruner = Choice("Pruner", [(v, v) for v in ("none", "median", "hyperband")])
 Metric = Choice("Metric", [(v, v) for v in ("train_loss", "test_loss")])
 Direction = Choice("Direction", [(v, v) for v in ("minimize", "maximize")])
 LrFindMethod = Choice("LrFindMethod", [(v, v) for v in ("range_test", "sharpness")])
+LrUnit = Choice("LrUnit", [("lr_find", "lr_find")])
 
 
 class ConfigError(ValueError):
@@ -109,6 +110,9 @@ class ParamSpec:
     log: bool = False
     step: Optional[float] = None
     choices: Optional[List[Any]] = None
+    # lr_find (train.lr only): low and high are multiples of the lr range test's suggestion for
+    # the trial's own config (bpexp/lr_units.py); train.lr, everywhere, is the lr it trained with
+    unit: Optional[LrUnit] = None
 
 
 @dataclass

@@ -1,11 +1,4 @@
-"""`bpexp lr-find`: the learning-rate range test, recorded as one MLflow run.
-
-One short run whose learning rate rises exponentially, lr_t = lr_min (lr_max/lr_min)^(t/T),
-epoch by epoch (optim.Schedule "ramp"). While the lr is small the loss barely moves; as it
-grows the loss falls faster; past the largest lr the network tolerates, the loss blows up.
-The lr where the loss is lowest marks where useful learning rates end, so it (or a fraction
-of it, lr_find.divide_by) is the suggestion. Several init seeds run as one population and
-the test reads their median loss, so one lucky or unlucky initialisation doesn't decide.
+"""`bpexp lr-find`: the learning-rate range test (bpexp/range_test.py), recorded as one MLflow run.
 
 lr_find.method=sharpness predicts instead of training (bpexp/sharpness.py): gradient descent
 is stable near a point only while lr < 2 / lambda_max, lambda_max the top eigenvalue of the
@@ -13,12 +6,6 @@ loss Hessian there (with heavy-ball momentum mu: lr < 2 (1 + mu) / lambda_max). 
 the initial networks of every width, activation and seed asked for, in one population: a
 prediction of the divergence edge in about a second, before any sweep (how well it predicts
 the measured edge: README, "Where the learning rate stops training").
-
-How far below that lr to go depends on the optimizer (measured against sweeps of train.lr
-alone, 5000 epochs, benchmarks/lr_find_vs_sweep.py; README): for full-batch gradient descent
-the best constant lr of a long run sits right at the edge of stability, so the lowest-loss lr
-itself is the suggestion; momentum and Adam build up speed along the ramp and get past lrs
-they cannot sustain for long, so their suggestion is that lr / 4 and / 10.
 """
 from __future__ import annotations
 
@@ -36,40 +23,11 @@ from bpexp import stability, stores, study_record, svg, tracking
 from bpexp.config import ConfigError, LrFindAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.network import shape_name
-from bpexp.optim import Schedule
 from bpexp.population import memory_problem, train_population
+from bpexp.range_test import range_test
 from bpexp.recorder import Recorder, RunRecord
 from bpexp.run_record import config_tree, member_of
 from bpexp.train import check_device, check_tracking_uri
-
-DIVIDE_BY = {"gd": 1.0, "momentum": 4.0, "adam": 10.0}  # lr_find.divide_by=null (measured, see above)
-
-
-def range_test(cfg: LrFindAppConfig, data) -> dict:
-    """Train the ramp for every seed; return the lrs, the per-seed and median losses, and
-    where the test ends (the first epoch whose median loss exceeds stop_factor x its minimum)."""
-    f = cfg.lr_find
-    ramp = Schedule("ramp", lr_max=f.lr_max)
-    base = replace(member_of(cfg), lr=f.lr_min, schedule=ramp)
-    members = [replace(base, seed=cfg.train.seed + i) for i in range(f.seeds)]
-    results = train_population(members, data, f.epochs, diverge_above=cfg.train.diverge_above,
-                               device=cfg.train.device)
-    lrs = ramp.factors(f.lr_min, f.epochs)
-    losses = np.full((len(results), f.epochs), np.inf)  # a diverged seed's loss is inf from then on
-    for i, r in enumerate(results):
-        losses[i, :len(r.train_loss)] = np.where(np.isfinite(r.train_loss), r.train_loss, np.inf)
-    median = np.median(losses, axis=0)
-    lowest = np.minimum.accumulate(median)
-    blown = ~np.isfinite(median) | (median > f.stop_factor * lowest)
-    end = max(1, int(np.argmax(blown))) if blown.any() else f.epochs  # epochs [0, end) are the test
-    best = int(np.argmin(median[:end]))
-    return {
-        "lrs": lrs, "losses": losses, "median": median, "end": end,
-        "lowest_loss_lr": float(lrs[best]), "lowest_loss": float(median[best]),
-        "suggested_lr": float(lrs[best] / (f.divide_by or DIVIDE_BY[cfg.train.optimizer])),
-        "blow_up_lr": float(lrs[end]) if end < f.epochs else None,
-    }
-
 
 def chart(cfg: LrFindAppConfig, found: dict) -> str:
     """Loss vs lr on log-log axes: each seed, their median, the suggestion."""

@@ -36,12 +36,20 @@ def study_seeds(cfg: SweepAppConfig) -> list[int]:
     return [cfg.train.seed + i for i in range(cfg.sweep.seeds)]
 
 
+def param_name(key: str, p: ParamSpec) -> str:
+    """The Optuna parameter a searched key is sampled as: the key itself, or for an lr in units
+    of the range test's suggestion "train.lr / lr_find" (the multiple; the trial's train.lr
+    parameter is then the lr itself, bpexp/lr_units.py)."""
+    return f"{key} / {p.unit}" if p.unit else key
+
+
 def suggest(trial: optuna.Trial, key: str, p: ParamSpec) -> Any:
+    name = param_name(key, p)
     if p.type == "categorical":
-        return trial.suggest_categorical(key, choices(p))
+        return trial.suggest_categorical(name, choices(p))
     if p.type == "int":
-        return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
-    return trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+        return trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
 
 
 def trial_config(cfg: SweepAppConfig, params: dict[str, Any]) -> TrainAppConfig:
@@ -52,6 +60,8 @@ def trial_config(cfg: SweepAppConfig, params: dict[str, Any]) -> TrainAppConfig:
     type). Plain dataclasses: 0.1 ms a trial, where OmegaConf took 14 ms."""
     c = TrainAppConfig(*(copy.deepcopy(getattr(cfg, g)) for g in ("model", "data", "train", "tracking")))
     for key, value in params.items():
+        if " / " in key:  # a multiple of an lr (param_name): its trial's lr is a parameter of its own
+            continue
         if isinstance(value, str) and value.startswith("["):  # a list choice (see `choices`)
             value = json.loads(value)
         group, name = key.split(".", 1)
@@ -98,6 +108,8 @@ def check_search_space(cfg: SweepAppConfig) -> None:
     """Every value the search space can produce must be a valid train config."""
     for key, p in searched(cfg):
         where = f"sweep.search_space.{key}"
+        if p.unit:  # a positive multiple of a positive lr (validate_sweep)
+            continue
         values = choices(p) if p.type == "categorical" else [p.low, p.high]
         for v in values:
             if p.type == "int":
@@ -150,7 +162,7 @@ def grid(cfg: SweepAppConfig) -> dict[str, list]:
             continue
         n = cfg.sweep.grid_points
         pts = np.geomspace(p.low, p.high, n) if p.log else np.linspace(p.low, p.high, n)
-        out[key] = sorted({int(round(v)) for v in pts}) if p.type == "int" else [float(v) for v in pts]
+        out[param_name(key, p)] = sorted({int(round(v)) for v in pts}) if p.type == "int" else [float(v) for v in pts]
     return out
 
 

@@ -167,7 +167,7 @@ def parent_params(cfg: SweepAppConfig) -> dict[str, Any]:
             params[f"search.{key}"] = "categorical " + json.dumps(choices(p))
         else:
             params[f"search.{key}"] = f"{p.type} [{p.low:g}, {p.high:g}]" + (" log" if p.log else "") + (
-                f" step {p.step:g}" if p.step else "")
+                f" step {p.step:g}" if p.step else "") + (f" x {p.unit}" if p.unit else "")
     return params
 
 

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from bpexp import study_record, tracking
+from bpexp import lr_units, study_record, tracking
 from bpexp.config import ConfigError, SweepAppConfig, TrainAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.interrupts import deferred_interrupts, interrupted
@@ -94,6 +94,8 @@ def record_batch(cfg, recorder: Recorder, parent_run_id: str, study_name: str, d
         rec = run_record(config_tree(batch.configs[t.number]), batch.results[t.number], outcome, data,
                          cfg.tracking.log_plots, cfg.sweep.metric, with_data=False)  # a CSV: once, on the parent
         rec.tags["optuna.trial_state"] = optuna_state(outcome)[0].name
+        if lr_units.SUGGESTION in t.user_attrs:  # the lr searched in units of the range test's
+            rec.tags[lr_units.SUGGESTION] = f"{t.user_attrs[lr_units.SUGGESTION]:.6g}"
         # Created with the tags a resumed sweep needs to settle it, should this worker die.
         mine = {**tags, "optuna.study_name": study_name, "optuna.trial_number": t.number, "bpexp.worker": WORKER}
         batch.runs[t.number] = recorder.new_run(trial_name(cfg, t), mine, rec, parent_run_id, end_status=None)
@@ -166,6 +168,7 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
     """
     pending: Optional[Batch] = None
     batch: Optional[Batch] = None
+    tested: dict = {}  # config -> the range test's lr, for an lr searched in its units (lr_units)
     try:
         while True:
             done = trained(study)
@@ -185,6 +188,7 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
             if batch is not None:
                 heartbeat.track([t for b in (pending, batch) if b for t in b.trials])
                 failpoint("training")
+                lr_units.set_lrs(cfg, batch.trials, data, tested)
                 batch.configs = {t.number: trial_config(cfg, t.params) for t in batch.trials}
                 batch.results = train_batch(cfg, batch.trials, batch.configs, data)
                 batch.outcomes = {n: trial_outcome(rs, cfg.sweep.metric) for n, rs in batch.results.items()}

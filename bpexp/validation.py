@@ -158,12 +158,15 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
         _need(OmegaConf.select(train_keys, key, default=None) is not None, f"{where}.key", key,
               "is not a key of the train config (model.*, data.*, train.*)")
         _need(p.type in ("float", "int", "categorical"), f"{where}.type", p.type, "must be float, int or categorical")
+        _need(p.unit is None or (key == "train.lr" and p.type == "float"), f"{where}.unit", str(p.unit),
+              "is for train.lr of type float only")
         if p.type == "categorical":
             _need(bool(p.choices), f"{where}.choices", p.choices, "must list at least one value")
             continue
         _need(p.low is not None and math.isfinite(p.low), f"{where}.low", p.low, "must be a finite number")
         _need(p.high is not None and math.isfinite(p.high), f"{where}.high", p.high, "must be a finite number")
         _need(p.low < p.high, f"{where}.low", p.low, f"must be < {where}.high={p.high!r}")
+        _need(p.unit is None or p.low > 0, f"{where}.low", p.low, "must be > 0: a multiple of the range test's lr")
         _need(not p.log or p.low > 0, f"{where}.low", p.low, "must be > 0 for a log scale")
         _need(p.step is None or p.step > 0, f"{where}.step", p.step, "must be > 0")
         if p.type == "int":

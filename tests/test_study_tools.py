@@ -8,7 +8,7 @@ import pytest
 
 from bpexp.config import LrFindAppConfig
 from bpexp.data import make_dataset
-from bpexp.lr_find import range_test
+from bpexp.range_test import range_test
 
 
 def test_range_test_finds_where_the_seeds_gd_blows_up():

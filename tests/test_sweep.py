@@ -38,6 +38,7 @@ def test_sweep_records_parent_and_children(tmp_path):
     assert int(parent.data.tags["best.model.hidden"]) == study.best_params["model.hidden"]
     assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
     assert parent.data.params["sweep.n_trials"] == "6" and parent.data.params["train.epochs"] == "200"
+    assert parent.data.params["search.train.lr"] == "float [0.1, 3] log x lr_find"
     arts = {a.path for d in (None, "plots") for a in client.list_artifacts(parent.info.run_id, d)}
     assert {"trials.csv", "best_config.yaml", "plots/optimization_history.png",
             "plots/objective_vs_train.lr.png", "plots/heatmap_train.lr_x_model.hidden.png",
@@ -52,6 +53,10 @@ def test_sweep_records_parent_and_children(tmp_path):
         assert c.data.tags["optuna.trial_state"] == t.state.name
         assert float(c.data.params["train.lr"]) == pytest.approx(t.params["train.lr"])
         assert int(c.data.params["model.hidden"]) == t.params["model.hidden"]
+        # the default lr is searched in units of the range test's suggestion (bpexp/lr_units.py)
+        suggested = t.user_attrs["bpexp.suggested_lr"]
+        assert t.params["train.lr"] == t.params["train.lr / lr_find"] * suggested
+        assert c.data.tags["bpexp.suggested_lr"] == f"{suggested:.6g}"
         assert c.data.tags["bpexp.outcome"] == verdict_of(t)
         if verdict_of(t) == "converged":
             assert c.data.metrics["objective"] == t.value
@@ -199,7 +204,8 @@ def test_kill_9_then_resume_keeps_the_invariants(tmp_path):
 BAD_SWEEP = [  # (override, the key and the value its one-line error names)
     ("sweep.sampler=bayes", "sweep.sampler", "bayes"),
     ("sweep.pruner=sometimes", "sweep.pruner", "sometimes"),
-    ("sweep.search_space.lr.low=2", "sweep.search_space.lr.low", "2"),
+    ("sweep.search_space.lr.low=5", "sweep.search_space.lr.low", "5"),
+    ("sweep.search_space.hidden.unit=lr_find", "sweep.search_space.hidden.unit", "lr_find"),
     ("sweep.search_space.lr.low=0", "sweep.search_space.lr.low", "0"),
     ("sweep.search_space.lr.key=train.rate", "sweep.search_space.lr.key", "train.rate"),
     ("sweep.n_trials=0", "sweep.n_trials", "0"),
@@ -342,10 +348,14 @@ def test_other_samplers_and_pruners(tmp_path, extra):
 @pytest.mark.slow
 def test_grid_sampler_covers_the_grid_and_ends(tmp_path):
     """Optuna's grid sampler calls study.stop() when its grid is used up, which raises under
-    ask/tell; bpexp's sweep ends by n_trials instead."""
+    ask/tell; bpexp's sweep ends by n_trials instead. The grid of an lr in units of the range
+    test is a grid of multiples, and each trial's train.lr is its multiple of its suggestion."""
     r = run_bpexp("sweep", "sweep.sampler=grid", "sweep.grid_points=2", "sweep.n_trials=4", "sweep.seeds=1",
                   "sweep.search_space.lr.high=0.5", *SMALL, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = load(tmp_path)
-    done = {(t.params["train.lr"], t.params["model.hidden"]) for t in study.trials if verdict_of(t) in TRAINED}
-    assert done == {(1e-4, 1), (1e-4, 32), (0.5, 1), (0.5, 32)}
+    trained = [t for t in study.trials if verdict_of(t) in TRAINED]
+    done = {(t.params["train.lr / lr_find"], t.params["model.hidden"]) for t in trained}
+    assert done == {(0.1, 1), (0.1, 32), (0.5, 1), (0.5, 32)}
+    for t in trained:
+        assert t.params["train.lr"] == t.params["train.lr / lr_find"] * t.user_attrs["bpexp.suggested_lr"]

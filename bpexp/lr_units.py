@@ -1,0 +1,64 @@
+"""A learning rate searched in units of the lr range test's suggestion (`unit: lr_find`).
+
+The best constant lr of full-batch gradient descent sits just below the edge of stability,
+and that edge moves with the network: on the seed's task the best lr falls from ~0.3 at 3
+hidden units to ~0.06 at 32 (a dense grid, README "How many trials"). Searched in absolute
+terms, lr and width make a thin diagonal ridge that a sampler has to find twice over. The
+range test (bpexp/range_test.py, `bpexp lr-find`'s defaults: 500 epochs of a rising lr on 3 seeds) finds that edge for each
+config in a fraction of a trial's cost, and its suggestion lands within 0.6-2.3x of the best
+lr at every width from 3 to 32. In its units the ridge is a band near 1 across all widths,
+and the sampler searches one thing at a time (measured: the default 30-trial study went from
+1.23x to within 1.1x of the grid's best; benchmarks/sample_efficiency.py).
+
+So a trial samples the multiple ("train.lr / lr_find") with the other keys, then its config
+without the lr is range-tested (one population for the batch; a config already tested is not
+tested again: the test is deterministic, so every worker and every resume finds the same lr),
+and the trial's `train.lr` parameter is set to multiple x suggestion: a parameter of a single
+value, which Optuna stores without asking the sampler. train.lr, in Optuna, MLflow, the CSVs
+and the figures, is then the lr the trial trained with; the multiple is a parameter of its
+own, and the suggestion is the trial's user attribute and its child run's tag `bpexp.suggested_lr`
+(the tag `bpexp lr-find` gives its run).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from typing import Sequence
+
+from bpexp.config import LrFindConfig, SweepAppConfig
+from bpexp.range_test import range_tests
+from bpexp.search_space import param_name, searched, trial_config
+
+SUGGESTION = "bpexp.suggested_lr"  # the trial's user attribute and run tag: the range test's suggested lr
+
+
+def relative(cfg: SweepAppConfig):
+    """(key, spec) of the lr searched in units of the range test, or None."""
+    return next(((k, p) for k, p in searched(cfg) if p.unit), None)
+
+
+def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
+    """Give each asked trial its train.lr: its sampled multiple x the range test's suggestion
+    for its config. `tested` (config -> suggested lr) carries the tests across batches."""
+    found = relative(cfg)
+    if found is None or not trials:
+        return
+    key, p = found
+    configs = {t.number: trial_config(cfg, t.params) for t in trials}
+    ident = {n: _without_lr(c) for n, c in configs.items()}
+    todo = {}
+    for n, c in configs.items():
+        todo.setdefault(ident[n], c)
+    todo = {i: c for i, c in todo.items() if i not in tested}
+    if todo:
+        got = range_tests(LrFindConfig(), list(todo.values()), data)
+        tested.update((i, g["suggested_lr"]) for i, g in zip(todo, got))
+    for t in trials:
+        unit = tested[ident[t.number]]
+        lr = t.params[param_name(key, p)] * unit
+        t.set_user_attr(SUGGESTION, unit)
+        t.suggest_float(key, lr, lr)
+
+
+def _without_lr(c) -> str:
+    """What the range test's result depends on: the config, with its lr (and where to record) set aside."""
+    return repr((asdict(c.model), asdict(c.data), asdict(replace(c.train, lr=0.0))))
