@@ -127,7 +127,7 @@ def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
     # A diverged trial is told PRUNED, with no value, and a violated constraint (finish_batch,
     # bpexp/outcome.py): TPE ranks it below every feasible trial, so it learns where the lr is too
     # high. Optuna's GP reads COMPLETE trials only: it never sees a diverged trial (measured: it
-    # keeps asking for lr = 1 on the default study; README, "How many trials").
+    # kept asking for lr = 1 on the default study with plain lrs; README, "How many trials").
     if s.sampler == "tpe":
         # constant_liar: trials asked while others of the batch run are steered away from them.
         # 8 random start-up trials, not Optuna's 10: told 4 at a time (bpexp/sweep.py: batch_plan),
