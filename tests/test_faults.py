@@ -135,7 +135,14 @@ def test_ctrl_c_and_sigterm_fail_what_runs_then_resume(tmp_path, signum, status)
     args = ["sweep", "sweep.n_trials=8", "sweep.batch_size=2", "train.epochs=4000", "sweep.progress=false",
             "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
     p = popen_bpexp(*args, cwd=tmp_path)
-    wait_for(lambda: Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 2, every=0.2)
+    try:
+        wait_for(lambda: p.poll() is not None or Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 2,
+                 every=0.2)
+    except AssertionError:
+        os.killpg(p.pid, signal.SIGKILL)
+        raise AssertionError(f"no 2 trials told in 120 s: {p.communicate()[1][-2000:]}") from None
+    if p.poll() is not None:  # ended before the signal: say how
+        raise AssertionError(f"the sweep ended before the signal, exit {p.returncode}: {p.communicate()[1][-2000:]}")
     os.killpg(p.pid, signum)
     out, err = p.communicate(timeout=60)
     word = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
