@@ -120,5 +120,6 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, paren
 
 
 def print_params(params: dict) -> None:
+    w = max([16, *map(len, params)])
     for k, v in params.items():
-        print(f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}")
+        print(f"  {k:<{w}} {v:.6g}" if isinstance(v, float) else f"  {k:<{w}} {v}")
