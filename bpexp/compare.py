@@ -152,7 +152,7 @@ def print_recommendation(parent) -> None:
                            if k.startswith("recommended.") and k != "recommended.trial_number")
         print(f"\nrecommended after re-checking the best trials on fresh seeds: trial #{tags['recommended.trial_number']} "
               f"({params}), median over its own and the fresh seeds {metrics['recommended_value']:.4g}"
-              + (f", mean {metrics['recommended_mean']:.4g}" if "recommended_mean" in metrics else ""))
+              + (f", worst seed {metrics['recommended_worst_seed']:.4g}" if "recommended_worst_seed" in metrics else ""))
 
 
 def print_stability(found: dict) -> None:

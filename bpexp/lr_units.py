@@ -9,7 +9,7 @@ config in a fraction of a trial's cost, and its suggestion lands within 0.6-2.3x
 lr at every width from 3 to 32. In its units the ridge is a band near 1 across all widths,
 and the sampler searches one thing at a time (measured, benchmarks/sample_efficiency.py, 10
 sampler seeds: a 30-trial default study's recommendation, retrained on unseen seeds, went from
-1.23x the grid's best to 1.06x; README, "How many trials").
+1.23x the grid's best to 1.09x; README, "How many trials").
 
 So a trial samples the multiple ("train.lr / lr_find") with the other keys, then its config
 without the lr is range-tested (one population for the batch; a config already tested is not

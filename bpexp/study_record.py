@@ -145,10 +145,10 @@ def finished_runs(client, run_ids: Mapping[int, str]) -> dict[int, Any]:
 
 def record_recheck(client, parent_run_id: str, summary: Mapping[str, Any]) -> dict[str, str]:
     """The re-check (bpexp/recheck.py): on each re-checked child run, `recheck_<metric>` (its
-    value over its own and the fresh seeds: the median), `recheck_<metric>_mean` (their mean,
-    if every seed converged), each fresh seed's final metric and `recheck_seeds_diverged`, tag
-    `bpexp.recheck` (the verdict over all seeds); on the parent, `recommended.*` tags,
-    `recommended_value` and `recommended_mean`. Returns the parent's files."""
+    value over its own and the fresh seeds: the median), `recheck_<metric>_worst_seed` (the
+    worst of them, if every seed converged), each fresh seed's final metric and
+    `recheck_seeds_diverged`, tag `bpexp.recheck` (the verdict over all seeds); on the parent,
+    `recommended.*` tags, `recommended_value` and `recommended_worst_seed`. Returns the parent's files."""
     import csv
     import io
 
@@ -162,15 +162,15 @@ def record_recheck(client, parent_run_id: str, summary: Mapping[str, Any]) -> di
         rows.append(("recheck_seeds_diverged", float(len(r["diverged_seeds"])), 0))
         if r["value"] is not None:
             rows.append((f"recheck_{metric}", r["value"], 0))
-        if r.get("mean") is not None:
-            rows.append((f"recheck_{metric}_mean", r["mean"], 0))
+        if r.get("worst") is not None:
+            rows.append((f"recheck_{metric}_worst_seed", r["worst"], 0))
         log_all(client, r["run_id"], metrics=rows, tags={"bpexp.recheck": r["verdict"]})
     n = summary["recommended_number"]
     files = {}
     if n is not None:
         r = summary["recheck"][n]
-        means = [("recommended_mean", r["mean"], 0)] if r.get("mean") is not None else []
-        log_all(client, parent_run_id, metrics=[("recommended_value", r["value"], 0), *means],
+        worst = [("recommended_worst_seed", r["worst"], 0)] if r.get("worst") is not None else []
+        log_all(client, parent_run_id, metrics=[("recommended_value", r["value"], 0), *worst],
                 tags={"recommended.trial_number": n, **{f"recommended.{k}": v for k, v in r["params"].items()}})
         files["recommended_config.yaml"] = yaml.safe_dump(redact_tree(summary["recommended_config"]), sort_keys=False)
     buf = io.StringIO()
@@ -179,15 +179,15 @@ def record_recheck(client, parent_run_id: str, summary: Mapping[str, Any]) -> di
     # What a reader needs first comes first (MLflow's preview shows the leftmost columns);
     # the recommended trial first, then in the order the recommendation ranks them
     # (bpexp/recheck.py: best_of), those that diverged last.
-    out.writerow(["number", "recommended", "recheck_mean", "recheck_value", "recheck_outcome", "value", *keys, "seeds",
+    out.writerow(["number", "recommended", "recheck_worst_seed", "recheck_value", "recheck_outcome", "value", *keys, "seeds",
                   "diverged_seeds", "mlflow_run_id"])
     sign = 1 if summary["direction"] == "minimize" else -1
     order = sorted(summary["recheck"].items(), key=lambda kv: (
         kv[0] != n, kv[1]["value"] is None, len(kv[1]["diverged_seeds"]),
-        sign * (kv[1]["mean"] if kv[1].get("mean") is not None else (kv[1]["value"] or 0.0)), kv[0]))
+        sign * (kv[1]["worst"] if kv[1].get("worst") is not None else (kv[1]["value"] or 0.0)), kv[0]))
     num = lambda v: "" if v is None else repr(v)  # noqa: E731
     for m, r in order:
-        out.writerow([m, int(m == n), num(r.get("mean")), num(r["value"]), r["verdict"], repr(r["study_value"]),
+        out.writerow([m, int(m == n), num(r.get("worst")), num(r["value"]), r["verdict"], repr(r["study_value"]),
                       *(json.dumps(v) if isinstance(v := r["params"].get(k, ""), list) else v for k in keys),
                       " ".join(map(str, r["seeds"])), " ".join(map(str, r["diverged_seeds"])), r["run_id"]])
     files["recheck.csv"] = buf.getvalue()

@@ -105,9 +105,9 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: dict, paren
             print("every one diverged there; no recommendation (see recheck.csv on the parent run)")
         else:
             r = summary["recheck"][n]
-            mean = f", mean {r['mean']:.6g}" if r.get("mean") is not None else ""
+            worst = f", worst seed {r['worst']:.6g}" if r.get("worst") is not None else ""
             print(f"recommended trial #{n}: {cfg.sweep.metric} = {r['value']:.6g} (median over its "
-                  f"{len(r['seeds'])} seeds{mean}{', ' + str(len(r['diverged_seeds'])) + ' diverged' if r['diverged_seeds'] else ''})")
+                  f"{len(r['seeds'])} seeds{worst}{', ' + str(len(r['diverged_seeds'])) + ' diverged' if r['diverged_seeds'] else ''})")
             print_params(r["params"])
     if any(s.measured or s.predicted_init for s in summary["stability"].values()):
         print(f"where each width's learning rate stops training, measured and predicted by sharpness: "
