@@ -46,10 +46,7 @@ def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
     key, p = found
     configs = {t.number: trial_config(cfg, t.params) for t in trials}
     ident = {n: _without_lr(c) for n, c in configs.items()}
-    todo = {}
-    for n, c in configs.items():
-        todo.setdefault(ident[n], c)
-    todo = {i: c for i, c in todo.items() if i not in tested}
+    todo = {ident[n]: c for n, c in configs.items() if ident[n] not in tested}  # one per distinct config
     if todo:
         got = range_tests(LrFindConfig(), list(todo.values()), data)
         tested.update((i, g["suggested_lr"]) for i, g in zip(todo, got))

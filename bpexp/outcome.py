@@ -128,6 +128,14 @@ def trial_outcome(results: Sequence, metric: str) -> Outcome:
     return Outcome(PARTLY_DIVERGED if diverged else CONVERGED, seeds, diverged, last, finals, curves)
 
 
+def recheck_rank(direction: str, diverged: int, worst: Optional[float], value: float, number: int) -> tuple:
+    """Where a re-checked config ranks, best first (bpexp/recheck.py: best_of, and recheck.csv):
+    every seed converged before any diverged, by the worst seed; then the fewest diverged
+    seeds, by the value."""
+    sign = 1 if direction == "minimize" else -1
+    return diverged, sign * (worst if worst is not None else value), number
+
+
 def final_metric(result, metric: str) -> float:
     return float(result.train_loss[-1] if metric == "train_loss" else result.test_loss[-1])
 

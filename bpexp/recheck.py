@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Optional, Sequence
 
 from bpexp.config import SweepAppConfig
-from bpexp.outcome import CONVERGED, PARTLY_DIVERGED, Outcome, trial_outcome
+from bpexp.outcome import CONVERGED, PARTLY_DIVERGED, Outcome, recheck_rank, trial_outcome
 from bpexp.population import train_population
 from bpexp.run_record import member_of
 from bpexp.search_space import study_seeds, trial_config
@@ -76,12 +76,8 @@ def best_of(cfg: SweepAppConfig, outcomes: dict[int, Outcome]) -> Optional[int]:
     if not valued:
         return None
     direction = str(cfg.sweep.direction)
-    sign = 1 if direction == "minimize" else -1
-
-    def rank(n):
-        o = valued[n]
-        return len(o.diverged_seeds), sign * (worst_seed(o, direction) if not o.diverged_seeds else o.value), n
-    return min(valued, key=rank)
+    return min(valued, key=lambda n: recheck_rank(direction, len(valued[n].diverged_seeds),
+                                                  worst_seed(valued[n], direction), valued[n].value, n))
 
 
 def recommend(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]):

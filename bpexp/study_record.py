@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from bpexp import stability
+from bpexp.outcome import recheck_rank
 from bpexp.stores import StoreError, redact_tree
 from bpexp.tracking import child_runs, end_run, log_all, log_files, start_run
 from bpexp.weights import parse_weights, torch_module
@@ -181,10 +182,9 @@ def record_recheck(client, parent_run_id: str, summary: Mapping[str, Any]) -> di
     # (bpexp/recheck.py: best_of), those that diverged last.
     out.writerow(["number", "recommended", "recheck_worst_seed", "recheck_value", "recheck_outcome", "value", *keys, "seeds",
                   "diverged_seeds", "mlflow_run_id"])
-    sign = 1 if summary["direction"] == "minimize" else -1
     order = sorted(summary["recheck"].items(), key=lambda kv: (
-        kv[0] != n, kv[1]["value"] is None, len(kv[1]["diverged_seeds"]),
-        sign * (kv[1]["worst"] if kv[1].get("worst") is not None else (kv[1]["value"] or 0.0)), kv[0]))
+        kv[0] != n, kv[1]["value"] is None, *recheck_rank(summary["direction"], len(kv[1]["diverged_seeds"]),
+                                                          kv[1].get("worst"), kv[1]["value"] or 0.0, kv[0])))
     num = lambda v: "" if v is None else repr(v)  # noqa: E731
     for m, r in order:
         out.writerow([m, int(m == n), num(r.get("worst")), num(r["value"]), r["verdict"], repr(r["study_value"]),
