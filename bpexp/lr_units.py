@@ -12,8 +12,9 @@ sampler seeds: a 30-trial default study's recommendation, retrained on unseen se
 1.23x the grid's best to 1.09x; README, "How many trials").
 
 So a trial samples the multiple ("train.lr / lr_find") with the other keys, then its config
-without the lr is range-tested (one population for the batch; a config already tested is not
-tested again: the test is deterministic, so every worker and every resume finds the same lr),
+without the lr is range-tested (one population for the batch, or for every config the study
+can try in its first batch, `every_config`; a config already tested is not tested again: the
+test is deterministic, so every worker and every resume finds the same lr),
 and the trial's `train.lr` parameter is set to multiple x suggestion: a parameter of a single
 value, which Optuna stores without asking the sampler. train.lr, in Optuna, MLflow, the CSVs
 and the figures, is then the lr the trial trained with; the multiple is a parameter of its
@@ -22,12 +23,14 @@ own, and the suggestion is the trial's user attribute and its child run's tag `b
 """
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import asdict, replace
 from typing import Sequence
 
 from bpexp.config import LrFindConfig, SweepAppConfig
 from bpexp.range_test import range_tests
-from bpexp.search_space import param_name, searched, trial_config
+from bpexp.search_space import choices, param_name, searched, trial_config
 
 SUGGESTION = "bpexp.suggested_lr"  # the trial's user attribute and run tag: the range test's suggested lr
 
@@ -47,6 +50,8 @@ def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
     configs = {t.number: trial_config(cfg, t.params) for t in trials}
     ident = {n: _without_lr(c) for n, c in configs.items()}
     todo = {ident[n]: c for n, c in configs.items() if ident[n] not in tested}  # one per distinct config
+    if todo and not tested:  # the study's first batch: every config it can try, when few enough
+        todo.update((_without_lr(c), c) for c in every_config(cfg) if _without_lr(c) not in todo)
     if todo:
         got = range_tests(LrFindConfig(), list(todo.values()), data)
         tested.update((i, g["suggested_lr"]) for i, g in zip(todo, got))
@@ -55,6 +60,31 @@ def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
         lr = t.params[param_name(key, p)] * unit
         t.set_user_attr(SUGGESTION, unit)
         t.suggest_float(key, lr, lr)
+
+
+def every_config(cfg: SweepAppConfig) -> list:
+    """Every train config the study can try, its lr aside, when its other searched keys are
+    ints and choices that make no more configs than the study has trials; else none.
+
+    Tested in the first batch, as one population, they cost less than the same tests a batch
+    at a time: the default study's 32 widths take ~1.1 s, where its 100 trials tested them in 10
+    populations for ~3 s (2-core machine). A study that could try more configs than it has trials
+    tests what its batches ask for."""
+    key, _ = relative(cfg)
+    axes = []
+    for k, p in searched(cfg):
+        if k == key:
+            continue
+        if p.type == "categorical":
+            axes.append((k, choices(p)))
+        elif p.type == "int":
+            axes.append((k, list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))))
+        else:
+            return []
+    if math.prod(len(values) for _, values in axes) > cfg.sweep.n_trials:
+        return []
+    return [trial_config(cfg, dict(zip((k for k, _ in axes), combo)))
+            for combo in itertools.product(*(values for _, values in axes))]
 
 
 def _without_lr(c) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import typing
 from enum import Enum
 from typing import Any
@@ -132,7 +133,8 @@ def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
         # constant_liar: trials asked while others of the batch run are steered away from them.
         # 8 random start-up trials, not Optuna's 10: told 4 at a time (bpexp/sweep.py: batch_plan),
         # 10 means 12, and 8 measured better at 20 trials (README, "How many trials").
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=8)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                          n_startup_trials=TPE_STARTUP_TRIALS)
     if s.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if s.sampler == "cmaes":
@@ -140,6 +142,16 @@ def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return AskTellGridSampler(grid(cfg), seed=seed)
+
+
+TPE_STARTUP_TRIALS = 8
+
+
+def blind_trials(cfg: SweepAppConfig) -> float:
+    """How many of a study's first trials its sampler draws without reading any result: its
+    random start-up trials (Optuna's defaults: GP 10, CMA-ES 1), or all of them (random, grid).
+    Telling those one batch at a time teaches the sampler nothing (bpexp/sweep.py: batch_plan)."""
+    return {"tpe": TPE_STARTUP_TRIALS, "gp": 10, "cmaes": 1}.get(str(cfg.sweep.sampler), math.inf)
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):

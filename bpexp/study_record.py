@@ -119,8 +119,6 @@ def record_study(client, parent_run_id: str, summary: Mapping[str, Any], registe
         import yaml
 
         files["best_config.yaml"] = yaml.safe_dump(redact_tree(summary["best_config"]), sort_keys=False)
-    if summary["recheck"]:
-        files.update(record_recheck(client, parent_run_id, summary))
     log_files(client, parent_run_id, files)
     previous = client.get_run(parent_run_id).data.tags.get("best.model_trial")
     if model and best is not None and str(best) != previous and best in runs:
@@ -142,6 +140,12 @@ def finished_runs(client, run_ids: Mapping[int, str]) -> dict[int, Any]:
         if run is not None and run.info.status == "FINISHED":
             runs[number] = run
     return runs
+
+
+def record_recommendation(client, parent_run_id: str, summary: Mapping[str, Any]) -> None:
+    """The re-check and the recommendation (`record_recheck`), once the re-check is done."""
+    if summary["recheck"]:
+        log_files(client, parent_run_id, record_recheck(client, parent_run_id, summary))
 
 
 def record_recheck(client, parent_run_id: str, summary: Mapping[str, Any]) -> dict[str, str]:

@@ -56,12 +56,6 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
             except (RuntimeError, ValueError):  # e.g. a parameter with a single value so far
                 pass
     keys = [k for k, _ in searched(cfg)]
-    by_number = {r["number"]: r for r in rows}
-    rechecked = {int(n): {**v, "params": by_number[int(n)]["params"], "study_value": by_number[int(n)]["value"],
-                          "run_id": by_number[int(n)]["run_id"]}
-                 for n, v in study.user_attrs.get("bpexp.recheck", {}).items() if int(n) in by_number}
-    recommended = study.user_attrs.get("bpexp.recommended")
-    recommended = recommended if recommended in rechecked else None
     return {
         "study_name": study.study_name,
         "metric": str(cfg.sweep.metric),
@@ -73,13 +67,29 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
         "best_params": best["params"] if best else {},
         "best_config": config_tree(trial_config(cfg, best["params"])) if best else None,
         "importances": importances,
+        "stability": stability.per_width(points),
+        "counts": {v: sum(1 for r in rows if r["outcome"] == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED,
+                                                                          PRUNED, "failed")},
+        **recheck_summary(study, cfg, rows),
+    }
+
+
+def recheck_summary(study: optuna.Study, cfg: SweepAppConfig, rows: list[dict]) -> dict:
+    """The re-check's part of the summary (bpexp/recheck.py), read back from the study's user
+    attributes: the sweep reads it again once its re-check is done (the rest of the summary is
+    recorded meanwhile)."""
+    study_attrs = study.user_attrs
+    by_number = {r["number"]: r for r in rows}
+    rechecked = {int(n): {**v, "params": by_number[int(n)]["params"], "study_value": by_number[int(n)]["value"],
+                          "run_id": by_number[int(n)]["run_id"]}
+                 for n, v in study_attrs.get("bpexp.recheck", {}).items() if int(n) in by_number}
+    recommended = study_attrs.get("bpexp.recommended")
+    recommended = recommended if recommended in rechecked else None
+    return {
         "recheck": rechecked,  # trial number -> its outcome over its own and the fresh seeds (bpexp/recheck.py)
         "recheck_seeds": recheck_seeds(cfg) if rechecked else [],
         "recommended_number": recommended,
         "recommended_config": config_tree(trial_config(cfg, rechecked[recommended]["params"])) if recommended is not None else None,
-        "stability": stability.per_width(points),
-        "counts": {v: sum(1 for r in rows if r["outcome"] == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED,
-                                                                          PRUNED, "failed")},
     }
 
 

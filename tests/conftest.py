@@ -111,6 +111,18 @@ def assert_clean_failure(r, tmp_path, key, value, secret=None):
             assert s.n_trials == 0
 
 
+def compose_sweep(*overrides: str):
+    """`bpexp sweep`'s config with these overrides, as its schema objects (SweepAppConfig)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from bpexp.config import register_schemas
+
+    register_schemas()
+    with initialize_config_module("bpexp.conf", version_base="1.3"):
+        return OmegaConf.to_object(compose("sweep", overrides=list(overrides)))
+
+
 def load(tmp_path, name="lr_hidden"):
     """The study a sweep in tmp_path wrote."""
     import optuna

@@ -38,13 +38,18 @@ def asked(cfg, study, hidden: list[int]):
     return trials
 
 
-def test_each_trial_trains_its_multiple_of_the_range_tests_lr_and_a_config_is_tested_once(monkeypatch):
-    cfg = sweep_config()
-    data = dataset_from_config(cfg.data)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+def counting_range_tests(monkeypatch) -> list:
     calls = []
     real = range_test.range_tests
     monkeypatch.setattr(lr_units, "range_tests", lambda f, configs, d: calls.append(len(configs)) or real(f, configs, d))
+    return calls
+
+
+def test_each_trial_trains_its_multiple_of_the_range_tests_lr_and_a_config_is_tested_once(monkeypatch):
+    cfg = sweep_config("sweep.n_trials=20")  # fewer trials than widths: tested as batches ask
+    data = dataset_from_config(cfg.data)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    calls = counting_range_tests(monkeypatch)
     tested: dict = {}
     first = asked(cfg, study, [3, 8, 3])
     lr_units.set_lrs(cfg, first, data, tested)
@@ -60,6 +65,27 @@ def test_each_trial_trains_its_multiple_of_the_range_tests_lr_and_a_config_is_te
         assert t.params["train.lr"] == pytest.approx(t.params["train.lr / lr_find"] * suggestion, rel=1e-15)
         assert trial_config(cfg, t.params).train.lr == t.params["train.lr"]
         assert 0.1 <= t.params["train.lr / lr_find"] <= 3.0
+
+
+def test_a_study_with_a_trial_for_every_config_tests_them_all_in_its_first_batch(monkeypatch):
+    cfg = sweep_config("sweep.n_trials=40")  # 32 widths (model.hidden 1-32), 40 trials
+    data = dataset_from_config(cfg.data)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    calls = counting_range_tests(monkeypatch)
+    tested: dict = {}
+    first = asked(cfg, study, [5, 12])
+    lr_units.set_lrs(cfg, first, data, tested)
+    second = asked(cfg, study, [1, 32])
+    lr_units.set_lrs(cfg, second, data, tested)
+    assert calls == [32] and len(tested) == 32  # every width, one population, tested once
+    lazily: dict = {}  # each alone, as a batch asking only for it tests it: the same lr, bit for bit
+    for t in first + second:
+        t2 = asked(cfg, study, [t.params["model.hidden"]])
+        lr_units.set_lrs(sweep_config("sweep.n_trials=20"), t2, data, lazily)
+        assert t2[0].user_attrs["bpexp.suggested_lr"] == t.user_attrs["bpexp.suggested_lr"]
+    # a searched float beside the lr: configs without end, tested as batches ask
+    assert lr_units.every_config(sweep_config(
+        "+sweep.search_space.decay={key: train.decay, type: float, low: 0.1, high: 0.9}")) == []
 
 
 def test_absolute_lrs_are_left_alone():

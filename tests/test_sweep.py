@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from bpexp.outcome import TRAINED, verdict_of
 from bpexp.population import Member, MemberResult
-from tests.conftest import check_invariants, config_error, load, run_bpexp
+from tests.conftest import check_invariants, compose_sweep, config_error, load, run_bpexp
 
 SMALL = ["train.epochs=200", "sweep.progress=false", "tracking.log_plots=true"]
 
@@ -97,18 +97,34 @@ def check_best_model(tmp_path, client, parent, children, study):
 
 @pytest.mark.slow
 def test_automatic_batches_tell_the_first_trials_before_asking_more(tmp_path):
-    """Automatic batches: 4 trials at a time for the first sweep.sequential_trials, each batch
-    told before the next is asked (the sampler learns from each); then one overlapped batch."""
-    r = run_bpexp("sweep", "sweep.n_trials=11", "sweep.seeds=1", "sweep.sequential_trials=8",
+    """Automatic batches: TPE's 8 random start-up trials as one batch, then 4 trials at a time
+    until sweep.sequential_trials, each batch told before the next is asked (the sampler learns
+    from each); then one overlapped batch."""
+    r = run_bpexp("sweep", "sweep.n_trials=15", "sweep.seeds=1", "sweep.sequential_trials=12",
                   "tracking.log_model=false", *SMALL, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    study, _, _, children = check_invariants(tmp_path, 11)
+    study, _, _, children = check_invariants(tmp_path, 15)
     t = sorted(study.trials, key=lambda x: x.number)
     told = lambda trials: max(x.datetime_complete for x in trials)  # noqa: E731
     asked = lambda trials: min(x.datetime_start for x in trials)  # noqa: E731
-    assert told(t[0:4]) <= asked(t[4:8]) and told(t[4:8]) <= asked(t[8:11])
-    assert max(x.datetime_start for x in t[8:11]) < min(x.datetime_complete for x in t[8:11])  # one batch
-    assert len(children) == 11
+    one_batch = lambda trials: max(x.datetime_start for x in trials) < min(x.datetime_complete for x in trials)  # noqa: E731
+    assert one_batch(t[0:8]) and one_batch(t[8:12]) and one_batch(t[12:15])
+    assert told(t[0:8]) <= asked(t[8:12]) and told(t[8:12]) <= asked(t[12:15])
+    assert len(children) == 15
+
+
+@pytest.mark.parametrize("sampler, plans", [
+    ("tpe", {0: (8, False), 4: (4, False), 8: (4, False), 28: (4, False), 32: (48, True)}),
+    ("gp", {0: (10, False), 10: (4, False), 32: (48, True)}),
+    ("random", {0: (48, True)}),  # reads no result: nothing to learn early
+    ("grid", {0: (48, True)}),
+])
+def test_batch_plan_trains_the_samplers_blind_trials_as_one_batch(sampler, plans):
+    from bpexp.sweep import batch_plan
+
+    cfg = compose_sweep(f"sweep.sampler={sampler}", "sweep.seeds=1")
+    assert {n: (batch_plan(cfg, n).trials, batch_plan(cfg, n).overlapped) for n in plans} == plans
+    assert batch_plan(compose_sweep("sweep.batch_size=5"), 0) == batch_plan(compose_sweep("sweep.batch_size=5"), 40)
 
 
 @pytest.mark.slow
