@@ -41,22 +41,39 @@ from typing import Sequence
 import torch
 
 
+_CONSTANTS: dict = {}
+
+
+def const(value: float, like: torch.Tensor) -> torch.Tensor:
+    """`value` as a 0-dim CPU tensor of like's dtype, made once. An operation given a Python
+    number converts it to such a tensor on every call (two dispatches: 6 an epoch were ~10 %
+    of a small population's epoch); a 0-dim CPU tensor is the same scalar operand to torch,
+    on every device (checked when this was written: the same bits, curves and weights, over
+    populations of every activation, optimizer and depth)."""
+    key = (value, like.dtype)
+    c = _CONSTANTS.get(key)
+    if c is None:
+        c = _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype)
+    return c
+
+
 def _tanh(z: torch.Tensor) -> torch.Tensor:
     # tanh(z) = 1 - 2 / (1 + exp(2z)): the same function, about 2x faster than this CPU
     # build's tanh kernel (tanh is most of an epoch's arithmetic), and built from operations
     # that round alike in every code path (see the module docstring).
-    return z.mul_(2).exp_().add_(1).reciprocal_().mul_(-2).add_(1)
+    one = const(1.0, z)
+    return z.mul_(const(2.0, z)).exp_().add_(one).reciprocal_().mul_(const(-2.0, z)).add_(one)
 
 
 def _sigmoid(z: torch.Tensor) -> torch.Tensor:
     # 1 / (1 + exp(-z)); torch.sigmoid rounds differently in its vector and scalar paths.
-    return z.neg_().exp_().add_(1).reciprocal_()
+    return z.neg_().exp_().add_(const(1.0, z)).reciprocal_()
 
 
 # activation -> (act(z), computed in place on z; act'(z) written through h = act(z)).
 # Writing the derivative through h lets the backward pass reuse h instead of keeping z.
 ACTIVATIONS = {
-    "tanh": (_tanh, lambda h: torch.addcmul(h.new_ones(()), h, h, value=-1)),  # 1 - h^2
+    "tanh": (_tanh, lambda h: torch.addcmul(const(1.0, h), h, h, value=-1)),  # 1 - h^2
     "sigmoid": (_sigmoid, lambda h: h * (1 - h)),
     "relu": (torch.relu_, lambda h: (h > 0).to(h.dtype)),
 }
@@ -206,7 +223,7 @@ def forward(p: Params, x: torch.Tensor, activation: str) -> tuple[torch.Tensor, 
 
 def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-member mean squared error [K]."""
-    return tree_sum((out - y).square_(), 1) / out.shape[1]
+    return tree_sum((out - y).square_(), 1) / const(float(out.shape[1]), out)
 
 
 def gradients(p: Params, x: torch.Tensor, y: torch.Tensor, activation: str):
@@ -220,7 +237,7 @@ def gradients(p: Params, x: torch.Tensor, y: torch.Tensor, activation: str):
     n, k = x.shape[0], p.ws[0].shape[0]
     out, hs = forward(p, x, activation)
     err = out.sub_(y)
-    g = err * (2.0 / n)  # dL/dout [K, N]
+    g = err * const(2.0 / n, err)  # dL/dout [K, N]
     depth, top = len(hs), hs[-1].shape[2]
     # Column layout: [g h_L | dz_L, dW_L terms, dz_{L-1}, dW_{L-1} terms, ... | g | err^2]
     n_cols = 2 * top + sum(w.shape[1] * w.shape[2] + w.shape[2] for w in p.ws[:-1]) + 2
@@ -230,10 +247,10 @@ def gradients(p: Params, x: torch.Tensor, y: torch.Tensor, activation: str):
     cursor = [0]
 
     def part(name: str, size: int) -> torch.Tensor:
-        """The next `size` columns, kept under `name`."""
+        """The next `size` columns, kept under `name`. (narrow, not indexing: fewer dispatches.)"""
         start[name], sizes[name] = cursor[0], size
         cursor[0] += size
-        return cols[:, :, start[name]:cursor[0]]
+        return cols.narrow(2, start[name], size)
 
     torch.mul(hs[-1], g.unsqueeze(2), out=part("dwo", top))
     # dz_L = act'(z_L) * g * w_o, multiplied in this order (the seed's formula's order)
@@ -245,16 +262,16 @@ def gradients(p: Params, x: torch.Tensor, y: torch.Tensor, activation: str):
         if layer > 0:  # dz_{l-1} = act'(z_{l-1}) * sum_j W_l[:, j] dz_l[j]
             dh = tree_sum(dz.unsqueeze(2) * p.ws[layer].unsqueeze(1), 3)
             dz = torch.mul(dact(hs[layer - 1]), dh, out=part(f"dz{layer - 1}", i_n))
-    cols[:, :, n_cols - 2] = g  # -> db_o
-    torch.mul(err, err, out=cols[:, :, n_cols - 1])  # -> the loss
+    cols.select(2, n_cols - 2).copy_(g)  # -> db_o
+    torch.mul(err, err, out=cols.select(2, n_cols - 1))  # -> the loss
     sums = tree_sum(cols, 1)  # [K, C]
 
     def total(name: str) -> torch.Tensor:
-        return sums[:, start[name]:start[name] + sizes[name]]
+        return sums.narrow(1, start[name], sizes[name])
     grads: list[torch.Tensor] = []
     for layer in range(depth):
         dw = total(f"dw{layer}").view(k, *p.ws[layer].shape[1:])
         if layer > 0:  # weights leaving padded units must not move (a padded sigmoid unit is 0.5)
             dw = dw * p.masks[layer - 1].unsqueeze(2)
         grads += [dw, total(f"dz{layer}")]
-    return sums[:, n_cols - 1] / n, grads + [total("dwo") * p.masks[-1], sums[:, n_cols - 2]]
+    return sums.select(1, n_cols - 1) / const(float(n), sums), grads + [total("dwo") * p.masks[-1], sums.select(1, n_cols - 2)]
