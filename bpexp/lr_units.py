@@ -47,11 +47,11 @@ def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
     if found is None or not trials:
         return
     key, p = found
+    if not tested:  # the study's first batch: every config it can try, when few enough
+        test_every_config(cfg, data, tested)
     configs = {t.number: trial_config(cfg, t.params) for t in trials}
     ident = {n: _without_lr(c) for n, c in configs.items()}
     todo = {ident[n]: c for n, c in configs.items() if ident[n] not in tested}  # one per distinct config
-    if todo and not tested:  # the study's first batch: every config it can try, when few enough
-        todo.update((_without_lr(c), c) for c in every_config(cfg) if _without_lr(c) not in todo)
     if todo:
         got = range_tests(LrFindConfig(), list(todo.values()), data)
         tested.update((i, g["suggested_lr"]) for i, g in zip(todo, got))
@@ -60,6 +60,20 @@ def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
         lr = t.params[param_name(key, p)] * unit
         t.set_user_attr(SUGGESTION, unit)
         t.suggest_float(key, lr, lr)
+
+
+def test_every_config(cfg: SweepAppConfig, data, tested: dict) -> None:
+    """Range-test `every_config` not yet in `tested`, as one population. A sweep does it before
+    its first batch, while the recorder process still imports MLflow and opens the store."""
+    if relative(cfg) is None:
+        return
+    todo = {}
+    for c in every_config(cfg):
+        todo.setdefault(_without_lr(c), c)
+    todo = {i: c for i, c in todo.items() if i not in tested}
+    if todo:
+        got = range_tests(LrFindConfig(), list(todo.values()), data)
+        tested.update((i, g["suggested_lr"]) for i, g in zip(todo, got))
 
 
 def every_config(cfg: SweepAppConfig) -> list:

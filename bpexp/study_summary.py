@@ -3,10 +3,6 @@ from Optuna (so every worker and every resume agree), verdicts as bpexp/outcome.
 """
 from __future__ import annotations
 
-import importlib
-import threading
-import warnings
-
 import optuna
 
 from bpexp import stability, stores
@@ -15,20 +11,6 @@ from bpexp.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED, verdict_
 from bpexp.run_record import config_tree
 from bpexp.recheck import recheck_seeds
 from bpexp.search_space import searched, trial_config
-
-
-def import_importance_early() -> None:
-    """Import what the importance figure needs (fANOVA imports sklearn: ~2.5 s) on a thread
-    while the trials train, not after the last one (with study_record.finished_runs, a
-    1000-trial study's end went from 8.0 s to 5.7 s). A failed import here is left for the
-    summary's own import to report."""
-    def load() -> None:
-        try:
-            importlib.import_module("optuna.importance")
-        except Exception:
-            pass
-
-    threading.Thread(target=load, name="import-importance", daemon=True).start()
 
 
 def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
@@ -47,14 +29,6 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
     valued = [r for r in rows if r["outcome"] in (CONVERGED, PARTLY_DIVERGED)]  # Optuna's COMPLETE trials
     pick = min if cfg.sweep.direction == "minimize" else max
     best = pick(valued, key=lambda r: (r["value"], r["number"])) if valued else None  # as study.best_trial
-    importances = {}
-    if len(valued) >= 2 and cfg.tracking.log_plots:  # for the importance figure (fANOVA: ~1.5 s to import)
-        with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
-            warnings.simplefilter("ignore", UserWarning)
-            try:
-                importances = optuna.importance.get_param_importances(study)
-            except (RuntimeError, ValueError):  # e.g. a parameter with a single value so far
-                pass
     keys = [k for k, _ in searched(cfg)]
     return {
         "study_name": study.study_name,
@@ -66,7 +40,8 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> dict:
         "best_value": best["value"] if best else float("nan"),
         "best_params": best["params"] if best else {},
         "best_config": config_tree(trial_config(cfg, best["params"])) if best else None,
-        "importances": importances,
+        # for the importance figure, which the recorder process computes (bpexp/study_record.py)
+        "optuna_trials": trials if len(valued) >= 2 and cfg.tracking.log_plots else [],
         "stability": stability.per_width(points),
         "counts": {v: sum(1 for r in rows if r["outcome"] == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED,
                                                                           PRUNED, "failed")},

@@ -38,7 +38,7 @@ from bpexp.run_record import config_tree, member_of, run_record
 from bpexp.search_space import blind_trials, check_search_space, searched, study_seeds, suggest, trial_config
 from bpexp.study import open_study, parent_run
 from bpexp.recheck import recheck_study
-from bpexp.study_summary import import_importance_early, print_summary, recheck_summary, study_summary
+from bpexp.study_summary import print_summary, recheck_summary, study_summary
 from bpexp.train import check_device, check_tracking_uri
 from bpexp.liveness import WORKER
 from bpexp.failpoints import failpoint
@@ -123,17 +123,17 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
     study, creator = open_study(cfg, data.sha256)
     tags = tracking.run_tags("sweep", args)
     with Recorder(uri, cfg.tracking.experiment) as recorder:
+        tested: dict = {}  # config -> the range test's lr, for an lr searched in its units (lr_units)
+        if trained(study) < cfg.sweep.n_trials:  # while the recorder opens the store (~1 s here)
+            lr_units.test_every_config(cfg, data, tested)
         parent = parent_run(recorder, study, creator, cfg, data, tags)
         failpoint("parent-created")
         take_over(study, recorder, parent)
-        if cfg.tracking.log_model:
-            recorder.later(study_record.warm_up_model_export)
-        if cfg.tracking.log_plots:
-            import_importance_early()
         heartbeat = Heartbeat(study)
         progress = _progress(cfg, study)
         try:
-            run_trials(cfg, study, recorder, parent, data, heartbeat, progress, tags)
+            warm_ups = study_record.warm_ups(cfg.tracking.log_plots, cfg.tracking.log_model)
+            run_trials(cfg, study, recorder, parent, data, heartbeat, progress, tags, tested, warm_ups)
             recorder.settle()  # every run ended, or the error that kept one from it
         except BaseException as e:
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
@@ -162,7 +162,7 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
 
 
 def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, parent: str, data,
-               heartbeat: Heartbeat, progress, tags: dict) -> None:
+               heartbeat: Heartbeat, progress, tags: dict, tested: dict, warm_ups: list) -> None:
     """Ask, train, record, tell, a batch at a time, until the study has n_trials trained trials.
 
     Double-buffered: batch i+1 trains while the recorder process records batch i. A batch is
@@ -170,10 +170,12 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
     sees batch i's results one batch late (meanwhile TPE's constant liar treats them as running).
     Except early in an automatic study (`batch_plan`): small batches, each told before the next
     is asked, so that the sampler learns from every trial from the start.
+
+    `tested`: config -> the range test's lr (bpexp/lr_units.py), carried across batches;
+    `warm_ups`: imports for the study's end, one step sent to the recorder after each batch.
     """
     pending: Optional[Batch] = None
     batch: Optional[Batch] = None
-    tested: dict = {}  # config -> the range test's lr, for an lr searched in its units (lr_units)
     try:
         while True:
             done = trained(study)
@@ -213,6 +215,8 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
                 continue
             with deferred_interrupts():  # every run submitted is a run this batch knows of
                 record_batch(cfg, recorder, parent, study.study_name, data, batch, tags)
+            if warm_ups:  # recorded after this batch's runs, while the next batch trains
+                recorder.later(study_record.warm_up, warm_ups.pop(0))
             pending = batch
     except BaseException:
         settle_in_flight(study, recorder, [b for b in (pending, batch) if b is not None])
