@@ -20,9 +20,7 @@ Metrics are measured losses only, at the recorded epochs (step = epoch):
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 from enum import Enum
 from typing import Mapping, Sequence
 

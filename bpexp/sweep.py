@@ -31,6 +31,7 @@ from bpexp import lr_units, study_record, tracking
 from bpexp.config import ConfigError, SweepAppConfig, TrainAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.interrupts import deferred_interrupts, interrupted
+from bpexp.mirror import Mirror
 from bpexp.outcome import CONSTRAINT, PRUNED, Outcome, optuna_attrs, optuna_constraint, optuna_state, trial_outcome
 from bpexp.population import MemberResult, memory_problem, train_population
 from bpexp.recorder import Recorder
@@ -176,6 +177,7 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
     """
     pending: Optional[Batch] = None
     batch: Optional[Batch] = None
+    mirror = Mirror(study) if cfg.sweep.sampler == "tpe" else None
     try:
         while True:
             done = trained(study)
@@ -189,7 +191,7 @@ def run_trials(cfg: SweepAppConfig, study: optuna.Study, recorder: Recorder, par
             if k > 0:
                 batch = Batch([])
                 with deferred_interrupts():  # a trial asked is a trial this batch knows of
-                    ask(cfg, study, k, batch.trials)
+                    ask(cfg, study, k, batch.trials, mirror)
             if batch is not None and not batch.trials:
                 batch = None
             if batch is not None:
@@ -305,9 +307,10 @@ def better(study: optuna.Study, a: float, b: float) -> bool:
     return a < b if study.direction == optuna.study.StudyDirection.MINIMIZE else a > b
 
 
-def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list) -> None:
+def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Optional[Mirror] = None) -> None:
     """Ask for k trials into `into`, keep those within n_trials; fail the surplus at once.
     An interrupt stops the asking: what was asked is in `into` for the interrupt to fail.
+    With a mirror (TPE), their params are drawn there and enqueued here (bpexp/mirror.py).
 
     Workers sharing a study each ask for what they see missing, so together they may ask for
     more. Trial numbers are assigned atomically by the storage, which makes the rule exact: a
@@ -315,11 +318,16 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list) -> None:
     Then no study ever ends with more than n_trials trained trials.
     """
     asked = into
+    drawn = None  # the params a mirror of the study drew for the batch (bpexp/mirror.py)
+    if mirror is not None and mirror.sync():
+        drawn = mirror.ask(k, lambda t: [suggest(t, key, p) for key, p in searched(cfg)])
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
-        for _ in range(k):
+        for i in range(k):
             if interrupted():
                 return
+            if drawn is not None:
+                study.enqueue_trial(drawn[i], skip_if_exists=False)  # asked next, with these params
             asked.append(study.ask())
             asked[-1].set_user_attr("bpexp.worker", WORKER)  # claimed at once (see fail_stale_trials)
     taken = sorted(t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING or counts(t))

@@ -117,10 +117,13 @@ def compose_sweep(*overrides: str):
     from omegaconf import OmegaConf
 
     from bpexp.config import register_schemas
+    from bpexp.validation import validate_sweep
 
     register_schemas()
     with initialize_config_module("bpexp.conf", version_base="1.3"):
-        return OmegaConf.to_object(compose("sweep", overrides=list(overrides)))
+        cfg = OmegaConf.to_object(compose("sweep", overrides=list(overrides)))
+    validate_sweep(cfg)  # as the sweep does: search-space entries become ParamSpecs
+    return cfg
 
 
 def load(tmp_path, name="lr_hidden"):
