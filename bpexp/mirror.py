@@ -9,9 +9,9 @@ its history the same way from memory in a fraction of that.
 
 How: the mirror holds a copy of the study's trials (Optuna's InMemoryStorage) under the same
 sampler object. Before a batch, it takes in what changed in the study (one read); the batch
-is asked and suggested in the mirror exactly as it would be in the study (all k asked first,
-then suggested in order: TPE's constant liar sees the earlier ones' params); then each trial
-is enqueued in the study with the params the mirror drew, and asked there (Optuna uses
+is asked in the mirror exactly as it would be in the study (all k asked first, then suggested
+in order: TPE's constant liar sees the earlier ones' params), and each trial, as soon as the
+mirror has drawn its params, is enqueued in the study with them and asked there (Optuna uses
 enqueued params as they are, without sampling). With one worker the study gets the trials it
 would have got without the mirror, bit for bit (tests/test_sweep.py). Another worker's trials
 come in at the next batch; if trial numbers went apart (two workers asking at once), the
@@ -78,10 +78,20 @@ class Mirror:
         self.open.update(t.number for t in new if not t.state.is_finished())
         return True
 
-    def ask(self, k: int, suggest_all) -> list[dict]:
-        """The params of k trials, asked and suggested in the copy (`suggest_all(trial)`)."""
-        trials = [self.copy.ask() for _ in range(k)]
-        self.open.update(t.number for t in trials)
-        for t in trials:
-            suggest_all(t)
-        return [dict(t.params) for t in trials]
+    def ask(self, k: int, stop) -> list:
+        """Ask k trials in the copy, all of them before any is suggested (as the study's are:
+        TPE's constant liar then sees the batch's earlier trials with their params and the later
+        ones without); fewer if stop() says so (an interrupt)."""
+        trials = []
+        for _ in range(k):
+            if stop():
+                break
+            trials.append(self.copy.ask())
+            self.open.add(trials[-1].number)
+        return trials
+
+    @staticmethod
+    def draw(trial, suggest_all) -> dict:
+        """The params of one of those trials, suggested in the copy (`suggest_all(trial)`)."""
+        suggest_all(trial)
+        return dict(trial.params)

@@ -318,16 +318,15 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
     Then no study ever ends with more than n_trials trained trials.
     """
     asked = into
-    drawn = None  # the params a mirror of the study drew for the batch (bpexp/mirror.py)
-    if mirror is not None and mirror.sync():
-        drawn = mirror.ask(k, lambda t: [suggest(t, key, p) for key, p in searched(cfg)])
+    copies = mirror.ask(k, interrupted) if mirror is not None and mirror.sync() else None  # bpexp/mirror.py
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
         for i in range(k):
             if interrupted():
                 return
-            if drawn is not None:
-                study.enqueue_trial(drawn[i], skip_if_exists=False)  # asked next, with these params
+            if copies is not None:  # drawn in the mirror, asked next here with these params
+                params = mirror.draw(copies[i], lambda t: [suggest(t, key, p) for key, p in searched(cfg)])
+                study.enqueue_trial(params, skip_if_exists=False)
             asked.append(study.ask())
             asked[-1].set_user_attr("bpexp.worker", WORKER)  # claimed at once (see fail_stale_trials)
     taken = sorted(t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING or counts(t))

@@ -69,12 +69,12 @@ def test_a_mirror_takes_in_another_workers_trials_and_is_remade_when_numbers_par
     real_rebuild, real_ask = Mirror._rebuild, Mirror.ask
     monkeypatch.setattr(Mirror, "_rebuild", lambda self, real: rebuilt.append(len(real)) or real_rebuild(self, real))
 
-    def ask_then_race(self, k, suggest_all):  # at the 5th batch, the other worker asks meanwhile
-        drawn = real_ask(self, k, suggest_all)
+    def ask_then_race(self, k, stop):  # at the 5th batch, the other worker asks meanwhile
+        trials = real_ask(self, k, stop)
         draws.append(k)
         if len(draws) == 5:
             other_worker()
-        return drawn
+        return trials
     monkeypatch.setattr(Mirror, "ask", ask_then_race)
     trials = run_study(url, use_mirror=True, other_worker=lambda _: other_worker())
     # made at the start; the trial asked between two batches (number 28) taken in as it was;
