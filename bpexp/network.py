@@ -36,7 +36,8 @@ tests/test_network.py checks these against torch autograd on the plain formula.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+import warnings
+from typing import List, Sequence, Tuple
 
 import torch
 
@@ -57,26 +58,30 @@ def const(value: float, like: torch.Tensor) -> torch.Tensor:
     return c
 
 
-def _tanh(z: torch.Tensor) -> torch.Tensor:
-    # tanh(z) = 1 - 2 / (1 + exp(2z)): the same function, about 2x faster than this CPU
-    # build's tanh kernel (tanh is most of an epoch's arithmetic), and built from operations
-    # that round alike in every code path (see the module docstring).
-    one = const(1.0, z)
-    return z.mul_(const(2.0, z)).exp_().add_(one).reciprocal_().mul_(const(-2.0, z)).add_(one)
+# The activations by code (TorchScript takes ints, not functions). act(z) is computed in place
+# on z; act'(z) is written through h = act(z), so the backward pass reuses h instead of keeping z.
+ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2}
 
 
-def _sigmoid(z: torch.Tensor) -> torch.Tensor:
-    # 1 / (1 + exp(-z)); torch.sigmoid rounds differently in its vector and scalar paths.
-    return z.neg_().exp_().add_(const(1.0, z)).reciprocal_()
+def _activate(z: torch.Tensor, act: int, c: List[torch.Tensor]) -> torch.Tensor:
+    """act(z) in place; c = [1, 2, -2] as `const`s."""
+    if act == 0:
+        # tanh(z) = 1 - 2 / (1 + exp(2z)): the same function, about 2x faster than this CPU
+        # build's tanh kernel (tanh is most of an epoch's arithmetic), and built from operations
+        # that round alike in every code path (see the module docstring).
+        return z.mul_(c[1]).exp_().add_(c[0]).reciprocal_().mul_(c[2]).add_(c[0])
+    if act == 1:  # 1 / (1 + exp(-z)); torch.sigmoid rounds differently in its vector and scalar paths
+        return z.neg_().exp_().add_(c[0]).reciprocal_()
+    return torch.relu_(z)
 
 
-# activation -> (act(z), computed in place on z; act'(z) written through h = act(z)).
-# Writing the derivative through h lets the backward pass reuse h instead of keeping z.
-ACTIVATIONS = {
-    "tanh": (_tanh, lambda h: torch.addcmul(const(1.0, h), h, h, value=-1)),  # 1 - h^2
-    "sigmoid": (_sigmoid, lambda h: h * (1 - h)),
-    "relu": (torch.relu_, lambda h: (h > 0).to(h.dtype)),
-}
+def _derivative(h: torch.Tensor, act: int, c: List[torch.Tensor]) -> torch.Tensor:
+    """act'(z), written through h = act(z)."""
+    if act == 0:
+        return torch.addcmul(c[0], h, h, value=-1)  # 1 - h^2
+    if act == 1:
+        return h * (1 - h)
+    return (h > 0).to(h.dtype)
 
 
 def padded_width(hidden: int) -> int:
@@ -91,9 +96,10 @@ def tree_sum(t: torch.Tensor, dim: int) -> torch.Tensor:
     while n > 1:
         half = n // 2
         s = t.narrow(dim, 0, half) + t.narrow(dim, half, half)
-        if n % 2:  # an odd one out joins the next round
+        if n % 2 == 1:  # an odd one out joins the next round
             s = torch.cat((s, t.narrow(dim, 2 * half, 1)), dim)
-        t, n = s, s.shape[dim]
+        t = s
+        n = s.shape[dim]
     return t.squeeze(dim)
 
 
@@ -203,22 +209,26 @@ def _inputs(x: torch.Tensor) -> torch.Tensor:
     return x.view(x.shape[0], -1)  # [N] (one input, the seed's) -> [N, 1]
 
 
-def _layer(h_in: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """z = sum_i h_in[..., i] w[i, :] + b, for h_in [K or 1, N, I], w [K, I, J], b [K, J]."""
-    if w.shape[1] == 1:  # one input (the seed's case): z = b + x w, one fused operation
-        return torch.addcmul(b.unsqueeze(1), w.view(w.shape[0], 1, -1), h_in)
-    return tree_sum(h_in.unsqueeze(3) * w.unsqueeze(1), 2) + b.unsqueeze(1)
+def _forward(ws: List[torch.Tensor], bs: List[torch.Tensor], x: torch.Tensor, act: int,
+             c: List[torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """(out [K, N], [h_1, ..., h_L]) for inputs x [N, D]; see `forward`."""
+    h = x.unsqueeze(0)
+    hs: List[torch.Tensor] = []
+    for layer in range(len(ws) - 1):
+        w, b = ws[layer], bs[layer]
+        if w.shape[1] == 1:  # one input (the seed's case): z = b + x w, one fused operation
+            z = torch.addcmul(b.unsqueeze(1), w.view(w.shape[0], 1, -1), h)
+        else:  # z = sum_i h_in[..., i] w[i, :] + b, for h_in [K or 1, N, I], w [K, I, J], b [K, J]
+            z = tree_sum(h.unsqueeze(3) * w.unsqueeze(1), 2) + b.unsqueeze(1)
+        h = _activate(z, act, c)
+        hs.append(h)
+    out = tree_sum(h * ws[-1].unsqueeze(1), 2) + bs[-1].unsqueeze(1)
+    return out, hs
 
 
 def forward(p: Params, x: torch.Tensor, activation: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Return (out [K, N], [h_1, ..., h_L] each [K, N, H_l]) for inputs x [N] or [N, D]."""
-    act, _ = ACTIVATIONS[activation]
-    h, hs = _inputs(x).unsqueeze(0), []
-    for w, b in zip(p.ws[:-1], p.bs[:-1]):
-        h = act(_layer(h, w, b))
-        hs.append(h)
-    out = tree_sum(h * p.ws[-1].unsqueeze(1), 2) + p.bs[-1].unsqueeze(1)
-    return out, hs
+    return _forward_compiled(p.ws, p.bs, _inputs(x), ACTIVATIONS[activation], _activation_constants(x))
 
 
 def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -232,46 +242,77 @@ def gradients(p: Params, x: torch.Tensor, y: torch.Tensor, activation: str):
     Every sum over the N points is taken at once: the per-point terms of every gradient (and
     of the loss) are written side by side into one [K, N, C] tensor, summed by one tree.
     """
-    _, dact = ACTIVATIONS[activation]
     x = _inputs(x)
-    n, k = x.shape[0], p.ws[0].shape[0]
-    out, hs = forward(p, x, activation)
+    n = x.shape[0]
+    c = [*_activation_constants(x), const(2.0 / n, x), const(float(n), x)]
+    return _backprop_compiled(p.ws, p.bs, p.masks, x, y, ACTIVATIONS[activation], c)
+
+
+def _backprop(ws: List[torch.Tensor], bs: List[torch.Tensor], masks: List[torch.Tensor], x: torch.Tensor,
+              y: torch.Tensor, act: int, c: List[torch.Tensor]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """`gradients`, on the tensors: c = [1, 2, -2, 2 / N, N] as `const`s."""
+    n, k = x.shape[0], ws[0].shape[0]
+    out, hs = _forward(ws, bs, x, act, c)
     err = out.sub_(y)
-    g = err * const(2.0 / n, err)  # dL/dout [K, N]
+    g = err * c[3]  # dL/dout [K, N]
     depth, top = len(hs), hs[-1].shape[2]
-    # Column layout: [g h_L | dz_L, dW_L terms, dz_{L-1}, dW_{L-1} terms, ... | g | err^2]
-    n_cols = 2 * top + sum(w.shape[1] * w.shape[2] + w.shape[2] for w in p.ws[:-1]) + 2
-    cols = torch.empty(k, n, n_cols, dtype=out.dtype, device=out.device)
-    start: dict[str, int] = {}  # name -> its first column
-    sizes: dict[str, int] = {}
-    cursor = [0]
-
-    def part(name: str, size: int) -> torch.Tensor:
-        """The next `size` columns, kept under `name`. (narrow, not indexing: fewer dispatches.)"""
-        start[name], sizes[name] = cursor[0], size
-        cursor[0] += size
-        return cols.narrow(2, start[name], size)
-
-    torch.mul(hs[-1], g.unsqueeze(2), out=part("dwo", top))
+    # Column layout: [g h_L | dz_L, dW_L terms, dz_{L-1}, dW_{L-1} terms, ..., dW_1 terms | g | err^2]
+    n_cols = 2 * top + 2
+    for layer in range(depth):
+        n_cols += ws[layer].shape[1] * ws[layer].shape[2] + ws[layer].shape[2]
+    n_cols -= top  # dz_L is counted in 2 * top
+    cols = torch.empty([k, n, n_cols], dtype=out.dtype, device=out.device)
+    dw_at, dz_at = [0] * depth, [0] * depth  # each gradient's first column
+    torch.mul(hs[-1], g.unsqueeze(2), out=cols.narrow(2, 0, top))  # -> dw_o
     # dz_L = act'(z_L) * g * w_o, multiplied in this order (the seed's formula's order)
-    dz = torch.mul(dact(hs[-1]).mul_(g.unsqueeze(2)), p.ws[-1].unsqueeze(1), out=part(f"dz{depth - 1}", top))
+    dz_at[depth - 1] = top
+    dz = torch.mul(_derivative(hs[-1], act, c).mul_(g.unsqueeze(2)), ws[-1].unsqueeze(1), out=cols.narrow(2, top, top))
+    cursor = 2 * top
     for layer in range(depth - 1, -1, -1):
         h_in = x.unsqueeze(0) if layer == 0 else hs[layer - 1]  # [1 or K, N, I]
-        i_n, j_n = p.ws[layer].shape[1:]
-        torch.mul(h_in.unsqueeze(3), dz.unsqueeze(2), out=part(f"dw{layer}", i_n * j_n).view(k, n, i_n, j_n))
+        i_n, j_n = ws[layer].shape[1], ws[layer].shape[2]
+        dw_at[layer] = cursor
+        torch.mul(h_in.unsqueeze(3), dz.unsqueeze(2), out=cols.narrow(2, cursor, i_n * j_n).view(k, n, i_n, j_n))
+        cursor += i_n * j_n
         if layer > 0:  # dz_{l-1} = act'(z_{l-1}) * sum_j W_l[:, j] dz_l[j]
-            dh = tree_sum(dz.unsqueeze(2) * p.ws[layer].unsqueeze(1), 3)
-            dz = torch.mul(dact(hs[layer - 1]), dh, out=part(f"dz{layer - 1}", i_n))
+            dh = tree_sum(dz.unsqueeze(2) * ws[layer].unsqueeze(1), 3)
+            dz_at[layer - 1] = cursor
+            dz = torch.mul(_derivative(hs[layer - 1], act, c), dh, out=cols.narrow(2, cursor, i_n))
+            cursor += i_n
     cols.select(2, n_cols - 2).copy_(g)  # -> db_o
     torch.mul(err, err, out=cols.select(2, n_cols - 1))  # -> the loss
     sums = tree_sum(cols, 1)  # [K, C]
-
-    def total(name: str) -> torch.Tensor:
-        return sums.narrow(1, start[name], sizes[name])
-    grads: list[torch.Tensor] = []
+    grads: List[torch.Tensor] = []
     for layer in range(depth):
-        dw = total(f"dw{layer}").view(k, *p.ws[layer].shape[1:])
+        i_n, j_n = ws[layer].shape[1], ws[layer].shape[2]
+        dw = sums.narrow(1, dw_at[layer], i_n * j_n).view(k, i_n, j_n)
         if layer > 0:  # weights leaving padded units must not move (a padded sigmoid unit is 0.5)
-            dw = dw * p.masks[layer - 1].unsqueeze(2)
-        grads += [dw, total(f"dz{layer}")]
-    return sums.select(1, n_cols - 1) / const(float(n), sums), grads + [total("dwo") * p.masks[-1], sums.select(1, n_cols - 2)]
+            dw = dw * masks[layer - 1].unsqueeze(2)
+        grads.append(dw)
+        grads.append(sums.narrow(1, dz_at[layer], j_n))
+    grads.append(sums.narrow(1, 0, top) * masks[-1])
+    grads.append(sums.select(1, n_cols - 2))
+    return sums.select(1, n_cols - 1) / c[4], grads
+
+
+def _activation_constants(like: torch.Tensor) -> List[torch.Tensor]:
+    return [const(1.0, like), const(2.0, like), const(-2.0, like)]
+
+
+def compiled(fn):
+    """fn compiled by TorchScript, or fn as it is where TorchScript cannot (it is deprecated in
+    favour of torch.compile, whose fused kernels round differently from these operations and
+    recompile as a population shrinks). Why compile: an epoch is ~60 small tensor operations,
+    and their Python calls were half its time; compiled, the same operations run the same ATen
+    kernels (the same bits: tests/test_network.py) without them: a 4-member epoch 198 -> 91 us
+    (2-core machine)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+            return torch.jit.script(fn)
+    except Exception:  # a torch without TorchScript: the same function, uncompiled
+        return fn
+
+
+_forward_compiled = compiled(_forward)
+_backprop_compiled = compiled(_backprop)

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import List, Sequence
 
 import numpy as np
 import torch
+
+from bpexp.network import compiled
 
 @dataclass(frozen=True)
 class Schedule:
@@ -75,6 +77,14 @@ def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+def _gd(params: List[torch.Tensor], grads: List[torch.Tensor], lr: torch.Tensor) -> None:
+    for p, g in zip(params, grads):
+        p.addcmul_(g, lr.view([-1] + [1] * (p.dim() - 1)), value=-1)
+
+
+_gd_step = compiled(_gd)  # the same operations without a Python call each (bpexp/network.py: compiled)
+
+
 class Stepper:
     """One optimizer's update for a group of K members: step(params, grads, lr [K])."""
 
@@ -101,8 +111,7 @@ class Stepper:
     def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr: torch.Tensor) -> None:
         self.t += 1
         if self.name == "gd":  # the seed's w = w - lr * dw, exactly
-            for p, g in zip(params, grads):
-                p.addcmul_(g, _col(lr, p), value=-1)
+            _gd_step(list(params), list(grads), lr)
         elif self.name == "momentum":
             for p, g, v in zip(params, grads, self.m):
                 v.mul_(_col(self.mu, v)).add_(g)

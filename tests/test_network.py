@@ -65,6 +65,32 @@ def test_gradients_match_autograd(activation, depth, inputs, trial):
             assert not padded.any(), name
 
 
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("depth, inputs", [(1, 1), (2, 3)])
+def test_the_compiled_passes_are_the_python_ones_bit_for_bit(activation, depth, inputs):
+    """network.compiled (TorchScript) runs the same operations: the same bits, forward and back;
+    float32 (the trainer's dtype), members of several widths, padded."""
+    from bpexp import network, optim
+
+    assert isinstance(network._backprop_compiled, torch.jit.ScriptFunction)  # compiled here, not the fallback
+    g = torch.Generator().manual_seed(depth * 10 + inputs)
+    x, y = torch.randn(20, inputs, generator=g) * 3, torch.randn(20, generator=g)
+    p = stack([init_weights([w] * depth, 7 + w, inputs) for w in (1, 3, 6)])
+    c = [*network._activation_constants(x), network.const(2.0 / 20, x), network.const(20.0, x)]
+    act = ACTIVATIONS[activation]
+    loss, grads = network._backprop_compiled(p.ws, p.bs, p.masks, x, y, act, c)
+    ref_loss, ref_grads = network._backprop(p.ws, p.bs, p.masks, x, y, act, c)
+    assert torch.equal(loss, ref_loss) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    out, hs = network._forward_compiled(p.ws, p.bs, x, act, c[:3])
+    ref_out, ref_hs = network._forward(p.ws, p.bs, x, act, c[:3])
+    assert torch.equal(out, ref_out) and all(torch.equal(a, b) for a, b in zip(hs, ref_hs))
+    lr = torch.tensor([0.1, 0.2, 0.3])
+    stepped, ref = [t.clone() for t in p.weights()], [t.clone() for t in p.weights()]
+    optim._gd_step(stepped, grads, lr)
+    optim._gd(ref, grads, lr)
+    assert all(torch.equal(a, b) for a, b in zip(stepped, ref))
+
+
 def test_float32_gradients_match_autograd_float32():
     d = make_dataset("sin", -5, 5, 20)
     net = init_weights(4, 99)
