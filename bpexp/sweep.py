@@ -318,7 +318,8 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
     Then no study ever ends with more than n_trials trained trials.
     """
     asked = into
-    copies = mirror.ask(k, interrupted) if mirror is not None and mirror.sync() else None  # bpexp/mirror.py
+    # bpexp/mirror.py; not for a huge batch: its copies are all asked before the first is drawn
+    copies = mirror.ask(k, interrupted) if mirror is not None and k <= MIRROR_MAX_BATCH and mirror.sync() else None
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
         for i in range(k):
@@ -340,6 +341,9 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
             t.set_user_attr("bpexp.surplus", True)  # asked by a worker that raced another; never trained
             tell(study, t, None, TrialState.FAIL)
     into[:] = keep
+
+
+MIRROR_MAX_BATCH = 1000  # automatic batches are at most POPULATION trials
 
 
 def check_searched_devices(cfg: SweepAppConfig) -> None:
