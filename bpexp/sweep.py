@@ -322,7 +322,7 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
     copies = mirror.ask(k, interrupted) if mirror is not None and k <= MIRROR_MAX_BATCH and mirror.sync() else None
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
-        for i in range(k):
+        for i in range(k if copies is None else len(copies)):  # fewer copies: an interrupt came
             if interrupted():
                 return
             if copies is not None:  # drawn in the mirror, asked next here with these params
