@@ -7,8 +7,8 @@ up to ~100 trials from the database: at 1000 trials, asking took ~57 ms a trial,
 ~35 ms re-reading, and was over half of the sweep's own work per trial (py-spy). TPE reads
 its history the same way from memory in a fraction of that.
 
-How: the mirror holds a copy of the study's trials (Optuna's InMemoryStorage) under the same
-sampler object. Before a batch, it takes in what changed in the study (one read); the batch
+How: the mirror holds a copy of the study's trials (Optuna's InMemoryStorage) under a copy
+of the study's sampler, made before its first draw (the same random stream). Before a batch, it takes in what changed in the study (one read); the batch
 is asked in the mirror exactly as it would be in the study (all k asked first, then suggested
 in order: TPE's constant liar sees the earlier ones' params), and each trial, as soon as the
 mirror has drawn its params, is enqueued in the study with them and asked there (Optuna uses
@@ -22,6 +22,7 @@ and CMA-ES samplers' own work dwarfs the reading.
 """
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import optuna
@@ -31,6 +32,10 @@ from optuna.trial import FrozenTrial, TrialState
 class Mirror:
     def __init__(self, study: optuna.Study):
         self.study = study
+        # A sampler of its own, as the study's was before any draw: TPE's search space (Optuna's
+        # IntersectionSearchSpace) belongs to one study id, and the study's own sampler still
+        # draws where the mirror does not (a batch asked while another worker's trial waits).
+        self.sampler = copy.deepcopy(study.sampler)
         self.copy: Optional[optuna.Study] = None
         self.open: set[int] = set()  # numbers of the copy's unfinished trials, which may still change
 
@@ -46,7 +51,7 @@ class Mirror:
         return True
 
     def _rebuild(self, real: list[FrozenTrial]) -> None:
-        self.copy = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=self.study.sampler,
+        self.copy = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=self.sampler,
                                         directions=self.study.directions)
         self.copy.add_trials(real)
         self.open = {t.number for t in real if not t.state.is_finished()}

@@ -130,9 +130,9 @@ def test_a_killed_train_run_is_settled_by_the_next_command(tmp_path, local_store
 def test_ctrl_c_and_sigterm_fail_what_runs_then_resume(tmp_path, signum, status):
     """Ctrl-C, and SIGTERM (Kubernetes, Slurm, systemd) to the whole process group: one line,
     the batches in flight failed (trials) and KILLED (runs), the parent KILLED; resume ends it."""
-    # 4000 epochs: the 3 batches left must outlast the poll below on a loaded 2-core machine (at
-    # 1500 the sweep once ended before the signal came, exit 0).
-    args = ["sweep", "sweep.n_trials=8", "sweep.batch_size=2", "train.epochs=4000", "sweep.progress=false",
+    # 8000 epochs: the 3 batches left must outlast the poll below on a loaded 2-core machine (at
+    # 1500 the sweep once ended before the signal came, exit 0; at 4000 too, once epochs got faster).
+    args = ["sweep", "sweep.n_trials=8", "sweep.batch_size=2", "train.epochs=8000", "sweep.progress=false",
             "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
     p = popen_bpexp(*args, cwd=tmp_path)
     try:
