@@ -11,8 +11,9 @@ How: the mirror holds a copy of the study's trials (Optuna's InMemoryStorage) un
 of the study's sampler, made before its first draw (the same random stream). Before a batch, it takes in what changed in the study (one read); the batch
 is asked in the mirror exactly as it would be in the study (all k asked first, then suggested
 in order: TPE's constant liar sees the earlier ones' params), and each trial, as soon as the
-mirror has drawn its params, is enqueued in the study with them and asked there (Optuna uses
-enqueued params as they are, without sampling). With one worker the study gets the trials it
+mirror has drawn its params, is created in the study with them, RUNNING (Optuna's storage
+interface, `create_new_trial` with a template: the sampler is not asked; suggesting a param a
+trial already has returns it). With one worker the study gets the trials it
 would have got without the mirror, bit for bit (tests/test_sweep.py). Another worker's trials
 come in at the next batch; if trial numbers went apart (two workers asking at once), the
 mirror is made again from the study.
@@ -95,8 +96,12 @@ class Mirror:
             self.open.add(trials[-1].number)
         return trials
 
-    @staticmethod
-    def draw(trial, suggest_all) -> dict:
-        """The params of one of those trials, suggested in the copy (`suggest_all(trial)`)."""
+    def draw(self, trial, suggest_all, user_attrs: dict) -> optuna.Trial:
+        """Suggest one of those trials in the copy (`suggest_all(trial)`), and create it in the
+        study: RUNNING, with those params and user attributes, in one write (not enqueued: with
+        sqlite, two workers' asks can both take one enqueued trial)."""
         suggest_all(trial)
-        return dict(trial.params)
+        frozen = self.copy._storage.get_trial(trial._trial_id)
+        template = optuna.trial.create_trial(state=TrialState.RUNNING, params=dict(frozen.params),
+                                             distributions=dict(frozen.distributions), user_attrs=user_attrs)
+        return optuna.Trial(self.study, self.study._storage.create_new_trial(self.study._study_id, template_trial=template))

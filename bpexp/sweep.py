@@ -310,7 +310,7 @@ def better(study: optuna.Study, a: float, b: float) -> bool:
 def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Optional[Mirror] = None) -> None:
     """Ask for k trials into `into`, keep those within n_trials; fail the surplus at once.
     An interrupt stops the asking: what was asked is in `into` for the interrupt to fail.
-    With a mirror (TPE), their params are drawn there and enqueued here (bpexp/mirror.py).
+    With a mirror (TPE), their params are drawn there (bpexp/mirror.py).
 
     Workers sharing a study each ask for what they see missing, so together they may ask for
     more. Trial numbers are assigned atomically by the storage, which makes the rule exact: a
@@ -325,9 +325,10 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
         for i in range(k if copies is None else len(copies)):  # fewer copies: an interrupt came
             if interrupted():
                 return
-            if copies is not None:  # drawn in the mirror, asked next here with these params
-                params = mirror.draw(copies[i], lambda t: [suggest(t, key, p) for key, p in searched(cfg)])
-                study.enqueue_trial(params, skip_if_exists=False)
+            if copies is not None:  # drawn in the mirror, created here with its params and claimed
+                asked.append(mirror.draw(copies[i], lambda t: [suggest(t, key, p) for key, p in searched(cfg)],
+                                         {"bpexp.worker": WORKER}))
+                continue
             asked.append(study.ask())
             asked[-1].set_user_attr("bpexp.worker", WORKER)  # claimed at once (see fail_stale_trials)
     taken = sorted(t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING or counts(t))
