@@ -27,8 +27,11 @@ FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", 
 def popen_bpexp(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     full_env.update(env or {})
+    # SIGINT as a terminal gives it: a test runner started in the background of a script
+    # ignores SIGINT, and a child inherits that (Python then installs no KeyboardInterrupt)
     return subprocess.Popen([sys.executable, "-m", "bpexp", *args], cwd=cwd, env=full_env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(condition, timeout: float = 120, every: float = 0.05):
