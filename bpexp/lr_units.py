@@ -51,10 +51,7 @@ def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
         test_every_config(cfg, data, tested)
     configs = {t.number: trial_config(cfg, t.params) for t in trials}
     ident = {n: _without_lr(c) for n, c in configs.items()}
-    todo = {ident[n]: c for n, c in configs.items() if ident[n] not in tested}  # one per distinct config
-    if todo:
-        got = range_tests(LrFindConfig(), list(todo.values()), data)
-        tested.update((i, g["suggested_lr"]) for i, g in zip(todo, got))
+    _test({ident[n]: c for n, c in configs.items()}, data, tested)
     for t in trials:
         unit = tested[ident[t.number]]
         lr = t.params[param_name(key, p)] * unit
@@ -65,12 +62,13 @@ def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
 def test_every_config(cfg: SweepAppConfig, data, tested: dict) -> None:
     """Range-test `every_config` not yet in `tested`, as one population. A sweep does it before
     its first batch, while the recorder process still imports MLflow and opens the store."""
-    if relative(cfg) is None:
-        return
-    todo = {}
-    for c in every_config(cfg):
-        todo.setdefault(_without_lr(c), c)
-    todo = {i: c for i, c in todo.items() if i not in tested}
+    if relative(cfg) is not None:
+        _test({_without_lr(c): c for c in every_config(cfg)}, data, tested)
+
+
+def _test(configs: dict, data, tested: dict) -> None:
+    """Range-test the configs ({_without_lr(config): config}) not in `tested`, as one population."""
+    todo = {i: c for i, c in configs.items() if i not in tested}
     if todo:
         got = range_tests(LrFindConfig(), list(todo.values()), data)
         tested.update((i, g["suggested_lr"]) for i, g in zip(todo, got))

@@ -8,16 +8,18 @@ up to ~100 trials from the database: at 1000 trials, asking took ~57 ms a trial,
 its history the same way from memory in a fraction of that.
 
 How: the mirror holds a copy of the study's trials (Optuna's InMemoryStorage) under a copy
-of the study's sampler, made before its first draw (the same random stream). Before a batch, it takes in what changed in the study (one read); the batch
-is asked in the mirror exactly as it would be in the study (all k asked first, then suggested
-in order: TPE's constant liar sees the earlier ones' params), and each trial, as soon as the
-mirror has drawn its params, is created in the study with them, RUNNING (Optuna's storage
-interface, `create_new_trial` with a template: the sampler is not asked; suggesting a param a
-trial already has returns it). With one worker the study gets the trials it
-would have got without the mirror, bit for bit (tests/test_sweep.py). Another worker's trials
+of the study's sampler, made before its first draw (the same random stream). Before a batch,
+it takes in what changed in the study (one read); the batch is asked in the mirror exactly as
+it would be in the study (all k asked first, then suggested in order: TPE's constant liar
+sees the earlier ones' params), and each trial, as soon as the mirror has drawn its params,
+is created in the study with them, RUNNING (Optuna's storage interface, `create_new_trial`
+with a template: the sampler is not asked; suggesting a param a trial already has returns
+it). With one worker the study gets the trials it would have got without the mirror, bit for
+bit (tests/test_mirror.py). Another worker's trials
 come in at the next batch; if trial numbers went apart (two workers asking at once), the
 mirror is made again from the study.
 
+Not for a batch over MAX_BATCH trials: its copies are all asked before the first is drawn.
 TPE only: the grid sampler keeps its own state in the trials it asks (grid ids), and the GP
 and CMA-ES samplers' own work dwarfs the reading.
 """
@@ -28,6 +30,9 @@ from typing import Optional
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+
+MAX_BATCH = 1000  # automatic batches are at most ~48 trials
 
 
 class Mirror:

@@ -31,7 +31,7 @@ from bpexp import lr_units, study_record, tracking
 from bpexp.config import ConfigError, SweepAppConfig, TrainAppConfig
 from bpexp.data import dataset_from_config
 from bpexp.interrupts import deferred_interrupts, interrupted
-from bpexp.mirror import Mirror
+from bpexp.mirror import MAX_BATCH, Mirror
 from bpexp.outcome import CONSTRAINT, PRUNED, Outcome, optuna_attrs, optuna_constraint, optuna_state, trial_outcome
 from bpexp.population import MemberResult, memory_problem, train_population
 from bpexp.recorder import Recorder
@@ -318,8 +318,7 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
     Then no study ever ends with more than n_trials trained trials.
     """
     asked = into
-    # bpexp/mirror.py; not for a huge batch: its copies are all asked before the first is drawn
-    copies = mirror.ask(k, interrupted) if mirror is not None and k <= MIRROR_MAX_BATCH and mirror.sync() else None
+    copies = mirror.ask(k, interrupted) if mirror is not None and k <= MAX_BATCH and mirror.sync() else None
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
         for i in range(k if copies is None else len(copies)):  # fewer copies: an interrupt came
@@ -342,9 +341,6 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
             t.set_user_attr("bpexp.surplus", True)  # asked by a worker that raced another; never trained
             tell(study, t, None, TrialState.FAIL)
     into[:] = keep
-
-
-MIRROR_MAX_BATCH = 1000  # automatic batches are at most POPULATION trials
 
 
 def check_searched_devices(cfg: SweepAppConfig) -> None:
