@@ -72,7 +72,7 @@ def part_c(n: int) -> float:
 def _members(n: int, hidden: int | None = None):
     import numpy as np
 
-    from bpexp.population import Member
+    from bpexp.training.population import Member
 
     rng = np.random.default_rng(0)
     return [Member(hidden or int(rng.integers(1, 33)), "tanh", float(10 ** rng.uniform(-4, 0)), 99 + i)
@@ -80,23 +80,23 @@ def _members(n: int, hidden: int | None = None):
 
 
 def part_d(n: int) -> float:
-    from bpexp.data import make_dataset
-    from bpexp.population import train_population
+    from bpexp.training.data import make_dataset
+    from bpexp.training.population import TrainSpec, train_population
 
     data = make_dataset("sin", -5, 5, 20)
     members = _members(n)
     t = time.perf_counter()
-    train_population(members, data, 5000)
+    train_population(members, data, TrainSpec(5000))
     return time.perf_counter() - t
 
 
 def part_e(n: int) -> float:
-    from bpexp.data import make_dataset
-    from bpexp.population import train_population
+    from bpexp.training.data import make_dataset
+    from bpexp.training.population import TrainSpec, train_population
 
     data = make_dataset("sin", -5, 5, 20)
     t = time.perf_counter()
-    train_population(_members(1000, hidden=32), data, 200)
+    train_population(_members(1000, hidden=32), data, TrainSpec(200))
     return time.perf_counter() - t
 
 

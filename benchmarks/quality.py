@@ -16,9 +16,9 @@ from collections import Counter
 
 import optuna
 
-from bpexp.data import make_dataset
-from bpexp.outcome import verdict_of
-from bpexp.population import Member, train_population
+from bpexp.training.data import make_dataset
+from bpexp.results.outcome import verdict_of
+from bpexp.training.population import Member, TrainSpec, train_population
 
 BAR = 1.0e-3
 
@@ -38,7 +38,7 @@ def main() -> None:
     lr, hidden = best.params["train.lr"], best.params["model.hidden"]
     epochs = next((int(o.split("=")[1]) for o in overrides if o.startswith("train.epochs=")), 5000)
     data = make_dataset("sin", -5, 5, 20)
-    results = train_population([Member(hidden, "tanh", lr, 99 + s) for s in range(5)], data, epochs)
+    results = train_population([Member(hidden, "tanh", lr, 99 + s) for s in range(5)], data, TrainSpec(epochs))
     finals = [r.final_train_loss for r in results]
     med = statistics.median(finals)
     n = len(study.trials)

@@ -82,7 +82,7 @@ if __name__ == "__main__":
     p.add_argument("--floor-runs", type=int, default=50)
     p.add_argument("--peer-trials", type=int, default=10)
     a = p.parse_args()
-    from bpexp.tracking import configure_mlflow
+    from bpexp.recording.tracking import configure_mlflow
 
     configure_mlflow()
     with tempfile.TemporaryDirectory() as folder:

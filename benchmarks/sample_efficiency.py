@@ -1,9 +1,8 @@
 """How many trials does a study need, and does its recommendation hold on fresh seeds?
 
-Runs the default study's loop in this process, exactly as `bpexp sweep` asks, trains (one
-population per batch: sweep.train_batch) and tells (verdicts, values and constraints of
-bpexp/outcome.py), without MLflow, for each sampler and sampler seed; then reads, at budgets
-20, 30, 50 and 100 trials:
+Runs the default study through the product's own loop (bpexp/study/session.py: the Session
+`bpexp sweep` runs, in memory and without MLflow), for each sampler and sampler seed; then
+reads, at budgets 20, 30, 50 and 100 trials:
 
 - trials to target: the first trial at which the best value so far is within 1.5x of the
   dense grid's best (median of the study's seeds);
@@ -30,16 +29,15 @@ import optuna
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from bpexp.config import SweepAppConfig, register_schemas
-from bpexp.validation import validate_sweep
-from bpexp.data import dataset_from_config
-from bpexp.lr_units import set_lrs
-from bpexp.outcome import CONSTRAINT, optuna_constraint, optuna_state, trial_outcome
-from bpexp.population import train_population
-from bpexp.recheck import recheck_seeds, recommend
-from bpexp.run_record import member_of
-from bpexp.search_space import make_sampler, searched, study_seeds, suggest, trial_config
-from bpexp.sweep import batch_plan, train_batch
+from bpexp.config.schema import SweepAppConfig, register_schemas
+from bpexp.config.validation import validate_sweep
+from bpexp.training.data import dataset_from_config
+from bpexp.training.population import TrainSpec, train_population
+from bpexp.study.recheck import recheck_seeds, recommend
+from bpexp.config.specs import member_of
+from bpexp.study.search_space import make_sampler, study_seeds, trial_config
+from bpexp.study import lr_units
+from bpexp.study.session import Session
 
 FRESH = list(range(1000, 1005))  # the seeds recommendations are judged on: never tuned on, nor re-checked on
 BUDGETS = (20, 30, 50, 100)
@@ -54,35 +52,13 @@ def config(overrides: list[str]) -> SweepAppConfig:
 
 
 def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
-    """The sweep's ask / train / tell loop, in memory, in the sweep's order (bpexp/sweep.py:
-    run_trials, batch_plan): a batch that overlaps is asked and trained before the one before
-    it is told; one that does not is asked after."""
+    """The study as `bpexp sweep` runs it (bpexp/study/session.py: the same Session, the same
+    batches, asks and tells), in memory and without MLflow."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=make_sampler(cfg), direction=str(cfg.sweep.direction))
-    pending: list = []
+    study = optuna.create_study(sampler=make_sampler(cfg), direction="minimize")
     tested: dict = {}
-
-    def tell() -> None:
-        for t, outcome in pending:
-            state, value = optuna_state(outcome)
-            t.set_constraint(CONSTRAINT, optuna_constraint(outcome))
-            study.tell(t, value, state)
-        pending.clear()
-
-    told = lambda: len(study.trials) - len(pending)  # noqa: E731
-    while len(study.trials) < cfg.sweep.n_trials or pending:
-        if not batch_plan(cfg, told()).overlapped:
-            tell()
-        k = min(batch_plan(cfg, told()).trials, cfg.sweep.n_trials - len(study.trials))
-        trials = [study.ask() for _ in range(k)]
-        for t in trials:
-            for key, p in searched(cfg):
-                suggest(t, key, p)
-        set_lrs(cfg, trials, data, tested)
-        configs = {t.number: trial_config(cfg, t.params) for t in trials}
-        outcomes = [trial_outcome(rs, str(cfg.sweep.metric)) for rs in train_batch(cfg, trials, configs, data).values()] if trials else []
-        tell()
-        pending.extend(zip(trials, outcomes))
+    lr_units.test_every_config(cfg, data, tested)  # as the sweep does before its first batch
+    Session(cfg, study, data, tested=tested).run()
     return study
 
 
@@ -90,7 +66,7 @@ def fresh_mse(cfg: SweepAppConfig, configs: list, data, cache: dict) -> list[flo
     """Median final training MSE over the FRESH seeds of each config (one population)."""
     todo = [c for c in configs if key(c) not in cache]
     members = [replace(member_of(c), seed=s) for c in todo for s in FRESH]
-    results = train_population(members, data, cfg.train.epochs, diverge_above=cfg.train.diverge_above) if todo else []
+    results = train_population(members, data, TrainSpec(cfg.train.epochs, diverge_above=cfg.train.diverge_above)) if todo else []
     for i, c in enumerate(todo):
         runs = results[i * len(FRESH):(i + 1) * len(FRESH)]
         cache[key(c)] = statistics.median(r.final_train_loss if r.status == "finished" else np.inf for r in runs)
@@ -107,7 +83,7 @@ def grid_best(cfg: SweepAppConfig, data) -> tuple[float, float, tuple]:
     base = member_of(cfg)
     own = study_seeds(cfg)
     members = [replace(base, lr=float(lr), hidden=w, seed=s) for lr in lrs for w in widths for s in own + FRESH]
-    results = train_population(members, data, cfg.train.epochs, diverge_above=cfg.train.diverge_above)
+    results = train_population(members, data, TrainSpec(cfg.train.epochs, diverge_above=cfg.train.diverge_above))
     n = len(own) + len(FRESH)
     best_study, best_fresh, where = np.inf, np.inf, None
     for i in range(0, len(results), n):

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from bpexp.data import make_dataset
-from bpexp.population import Member, train_population
+from bpexp.training.data import make_dataset
+from bpexp.training.population import Member, TrainSpec, train_population
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     for _ in range(a.repeats):
         for every in settings:
             t0 = time.perf_counter()
-            train_population(members, data, a.epochs, sharpness_every=every)
+            train_population(members, data, TrainSpec(a.epochs, sharpness_every=every))
             times[every].append(time.perf_counter() - t0)
     base = statistics.median(times[-1])
     print(f"{a.members} networks x {a.epochs} epochs, median of {a.repeats}:")

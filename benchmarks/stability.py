@@ -26,15 +26,15 @@ import time
 
 import numpy as np
 
-from bpexp.data import make_dataset
-from bpexp.population import Member, train_population
+from bpexp.training.data import make_dataset
+from bpexp.training.population import Member, TrainSpec, train_population
 
 
 def run(activation: str, widths, lrs, seeds, epochs: int) -> list[dict]:
     data = make_dataset("sin", -5, 5, 20)
     members = [Member(w, activation, float(lr), s) for w in widths for lr in lrs for s in seeds]
     t0 = time.perf_counter()
-    results = train_population(members, data, epochs, sharpness_every=0)
+    results = train_population(members, data, TrainSpec(epochs, sharpness_every=0))
     took = time.perf_counter() - t0
     rows = []
     for w in widths:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from bpexp import recorder
-from bpexp.interrupts import Terminated, handle_sigterm
+from bpexp.recording import recorder
+from bpexp.runtime.interrupts import Terminated, handle_sigterm
 
 COMMANDS = ("train", "sweep", "lr-find")
 # Hydra flags that print something instead of running: then there is nothing to record.
@@ -45,21 +45,21 @@ def main(argv: list[str] | None = None) -> None:
     info = any(a.split("=")[0] in INFO_FLAGS for a in rest)
     if not info:
         recorder.prestart()  # MLflow's imports now overlap with torch's and the training
-    from bpexp import apps
+    from bpexp.commands import apps
 
     apps.run(command, rest, info)
 
 
 def read_only_command(command: str, args: list[str]) -> int:
-    """`bpexp reproduce|compare`: their exit status; a failure is one line (bpexp/failures.py)."""
-    from bpexp import failures
-    from bpexp.stores import StoreError
+    """`bpexp reproduce|compare`: their exit status; a failure is one line (bpexp/runtime/failures.py)."""
+    from bpexp.runtime import failures
+    from bpexp.runtime.stores import StoreError
 
     try:
         if command == "reproduce":
-            from bpexp.reproduce import main
+            from bpexp.commands.reproduce import main
         else:
-            from bpexp.compare import main
+            from bpexp.commands.compare import main
         return main(args)
     except StoreError as e:
         print(f"bpexp {command}: error: {e}", file=sys.stderr)

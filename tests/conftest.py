@@ -35,7 +35,8 @@ def in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     import io
     import signal
 
-    from bpexp import cli, recorder
+    from bpexp import cli
+    from bpexp.recording import recorder
 
     recorder.keep_between_jobs()
     out, err = io.StringIO(), io.StringIO()
@@ -79,7 +80,7 @@ def config_error(command: str, *args: str) -> str:
     import contextlib
     import io
 
-    from bpexp import apps
+    from bpexp.commands import apps
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exited:
@@ -116,8 +117,8 @@ def compose_sweep(*overrides: str):
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from bpexp.config import register_schemas
-    from bpexp.validation import validate_sweep
+    from bpexp.config.schema import register_schemas
+    from bpexp.config.validation import validate_sweep
 
     register_schemas()
     with initialize_config_module("bpexp.conf", version_base="1.3"):
@@ -154,7 +155,7 @@ def check_invariants(tmp_path, n_trials, uri=None):
 
     from optuna.trial import TrialState
 
-    from bpexp.outcome import TRAINED, verdict_of
+    from bpexp.results.outcome import TRAINED, verdict_of
 
     study = load(tmp_path)
     states = Counter(t.state for t in study.trials)
@@ -173,7 +174,7 @@ def check_invariants(tmp_path, n_trials, uri=None):
 
 def hessian_eigenvalues(w: dict, x, y, activation: str):
     """Every eigenvalue of the loss Hessian of one network in the seed's shapes (w1 [H, D],
-    b1 [H, 1], ...), by autograd on the plain formula: the reference for bpexp/sharpness.py."""
+    b1 [H, 1], ...), by autograd on the plain formula: the reference for bpexp/training/sharpness.py."""
     import numpy as np
     import torch
 

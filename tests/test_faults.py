@@ -17,8 +17,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bpexp import stores
-from bpexp.config import ConfigError
+from bpexp.runtime import stores
+from bpexp.config.schema import ConfigError
+from bpexp.runtime import redaction
 from tests.conftest import check_invariants, config_error, load, mlflow_runs, run_bpexp
 
 FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
@@ -144,30 +145,19 @@ def test_a_killed_train_run_is_settled_by_the_next_command(tmp_path, local_store
     assert run.info.status == "KILLED" and "stopped before the run ended" in run.data.tags["bpexp.error"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_and_sigterm_fail_what_runs_then_resume(tmp_path, signum, status):
-    """Ctrl-C, and SIGTERM (Kubernetes, Slurm, systemd) to the whole process group: one line,
-    the batches in flight failed (trials) and KILLED (runs), the parent KILLED; resume ends it."""
-    # 8000 epochs: the 3 batches left must outlast the poll below on a loaded 2-core machine (at
-    # 1500 the sweep once ended before the signal came, exit 0; at 4000 too, once epochs got faster).
-    args = ["sweep", "sweep.n_trials=8", "sweep.batch_size=2", "train.epochs=8000", "sweep.progress=false",
-            "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
-    p = popen_bpexp(*args, cwd=tmp_path)
-    try:
-        # two trials told (a diverged one is told PRUNED: COMPLETE alone can come only at the end)
-        wait_for(lambda: p.poll() is not None or trials_in(tmp_path, "state IN ('COMPLETE', 'PRUNED')") >= 2, every=0.2)
-    except AssertionError:
-        os.killpg(p.pid, signal.SIGKILL)
-        raise AssertionError(f"no 2 trials told in 120 s: {p.communicate()[1][-2000:]}") from None
-    if p.poll() is not None:  # ended before the signal: say how
-        raise AssertionError(f"the sweep ended before the signal, exit {p.returncode}: {p.communicate()[1][-2000:]}")
-    os.killpg(p.pid, signum)
-    out, err = p.communicate(timeout=60)
-    word = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+@pytest.mark.parametrize("signame,status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_and_sigterm_fail_what_runs_then_resume(tmp_path, signame, status):
+    """Ctrl-C, and SIGTERM (Kubernetes, Slurm, systemd), once the second batch is told and the
+    third trains (a failpoint sends it there: no race with the sweep's speed): one line, the
+    batches in flight failed (trials) and KILLED (runs), the parent KILLED; resume ends it."""
+    args = ["sweep", "sweep.n_trials=8", "sweep.batch_size=2", *FAST]
+    p = popen_bpexp(*args, cwd=tmp_path, env={"BPEXP_SIGNAL": f"told:2={signame}"})
+    out, err = p.communicate(timeout=120)
+    word = "interrupted" if signame == "SIGINT" else "terminated (SIGTERM)"
     assert p.returncode == status and err.strip().splitlines() == [f"bpexp sweep: {word}; run the same command again to resume"], \
         (p.returncode, err[-2000:], out[-1000:])
-    assert Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] == 0
+    states = Counter(t.state for t in load(tmp_path).trials)
+    assert states[TrialState.RUNNING] == 0 and states[TrialState.FAIL] > 0  # the batch in flight: failed, not lost
     _, parents, children = mlflow_runs(tmp_path)
     assert parents[0].info.status == "KILLED"
     assert not [c for c in children if c.info.status == "RUNNING"]
@@ -176,17 +166,15 @@ def test_ctrl_c_and_sigterm_fail_what_runs_then_resume(tmp_path, signum, status)
     check_invariants(tmp_path, 8)
 
 
-def test_ctrl_c_is_acted_on_within_2_s_even_in_a_huge_ask(tmp_path):
-    """sweep.batch_size=100000 asks Optuna for trials for minutes; Ctrl-C stops it at once."""
-    p = popen_bpexp("sweep", "sweep.batch_size=100000", "sweep.n_trials=100000", *FAST, cwd=tmp_path)
-    wait_for(lambda: trials_in(tmp_path) >= 20, every=0.1)
-    sent = time.monotonic()
-    os.killpg(p.pid, signal.SIGINT)
-    p.communicate(timeout=60)
-    took = time.monotonic() - sent
+def test_ctrl_c_stops_a_huge_ask_at_the_next_trial(tmp_path):
+    """sweep.batch_size=100000 asks Optuna for 100000 trials (minutes); Ctrl-C as it is about to
+    ask the 20th stops the asking there: the 19 asked are failed, nothing is trained, exit 130."""
+    p = popen_bpexp("sweep", "sweep.batch_size=100000", "sweep.n_trials=100000", *FAST, cwd=tmp_path,
+                    env={"BPEXP_SIGNAL": "asking:20=SIGINT"})
+    p.communicate(timeout=120)
     assert p.returncode == 130
-    assert took < 2.0, took
-    assert Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] == 0
+    states = Counter(t.state for t in load(tmp_path).trials)
+    assert states == Counter({TrialState.FAIL: 19}), states
 
 
 def test_a_full_disk_mid_sweep_is_one_line_and_the_resume_ends_the_study(tmp_path):
@@ -236,27 +224,11 @@ def test_a_deleted_parent_run_is_restored_on_resume(tmp_path):
     assert len(children) == len(study.trials)
 
 
-# ------------------------------------------------------------------ bad input: one line, before training
-@pytest.mark.parametrize("args,key", [
-    (["+sweep.search_space.lr2={key: train.lr, type: float, low: 0.001, high: 0.1}"], "sweep.search_space.lr2.key"),
-    (["sweep.register_as=a/b"], "sweep.register_as"),
-    (["sweep.register_as=' '"], "sweep.register_as"),
-    (["sweep.register_as=.."], "sweep.register_as"),
-    (["tracking.experiment=''"], "tracking.experiment"),
-    (["tracking.experiment=" + "x" * 5000], "tracking.experiment"),
-    (["+model.hiden=8"], "model.hiden"),
-    (["hydra.run.dir=/proc/nope/x"], "hydra.run.dir"),
-    (["data=csv", "data.path=/dev/zero", "data.inputs=[x]", "data.target=y"], "data.path"),
-])
-def test_bad_input_is_refused_before_anything_runs(args, key):
-    assert config_error("sweep", *args).startswith(f"bpexp sweep: error: {key}=")
-
-
 def test_model_names_are_checked_as_mlflow_checks_them():
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH, _validate_model_name
 
-    from bpexp import validation
+    from bpexp.config import validation
 
     assert validation.MAX_EXPERIMENT_NAME_LENGTH == MAX_EXPERIMENT_NAME_LENGTH
     for name in ["best", "sin fit", "a/b", "a:b", "", " ", ".", "..", "../x", "x/..", "./x", "a.b", "é"]:
@@ -290,8 +262,8 @@ def test_csv_errors_name_columns_never_data(tmp_path):
 
 
 def test_memory_a_population_needs_is_checked_before_training():
-    from bpexp.config import SweepAppConfig
-    from bpexp.sweep import check_memory
+    from bpexp.config.schema import SweepAppConfig
+    from bpexp.commands.sweep import check_memory
 
     cfg = SweepAppConfig()
     cfg.train.epochs = 10**9
@@ -308,9 +280,9 @@ def test_a_searched_cuda_device_without_cuda_is_refused(monkeypatch):
     import torch
     from omegaconf import OmegaConf
 
-    from bpexp.config import SweepAppConfig
-    from bpexp.validation import validate_sweep
-    from bpexp.sweep import check_searched_devices
+    from bpexp.config.schema import SweepAppConfig
+    from bpexp.config.validation import validate_sweep
+    from bpexp.commands.sweep import check_searched_devices
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SweepAppConfig), {"sweep": {"search_space": {
@@ -328,9 +300,14 @@ def test_a_searched_cuda_device_without_cuda_is_refused(monkeypatch):
     (r"tracking.uri=http\://u\:pa/ss@127.0.0.1\:1", r"tracking.uri=http\://u\:***@127.0.0.1\:1"),
     ("https://ghp_t0ken@github.com/o/r.git", "https://***@github.com/o/r.git"),
     ("sqlite:////tmp/a@b/x.db", "sqlite:////tmp/a@b/x.db"),
+    ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+    ("mysql+pymysql://user:p%40ss@host:3306/x", "mysql+pymysql://user:***@host:3306/x"),
+    ("http://u:pw@h:5000 and https://a:b@c", "http://u:***@h:5000 and https://a:***@c"),
+    ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ("http://host:5000/path", "http://host:5000/path"),
 ])
 def test_redact_hides_every_form_of_password(url, expected):
-    assert stores.redact(url) == expected
+    assert redaction.redact(url) == expected
 
 
 def test_a_multirun_prints_and_writes_no_password(tmp_path):
@@ -425,7 +402,7 @@ def test_a_tracking_server_that_dies_mid_sweep(tmp_path):
 
 
 def test_errors_are_one_line_and_name_what_failed():
-    from bpexp import failures
+    from bpexp.runtime import failures
 
     full = OSError(errno.ENOSPC, "No space left on device")
     assert failures.describe(full).startswith("no space left on the device")
@@ -437,7 +414,7 @@ def test_errors_are_one_line_and_name_what_failed():
 def test_runs_of_a_worker_dead_on_another_host_follow_their_trials(tmp_path):
     """Optuna's heartbeat failed its trials; their runs, RUNNING, are settled by the next worker:
     KILLED for a failed trial, FINISHED for a told one, left alone while the trial runs."""
-    from bpexp import study_record
+    from bpexp.recording import study_record
 
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
     exp = client.create_experiment("e")
@@ -454,7 +431,7 @@ def test_a_store_from_the_template_is_the_store_mlflow_makes(tmp_path, monkeypat
     MLflow's migrations give, the Default experiment where MLflow puts it."""
     import sqlite3
 
-    from bpexp import tracking
+    from bpexp.recording import tracking
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

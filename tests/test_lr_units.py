@@ -1,4 +1,4 @@
-"""An lr searched in units of the range test's suggestion (bpexp/lr_units.py): each trial's
+"""An lr searched in units of the range test's suggestion (bpexp/study/lr_units.py): each trial's
 train.lr is its sampled multiple of the suggestion `bpexp lr-find` makes for its config, and
 a config is range-tested once."""
 from __future__ import annotations
@@ -8,11 +8,12 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from bpexp import lr_units, range_test
-from bpexp.config import register_schemas
-from bpexp.data import dataset_from_config
-from bpexp.search_space import searched, suggest, trial_config
-from bpexp.validation import validate_sweep
+from bpexp.study import lr_units
+from bpexp.study import range_test
+from bpexp.config.schema import register_schemas
+from bpexp.training.data import dataset_from_config
+from bpexp.study.search_space import searched, suggest, trial_config
+from bpexp.config.validation import validate_sweep
 
 
 def composed(name: str, *overrides):

@@ -1,4 +1,4 @@
-"""A batch's trials drawn in an in-memory mirror of the study (bpexp/mirror.py): the study gets
+"""A batch's trials drawn in an in-memory mirror of the study (bpexp/study/mirror.py): the study gets
 the trials it gets without the mirror, bit for bit, and a mirror that went apart from the
 study (another worker's trials) is made again."""
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from bpexp.mirror import Mirror
-from bpexp.outcome import CONSTRAINT
-from bpexp.search_space import make_sampler
-from bpexp.sweep import ask
+from bpexp.study.mirror import Mirror
+from bpexp.results.outcome import CONSTRAINT
+from bpexp.study.search_space import make_sampler
+from bpexp.study.batches import ask
 from tests.conftest import compose_sweep
 
 
@@ -34,7 +34,7 @@ def run_study(url: str, use_mirror: bool, other_worker=None) -> list:
     for i, k in enumerate([8, 4, 4, 12, 12, 12]):  # sequential batches, then overlapped ones
         batch: list = []
         ask(cfg, study, k, batch, mirror)
-        for t in batch:  # the lr, set after the batch is asked (bpexp/lr_units.py)
+        for t in batch:  # the lr, set after the batch is asked (bpexp/study/lr_units.py)
             lr = t.params["train.lr / lr_find"] * 0.3
             t.suggest_float("train.lr", lr, lr)
         if i < 3:  # told before the next batch is asked

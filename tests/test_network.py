@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bpexp.data import FUNCTIONS, make_dataset
-from bpexp.network import ACTIVATIONS, Params, gradients, init_weights, stack, unstack
-from bpexp.population import Member, train_population
-from bpexp import config
+from bpexp.training.data import FUNCTIONS, make_dataset
+from bpexp.training.backprop import column_layout, gradients
+from bpexp.training.network import ACTIVATIONS, Params, init_weights, stack, unstack
+from bpexp.training.population import Member, TrainSpec, train_population
+from bpexp.config import schema as config
 
 AUTOGRAD_ACT = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
 
@@ -70,16 +71,17 @@ def test_gradients_match_autograd(activation, depth, inputs, trial):
 def test_the_compiled_passes_are_the_python_ones_bit_for_bit(activation, depth, inputs):
     """network.compiled (TorchScript) runs the same operations: the same bits, forward and back;
     float32 (the trainer's dtype), members of several widths, padded."""
-    from bpexp import network, optim
+    from bpexp.training import backprop, network, optim
 
-    assert isinstance(network._backprop_compiled, torch.jit.ScriptFunction)  # compiled here, not the fallback
+    assert isinstance(backprop._backprop_compiled, torch.jit.ScriptFunction)  # compiled here, not the fallback
     g = torch.Generator().manual_seed(depth * 10 + inputs)
     x, y = torch.randn(20, inputs, generator=g) * 3, torch.randn(20, generator=g)
     p = stack([init_weights([w] * depth, 7 + w, inputs) for w in (1, 3, 6)])
     c = [*network._activation_constants(x), network.const(2.0 / 20, x), network.const(20.0, x)]
     act = ACTIVATIONS[activation]
-    loss, grads = network._backprop_compiled(p.ws, p.bs, p.masks, x, y, act, c)
-    ref_loss, ref_grads = network._backprop(p.ws, p.bs, p.masks, x, y, act, c)
+    layout = column_layout(inputs, tuple(w.shape[2] for w in p.ws[:-1]))
+    loss, grads = backprop._backprop_compiled(p.ws, p.bs, p.masks, x, y, act, c, *layout)
+    ref_loss, ref_grads = backprop._backprop(p.ws, p.bs, p.masks, x, y, act, c, *layout)
     assert torch.equal(loss, ref_loss) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
     out, hs = network._forward_compiled(p.ws, p.bs, x, act, c[:3])
     ref_out, ref_hs = network._forward(p.ws, p.bs, x, act, c[:3])
@@ -89,6 +91,18 @@ def test_the_compiled_passes_are_the_python_ones_bit_for_bit(activation, depth, 
     optim._gd_step(stepped, grads, lr)
     optim._gd(ref, grads, lr)
     assert all(torch.equal(a, b) for a, b in zip(stepped, ref))
+
+
+def test_the_column_layout_gives_every_term_its_own_columns():
+    """column_layout: the per-point terms of every gradient and the loss tile the block, no overlap."""
+    for inputs, widths in [(1, (4,)), (3, (8, 2)), (2, (1, 16, 4))]:
+        dw_at, dz_at, n_cols = column_layout(inputs, widths)
+        fan_in, top = (inputs, *widths[:-1]), widths[-1]
+        spans = [(0, top), (n_cols - 2, 1), (n_cols - 1, 1)]
+        spans += [(dw_at[i], fan_in[i] * widths[i]) for i in range(len(widths))]
+        spans += [(dz_at[i], widths[i]) for i in range(len(widths))]
+        covered = sorted(c for start, size in spans for c in range(start, start + size))
+        assert covered == list(range(n_cols)), (inputs, widths)
 
 
 def test_float32_gradients_match_autograd_float32():
@@ -120,7 +134,7 @@ def _seed_loop():
 def test_reproduces_the_seed():
     """Defaults = the blog post's network, whose corrected final training MSE is 0.008276."""
     d = make_dataset("sin", -5, 5, 20)
-    r = train_population([Member(4, "tanh", 0.01, 99)], d, 5000)[0]
+    r = train_population([Member(4, "tanh", 0.01, 99)], d, TrainSpec(5000))[0]
     assert r.status == "finished" and len(r.train_loss) == 5000
     assert abs(r.final_train_loss / 0.008276 - 1) < 1e-4
     seed_losses, _ = _seed_loop().train(epochs=5000)
@@ -132,8 +146,8 @@ def test_reproduces_the_seed():
 def test_rerun_is_bitwise_identical():
     d = make_dataset("sin", -5, 5, 20, noise=0.1, noise_seed=3)
     members = [Member(h, "tanh", lr, s) for h, lr, s in [(4, 0.01, 99), (9, 0.05, 1), (2, 0.2, 7)]]
-    a = train_population(members, d, 800)
-    b = train_population(members, d, 800)
+    a = train_population(members, d, TrainSpec(800))
+    b = train_population(members, d, TrainSpec(800))
     for ra, rb in zip(a, b):
         assert (ra.train_loss == rb.train_loss).all()
         for k in ra.final_weights:

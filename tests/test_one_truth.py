@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bpexp.outcome import verdict_of
+from bpexp.results.outcome import verdict_of
 from tests.conftest import run_bpexp
 
 # At 300 epochs, seeds 102-104: every lr up to 0.25 converges at 4 hidden; at 8 hidden, lr 0.22

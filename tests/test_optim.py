@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from bpexp import config
-from bpexp.data import make_dataset
-from bpexp.network import init_weights, stack
-from bpexp.optim import Optimizer, Schedule, Stepper
-from bpexp.population import Member, train_population
+from bpexp.config import schema as config
+from bpexp.training.data import make_dataset
+from bpexp.training.network import init_weights, stack
+from bpexp.training.optim import Optimizer, Schedule, Stepper
+from bpexp.training.population import Member, TrainSpec, train_population
 
 
 def test_gd_is_the_seed_update():
@@ -81,9 +81,9 @@ def test_mixed_optimizers_and_schedules_in_one_population_equal_solo_runs():
     members = [Member(4, "tanh", 0.01, 99), Member(6, "tanh", 0.02, 1, Optimizer("momentum", 0.8)),
                Member(3, "tanh", 0.01, 2, Optimizer("adam")), Member(5, "tanh", 0.05, 3, schedule=Schedule("cosine")),
                Member(4, "sigmoid", 0.1, 4, Optimizer("adam", 0.5), Schedule("step", 0.5, 100))]
-    together = train_population(members, data, 400)
+    together = train_population(members, data, TrainSpec(400))
     for m, r in zip(members, together):
-        alone = train_population([m], data, 400)[0]
+        alone = train_population([m], data, TrainSpec(400))[0]
         assert (alone.train_loss == r.train_loss).all(), m
         for k in r.final_weights:
             assert torch.equal(alone.final_weights[k], r.final_weights[k])
@@ -93,7 +93,7 @@ def test_adam_and_momentum_beat_plain_gd_at_the_seeds_lr():
     """The seed's lr is small for plain GD on 5000 epochs; momentum and Adam go further."""
     data = make_dataset("sin", -5, 5, 20)
     gd, mom, adam = train_population([Member(4, "tanh", 0.01, 99), Member(4, "tanh", 0.01, 99, Optimizer("momentum")),
-                                      Member(4, "tanh", 0.01, 99, Optimizer("adam"))], data, 5000)
+                                      Member(4, "tanh", 0.01, 99, Optimizer("adam"))], data, TrainSpec(5000))
     assert gd.final_train_loss == pytest.approx(0.008276, abs=2e-6)  # the seed's figure, unchanged
     assert mom.final_train_loss < gd.final_train_loss / 2 and adam.final_train_loss < gd.final_train_loss / 2
 

@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from bpexp import tracking
-from bpexp.data import csv_dataset
-from bpexp.weights import parse_weights, weights_json
-from tests.conftest import assert_clean_failure, config_error, run_bpexp
+from bpexp.recording import tracking
+from bpexp.training.data import csv_dataset
+from bpexp.recording.weights import parse_weights, weights_json
+from tests.conftest import run_bpexp
 
 
 def write_csv(path, rows=60, seed=1):
@@ -95,43 +95,3 @@ def test_weights_files_of_any_depth_round_trip():
         parse_weights(weights_json(bad))
 
 
-BAD_CSV = [
-    (["data.path=missing.csv"], "data.path", "missing.csv"),
-    (["data.inputs=[a,zz]"], "data.inputs", "zz"),
-    (["data.target=label"], "data.target", "label"),
-    (["data.inputs=[label]"], "data.inputs", "label"),
-    (["data.target=a"], "data.target", "a"),
-    (["data.test_fraction=1.5"], "data.test_fraction", "1.5"),
-    (["data.path=null"], "data.path", "None"),
-    (["data.path=empty.csv"], "data.path", "empty.csv"),
-    (["data.path=ragged.csv"], "data.path", "ragged.csv"),
-    (["data.path=nan.csv"], "data.inputs", "a"),
-    (["data.path=."], "data.path", "."),
-    (["model.hidden=[8,0]"], "model.hidden", "[8, 0]"),
-    (["model.hidden=[]"], "model.hidden", "[]"),
-    (["model.hidden=wide"], "model.hidden", "wide"),
-]
-
-
-def bad_files(tmp_path):
-    write_csv(tmp_path / "d.csv")
-    (tmp_path / "empty.csv").write_text("")
-    (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,3\n1,2\n")
-    (tmp_path / "nan.csv").write_text("a,b,y\n1,2,3\nnan,2,3\n4,5,6\n7,8,9\n")
-
-
-@pytest.mark.parametrize("args,key,value", BAD_CSV)
-@pytest.mark.parametrize("command", ["train", "sweep"])
-def test_bad_csv_input_is_one_line(tmp_path, monkeypatch, command, args, key, value):
-    bad_files(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    line = config_error(command, "data=csv", "data.path=d.csv", "data.inputs=[a,b]", *args)
-    assert key in line and value in line, line
-    assert "1,2,3" not in line and "nan,2,3" not in line  # names keys and files, never data
-
-
-@pytest.mark.parametrize("command", ["train", "sweep"])
-def test_bad_csv_input_fails_fast_and_leaves_nothing(bpexp, tmp_path, command):
-    bad_files(tmp_path)
-    r = bpexp(command, "data=csv", "data.path=ragged.csv", "data.inputs=[a,b]")
-    assert_clean_failure(r, tmp_path, "data.path", "ragged.csv")

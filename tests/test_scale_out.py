@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bpexp.outcome import TRAINED, verdict_of
+from bpexp.results.outcome import TRAINED, verdict_of
 
 PG = os.environ.get("BPEXP_TEST_PG_URL")
 MLFLOW = os.environ.get("BPEXP_TEST_MLFLOW_URI")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bpexp.data import make_dataset
-from bpexp.network import init_weights, stack
-from bpexp.sharpness import Sharpness
+from bpexp.training.data import make_dataset
+from bpexp.training.network import init_weights, stack
+from bpexp.training.sharpness import Sharpness
 from tests.conftest import hessian_eigenvalues
 
 DATA = make_dataset("sin", -5, 5, 20)
@@ -88,7 +88,7 @@ def test_a_dominant_negative_eigenvalue_does_not_hide_lambda_max():
 def test_stability_per_width_reads_brackets_and_predictions():
     """The bracket from verdicts (pruned runs say nothing), 2 / the median init sharpness, and
     2 / the end sharpness of the converged run at the largest lr."""
-    from bpexp.stability import Point, lines, per_width
+    from bpexp.results.stability import Point, lines, per_width
 
     found = per_width([
         Point("4", 0.1, "converged", 10.0, 8.0), Point("4", 0.2, "converged", 12.0, 9.5),

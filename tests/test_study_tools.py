@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from bpexp.config import LrFindAppConfig
-from bpexp.data import make_dataset
-from bpexp.range_test import range_test
+from bpexp.config.schema import LrFindAppConfig
+from bpexp.training.data import make_dataset
+from bpexp.study.range_test import range_test
 
 
 def test_range_test_finds_where_the_seeds_gd_blows_up():
@@ -47,8 +47,8 @@ def test_lr_find_predicts_the_stable_lr_from_sharpness(bpexp, local_store):
     import csv
     import statistics
 
-    from bpexp.network import init_weights
-    from tests.conftest import config_error, hessian_eigenvalues
+    from bpexp.training.network import init_weights
+    from tests.conftest import hessian_eigenvalues
 
     r = bpexp("lr-find", "lr_find=sharpness", "lr_find.widths=[1,4,[3,2]]", "lr_find.activations=[tanh,relu]",
               "lr_find.seeds=2")
@@ -72,16 +72,6 @@ def test_lr_find_predicts_the_stable_lr_from_sharpness(bpexp, local_store):
             assert run.data.metrics[f"predicted_lr_h{name}_{act}"] == pytest.approx(median, rel=1e-4)
     assert re.search(r"^  4 +" + re.escape(f"{run.data.metrics['predicted_lr_h4_tanh']:.3g}"), r.stdout, re.M)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {"plots/stability_prediction.svg"}
-    assert "lr_find.method=sharpness predicts the stable lr of gradient descent" in config_error(
-        "lr-find", "lr_find=sharpness", "train.optimizer=adam")
-    assert "lr_find.widths=" in config_error("lr-find", "lr_find=sharpness", "lr_find.widths=[0]")
-
-
-def test_lr_find_bad_input_is_one_line(bpexp, tmp_path):
-    r = bpexp("lr-find", "lr_find.lr_max=1e-9")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
-    assert "lr_find.lr_max=1e-09" in r.stderr
-    assert not (tmp_path / "outputs").exists()
 
 
 def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):

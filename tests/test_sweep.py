@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import time
-from collections import Counter
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bpexp.outcome import TRAINED, verdict_of
-from bpexp.population import Member, MemberResult
-from tests.conftest import check_invariants, compose_sweep, config_error, load, run_bpexp
+from bpexp.results.outcome import TRAINED, verdict_of
+from bpexp.training.population import Member, MemberResult
+from tests.conftest import check_invariants, load, run_bpexp
 
 SMALL = ["train.epochs=200", "sweep.progress=false", "tracking.log_plots=true"]
 
@@ -53,7 +47,7 @@ def test_sweep_records_parent_and_children(tmp_path):
         assert c.data.tags["optuna.trial_state"] == t.state.name
         assert float(c.data.params["train.lr"]) == pytest.approx(t.params["train.lr"])
         assert int(c.data.params["model.hidden"]) == t.params["model.hidden"]
-        # the default lr is searched in units of the range test's suggestion (bpexp/lr_units.py)
+        # the default lr is searched in units of the range test's suggestion (bpexp/study/lr_units.py)
         suggested = t.user_attrs["bpexp.suggested_lr"]
         assert t.params["train.lr"] == t.params["train.lr / lr_find"] * suggested
         assert c.data.tags["bpexp.suggested_lr"] == f"{suggested:.6g}"
@@ -77,8 +71,8 @@ def check_best_model(tmp_path, client, parent, children, study):
     import numpy as np
     import torch
 
-    from bpexp.network import forward, stack
-    from bpexp.weights import parse_weights
+    from bpexp.training.network import forward, stack
+    from bpexp.recording.weights import parse_weights
 
     mlflow.set_tracking_uri(client.tracking_uri)
     models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list",
@@ -120,11 +114,14 @@ def test_automatic_batches_tell_the_first_trials_before_asking_more(tmp_path):
     ("grid", {0: (48, True)}),
 ])
 def test_batch_plan_trains_the_samplers_blind_trials_as_one_batch(sampler, plans):
-    from bpexp.sweep import batch_plan
+    from bpexp.config.schema import SweepConfig
+    from bpexp.study.search_space import blind_trials
+    from bpexp.study.batches import batch_plan
 
-    cfg = compose_sweep(f"sweep.sampler={sampler}", "sweep.seeds=1")
-    assert {n: (batch_plan(cfg, n).trials, batch_plan(cfg, n).overlapped) for n in plans} == plans
-    assert batch_plan(compose_sweep("sweep.batch_size=5"), 0) == batch_plan(compose_sweep("sweep.batch_size=5"), 40)
+    blind = blind_trials(sampler)
+    s = SweepConfig(sampler=sampler, seeds=1)  # the plan is policy: the sweep's own settings, no Hydra
+    assert {n: (batch_plan(s, blind, n).trials, batch_plan(s, blind, n).overlapped) for n in plans} == plans
+    assert batch_plan(SweepConfig(batch_size=5), blind, 0) == batch_plan(SweepConfig(batch_size=5), blind, 40)
 
 
 @pytest.mark.slow
@@ -152,24 +149,6 @@ def test_resume_with_another_config_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_divergence_is_detected_and_the_sweep_goes_on(tmp_path):
-    r = run_bpexp("sweep", "sweep.n_trials=4", "sweep.seeds=1", "sweep.search_space.lr.low=3",
-                  "sweep.search_space.lr.high=20", "train.epochs=300", "sweep.progress=false",
-                  "tracking.log_plots=false", "tracking.log_model=false", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    study, client, parent, children = check_invariants(tmp_path, 4)
-    assert "0 converged, 0 partly diverged (a minority of seeds diverged), 4 diverged" in r.stdout
-    for c in children:
-        assert c.data.tags["bpexp.outcome"] == "diverged" and "objective" not in c.data.metrics
-        epoch = int(c.data.tags["diverged_epoch"])
-        assert "train_loss" not in c.data.metrics  # no last point for a chart to take for a final loss
-        history = client.get_metric_history(c.info.run_id, "train_loss_seed_99_diverged")
-        # the seed's measured losses, up to the epoch before it diverged
-        assert history and all(m.step < epoch and m.value <= 1e4 for m in history)
-    assert all(t.value is None and t.state == TrialState.PRUNED for t in study.trials)  # no stand-in value
-
-
-@pytest.mark.slow
 def test_pruning_stops_trials_early(tmp_path):
     r = run_bpexp("sweep", "sweep.n_trials=16", "sweep.seeds=1", "sweep.pruner=median", "sweep.report_every=20",
                   "sweep.batch_size=2", "sweep.sampler=random", "train.epochs=400", "sweep.progress=false",
@@ -186,70 +165,6 @@ def test_pruning_stops_trials_early(tmp_path):
         assert stop < 399 and max(m.step for m in client.get_metric_history(c.info.run_id, "train_loss")) <= stop
 
 
-@pytest.mark.slow
-def test_kill_9_then_resume_keeps_the_invariants(tmp_path):
-    args = [sys.executable, "-m", "bpexp", "sweep", "sweep.n_trials=12", "sweep.seeds=1", "sweep.batch_size=2",
-            "train.epochs=1500", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill it once some trials are complete and others running
-        time.sleep(0.3)
-        try:
-            study = load(tmp_path)
-        except Exception:
-            continue
-        states = Counter(t.state for t in study.trials)
-        if states[TrialState.COMPLETE] >= 2 and states[TrialState.RUNNING] > 0:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)  # the recorder process dies with it
-    proc.wait()
-    # Usually a batch was in flight; it may also have just been told (exact points: test_hardening).
-    had_running = Counter(t.state for t in load(tmp_path).trials)[TrialState.RUNNING] > 0
-    r = run_bpexp(*args[3:], cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    study, client, parent, children = check_invariants(tmp_path, 12)
-    assert Counter(t.state for t in study.trials)[TrialState.FAIL] > 0 or not had_running  # the killed batch
-    failed = {t.number for t in study.trials if t.state == TrialState.FAIL}
-    for c in children:
-        if int(c.data.tags["optuna.trial_number"]) in failed:
-            assert c.info.status == "KILLED"
-
-
-BAD_SWEEP = [  # (override, the key and the value its one-line error names)
-    ("sweep.sampler=bayes", "sweep.sampler", "bayes"),
-    ("sweep.pruner=sometimes", "sweep.pruner", "sometimes"),
-    ("sweep.search_space.lr.low=5", "sweep.search_space.lr.low", "5"),
-    ("sweep.search_space.hidden.unit=lr_find", "sweep.search_space.hidden.unit", "lr_find"),
-    ("sweep.search_space.lr.low=0", "sweep.search_space.lr.low", "0"),
-    ("sweep.search_space.lr.key=train.rate", "sweep.search_space.lr.key", "train.rate"),
-    ("sweep.n_trials=0", "sweep.n_trials", "0"),
-    ("sweep.seeds=0", "sweep.seeds", "0"),
-    ("sweep.metric=accuracy", "sweep.metric", "accuracy"),
-    ("+sweep.search_space.extra={key: model.activation, typ: categorical}", "sweep.search_space.extra", "typ"),
-    ("+sweep.search_space.extra={key: train.lr, log: maybe}", "sweep.search_space.extra", "maybe"),
-    ("+sweep.search_space.extra=5", "sweep.search_space.extra", "5"),
-]
-
-
-@pytest.mark.parametrize("override,key,value", BAD_SWEEP)
-def test_bad_sweep_value_is_one_line(override, key, value):
-    line = config_error("sweep", override)
-    assert key in line and value in line, line
-
-
-def test_a_search_space_giving_a_bad_config_fails_cleanly(tmp_path):
-    """Checked when the sweep starts, before anything is recorded: every value the search
-    space can produce must make a valid train config (model.hidden=0 does not)."""
-    r = run_bpexp("sweep", "sweep.search_space.hidden.low=0", "sweep.search_space.hidden.log=false", cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "sweep.search_space.model.hidden" in lines[0] and "0" in lines[0], r.stderr
-    assert not (tmp_path / "outputs" / "mlflow.db").exists()
-    assert not (tmp_path / "outputs" / "optuna.db").exists()
-
-
 def _result(seed, loss, status="finished"):
     import numpy as np
 
@@ -260,7 +175,7 @@ def _result(seed, loss, status="finished"):
 
 def test_one_verdict_per_trial_from_its_seeds():
     """The median seed decides: a diverged seed counts as worse than any loss."""
-    from bpexp.outcome import trial_outcome
+    from bpexp.results.outcome import trial_outcome
 
     o = trial_outcome([_result(1, 0.5), _result(2, 0.25), _result(3, 0.125)], "train_loss")
     assert (o.verdict, o.value, o.diverged_seeds, o.spread) == ("converged", 0.25, (), 0.375)
@@ -278,14 +193,15 @@ def test_one_verdict_per_trial_from_its_seeds():
 
 
 def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypatch):
-    from bpexp import liveness, workers
+    from bpexp.runtime import liveness
+    from bpexp.study import workers
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
     unclaimed = study.ask()  # its worker died before claiming it
     dead = study.ask()
     dead.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{2**22 + 12345}")  # no such pid
     live = study.ask()
-    live.set_user_attr("bpexp.worker", liveness.WORKER)
+    live.set_user_attr("bpexp.worker", liveness.THIS_WORKER)
     elsewhere = study.ask()
     elsewhere.set_user_attr("bpexp.worker", "another-host:1")  # Optuna's heartbeat covers it
     workers.fail_stale_trials(study)
@@ -300,7 +216,7 @@ def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypat
 
 def test_two_workers_failing_one_dead_trial_together_both_go_on(tmp_path, monkeypatch):
     """Both workers see the dead worker's trial RUNNING; the other one's update lands first."""
-    from bpexp import workers
+    from bpexp.study import workers
 
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(storage=url, study_name="s")
@@ -375,3 +291,24 @@ def test_grid_sampler_covers_the_grid_and_ends(tmp_path):
     assert done == {(0.1, 1), (0.1, 32), (0.5, 1), (0.5, 32)}
     for t in trained:
         assert t.params["train.lr"] == t.params["train.lr / lr_find"] * t.user_attrs["bpexp.suggested_lr"]
+
+
+def test_the_same_sampler_seed_gives_the_same_trials_and_the_progress_bar_counts_them(tmp_path):
+    """sweep.sampler_seed makes a study reproducible: the same seed, the same trials and
+    values (in another folder, with or without the progress bar); another seed, other
+    trials. The progress bar (sweep.progress=true, the default) ends at n_trials."""
+    args = ["sweep.n_trials=6", "sweep.seeds=1", "train.epochs=100", "sweep.sequential_trials=0",
+            "tracking.log_plots=false", "tracking.log_model=false", "sweep.recheck=0"]
+    trials = {}
+    for folder, extra in (("a", ["sweep.sampler_seed=7"]), ("b", ["sweep.sampler_seed=7", "sweep.progress=false"]),
+                          ("c", ["sweep.sampler_seed=8", "sweep.progress=false"])):
+        (tmp_path / folder).mkdir()
+        r = run_bpexp("sweep", *args, *extra, cwd=tmp_path / folder)
+        assert r.returncode == 0, r.stderr
+        trials[folder] = [(t.params, t.value, t.state) for t in load(tmp_path / folder).trials]
+        if folder == "a":
+            assert re.search(r"study lr_hidden: 100%\S* *\S* 6/6", r.stderr), r.stderr[-500:]
+        else:
+            assert "6/6" not in r.stderr
+    assert trials["a"] == trials["b"] and len(trials["a"]) == 6
+    assert [p for p, _, _ in trials["a"]] != [p for p, _, _ in trials["c"]]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bpexp.weights import parse_weights
+from bpexp.recording.weights import parse_weights
 from tests.conftest import hessian_eigenvalues, run_bpexp
 
 
@@ -52,7 +52,7 @@ def test_train_records_everything(bpexp, tmp_path, local_store):
     assert [s for s, _ in sharp] == [0, 200, 400, 599]
     assert run.data.metrics["sharpness_init"] == sharp[0][1] and run.data.metrics["sharpness"] == sharp[-1][1]
     assert [float(line.split(",")[3]) for line in curve[1:] if line.split(",")[3]] == pytest.approx([v for _, v in sharp])
-    from bpexp.data import make_dataset
+    from bpexp.training.data import make_dataset
     init = {k: torch.as_tensor(v, dtype=torch.float64)
             for k, v in parse_weights((tmp_path / "dl" / "weights" / "initial.json").read_text()).items()}
     data = make_dataset("sin", -5, 5, 20)
@@ -92,8 +92,8 @@ def test_divergence_is_recorded(bpexp, local_store):
 
 def test_failure_marks_the_run_failed(tmp_path, monkeypatch):
     """An exception while training ends the run FAILED, with the reason as a tag."""
-    from bpexp import train as train_module
-    from bpexp.config import TrainAppConfig
+    from bpexp.commands import train as train_module
+    from bpexp.config.schema import TrainAppConfig
 
     def boom(*a, **k):
         raise RuntimeError("simulated crash")

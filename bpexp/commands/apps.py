@@ -1,0 +1,222 @@
+"""The Hydra apps behind `bpexp train`, `bpexp sweep` and `bpexp lr-find`.
+
+The apps are thin: they check the composed config and hand it to a plain function.
+Before handing over to Hydra, `precheck` composes the config once with the same overrides,
+so a typo'd key, a wrong type or an out-of-range value ends in one line that names the key
+and value (Hydra's own report spans several lines), with exit status 2 and nothing run.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+from typing import Callable
+
+import hydra
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from bpexp.runtime import failures
+from bpexp.recording import recorder
+from bpexp.runtime.interrupts import Terminated
+from bpexp.runtime.stores import StoreError
+from bpexp.config.schema import ConfigError, register_schemas
+from bpexp.config.validation import absolute_paths, validate_lr_find, validate_sweep, validate_train
+
+CONF = "bpexp.conf"
+register_schemas()
+
+
+def fail(command: str, message: str) -> None:
+    recorder.abandon()  # nothing will be recorded: don't wait for the recorder to start
+    print(f"bpexp {command}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def checked(cfg: DictConfig, validate: Callable, command: str):
+    """The composed config as schema objects, or a one-line error and exit 2."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+        unknown_keys(cfg, obj)
+        validate(obj)
+        absolute_paths(obj)
+    except ConfigError as e:
+        fail(command, str(e))
+    return obj
+
+
+def unknown_keys(cfg: DictConfig, obj) -> None:
+    """A key the schema lacks is an error, also when added with `+` (+model.hiden=8): OmegaConf
+    lets `+` add it to the composed config, and turning that into schema objects drops it."""
+    from bpexp.recording.tracking import flatten
+
+    given = flatten(OmegaConf.to_container(cfg))
+    known = flatten(OmegaConf.to_container(OmegaConf.structured(obj)))
+    for key in sorted(set(given) - set(known)):
+        raise ConfigError(key, given[key], "is not a key of the config (see --help)")
+
+
+def run_checked(command: str, fn: Callable, cfg) -> float:
+    """Run the command with this job's overrides (what its runs record as the command line).
+    Whatever ends it early is one line: a ConfigError found only at run time (no CUDA, a store
+    that cannot be opened) exits 2; Ctrl-C 130, SIGTERM 143 (what was running is marked
+    failed / KILLED by then); any other failure 1 (bpexp/runtime/failures.py)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    redact_multirun_record(hc)
+    from hydra.types import RunMode
+
+    if hc.mode == RunMode.MULTIRUN:
+        recorder.keep_between_jobs()
+    try:
+        return fn(cfg, list(hc.overrides.task))
+    except (ConfigError, StoreError) as e:
+        fail(command, str(e))
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"bpexp {command}: {what}; run the same command again to resume", file=sys.stderr)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
+    except Exception as e:
+        sys.exit(failures.report(command, e))
+
+
+def redact_multirun_record(hc) -> None:
+    """A -m multirun's files (multirun.yaml, written before the first job, and each job's
+    .hydra/) hold the command line's overrides: hide the passwords of URLs in them, as
+    everywhere else. A single run writes no such files (conf/hydra/output/bpexp.yaml)."""
+    from hydra.types import RunMode
+
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    from pathlib import Path
+
+    from bpexp.runtime.redaction import redact
+
+    files = [Path(hc.sweep.dir) / "multirun.yaml", *Path(hc.runtime.output_dir).glob(".hydra/*.yaml")]
+    for path in files:
+        try:
+            text = path.read_text()
+            if redact(text) != text:
+                path.write_text(redact(text))
+        except OSError:
+            pass
+
+
+@hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="train")
+def train_app(cfg: DictConfig) -> float:
+    from bpexp.commands.train import train
+
+    return run_checked("train", train, checked(cfg, validate_train, "train"))
+
+
+@hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="sweep")
+def sweep_app(cfg: DictConfig) -> float:
+    from bpexp.commands.sweep import sweep
+
+    return run_checked("sweep", sweep, checked(cfg, validate_sweep, "sweep"))
+
+
+@hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="lr-find")
+def lr_find_app(cfg: DictConfig) -> float:
+    from bpexp.commands.lr_find import lr_find
+
+    return run_checked("lr-find", lr_find, checked(cfg, validate_lr_find, "lr-find"))
+
+
+# command -> (Hydra app, validation, config name)
+COMMANDS = {"train": (train_app, validate_train, "train"), "sweep": (sweep_app, validate_sweep, "sweep"),
+            "lr-find": (lr_find_app, validate_lr_find, "lr-find")}
+# With these, Hydra reads configs precheck can't see.
+OTHER_CONFIGS = {"--config-dir", "-cd"}
+VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--package", "-p"}
+
+
+def _first_line(e: BaseException) -> str:
+    while e.__cause__ is not None and not str(e).strip():
+        e = e.__cause__
+    cause = e.__cause__
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if cause is not None and str(cause).strip():
+        text += " " + str(cause).strip().splitlines()[0]
+    return text
+
+
+def run(command: str, args: list[str], info: bool) -> None:
+    """`bpexp COMMAND ARGS`: check the config, then hand over to the command's Hydra app.
+    info: a flag asks Hydra to print something (--help, --cfg, ...) instead of running."""
+    if not info:
+        precheck(command, args)
+    if not any(a.lstrip("+~").startswith("hydra.output_subdir=") for a in args):
+        # No .hydra/ folder of Hydra's own: the config is recorded (secrets redacted) in MLflow,
+        # and a copy there would keep any password given on the command line. (Hydra's own
+        # hydra config sets output_subdir after config groups such as hydra/output are merged,
+        # so only an override reaches it.)
+        args = [*args, "hydra.output_subdir=null"]
+    sys.argv = [f"bpexp {command}", *args]  # Hydra reads its command line from sys.argv
+    COMMANDS[command][0]()
+
+
+def precheck(command: str, args: list[str]) -> None:
+    """Compose and validate the config for these overrides: for a -m multirun, every job
+    Hydra will run (the product of the swept values)."""
+    if any(a.split("=")[0] in OTHER_CONFIGS for a in args):
+        return
+    config_name, overrides, skip = COMMANDS[command][2], [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a in VALUE_FLAGS:
+            skip = True
+            if a in ("--config-name", "-cn") and i + 1 < len(args):
+                config_name = args[i + 1]
+        elif a.startswith("-"):
+            continue
+        elif not a.split("=")[0].lstrip("+~").startswith("hydra"):
+            overrides.append(a)
+        else:
+            check_output_dir(command, a)
+    validate = COMMANDS[command][1]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        fail(command, _first_line(e))
+    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    swept = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed if o.is_sweep_override()]
+    trials = [base + list(job) for job in itertools.product(*swept)]
+    with initialize_config_module(CONF, version_base="1.3"):
+        for trial in trials:
+            try:
+                cfg = compose(config_name, overrides=trial)
+            except Exception as e:
+                # Name the override that breaks the config: compose with each one alone.
+                alone = ((o, _composes(config_name, o)) for o in trial)
+                culprit, error = next(((o, err) for o, err in alone if err is not None), (None, e))
+                fail(command, (f"{culprit}: " if culprit else "") + _first_line(error))
+            checked(cfg, validate, command)
+
+
+def check_output_dir(command: str, override: str) -> None:
+    """hydra.run.dir / hydra.sweep.dir must be a folder we can write (Hydra's own error is a
+    traceback): checked up to its first interpolation (${now:...} is filled in at run time)."""
+    from pathlib import Path
+
+    from bpexp.runtime.stores import writable_problem
+
+    key, _, value = override.lstrip("+~").partition("=")
+    if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value:
+        return
+    fixed = value.split("${")[0]
+    folder = Path(fixed) if not fixed or fixed.endswith("/") or "${" not in value else Path(fixed).parent
+    problem = writable_problem(folder if str(folder) else Path("."))
+    if problem:
+        fail(command, f"{key}={value!r}: {problem}")
+
+
+def _composes(config_name: str, override: str):
+    """None if the config composes with this override alone, else the exception."""
+    try:
+        compose(config_name, overrides=[override])
+    except Exception as e:
+        return e
+    return None

@@ -1,0 +1,209 @@
+"""`bpexp reproduce RUN_ID`: train a recorded run again from what MLflow holds, and compare.
+
+Reads the run's config.yaml and initial weights (safely: plain YAML into the typed schema,
+JSON weights; nothing is unpickled), checks that the initial weights are the ones its seed
+draws, trains again, and compares the final loss and weights with the recorded ones.
+Works for `bpexp train` runs and for a sweep's child runs (their config is the trial's).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bpexp.runtime import stores
+from bpexp.recording import tracking
+from bpexp.recording import weights
+from bpexp.config.schema import ConfigError
+from bpexp.config.validation import load_train_config
+from bpexp.training.csv_data import file_sha256
+from bpexp.training.data import dataset_from_config
+from bpexp.training.network import init_weights
+from bpexp.training.population import train_population
+from bpexp.config.specs import member_of, train_spec
+from bpexp.recording.run_record import measured
+from bpexp.config.environment import check_memory
+from bpexp import names
+from bpexp.runtime import redaction
+
+TOLERANCE = 1e-6  # relative, when not bitwise (another machine, torch version or device)
+
+
+def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest relative difference; 0 where both hold the same value (NaN and NaN, inf and
+    inf included), inf where only one of them is non-finite."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    a, b = a[differ], b[differ]
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf")
+    return float((np.abs(a - b) / np.maximum(np.abs(b), 1e-12)).max()) if a.size else 0.0
+
+
+MAX_ARTIFACT_BYTES = 64 * 2**20  # a recorded file larger than this was not written by bpexp
+
+
+def read_artifact(client, run, name: str, tmp: str) -> str:
+    """A recorded file's text. In a local store, a file that is a symlink or not a regular file
+    (a FIFO, /dev/zero) is refused before it is read; anywhere, one too large to be bpexp's."""
+    import stat
+    from urllib.parse import unquote, urlparse
+
+    root = run.info.artifact_uri
+    if root.startswith("file:") or root.startswith("/"):
+        src = os.path.join(unquote(urlparse(root).path) if root.startswith("file:") else root, name)
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            raise LookupError(name) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("is a symlink or not a regular file in the artifact store")
+        if st.st_size > MAX_ARTIFACT_BYTES:
+            raise ValueError(f"is {st.st_size} bytes, too large to be a bpexp file")
+    try:
+        local = client.download_artifacts(run.info.run_id, name, tmp)
+    except Exception:  # MlflowException: not recorded (a run killed before its files)
+        raise LookupError(name) from None
+    if os.path.getsize(local) > MAX_ARTIFACT_BYTES:
+        raise ValueError(f"is {os.path.getsize(local)} bytes, too large to be a bpexp file")
+    return Path(local).read_text(encoding="utf-8")
+
+
+def recorded_data(client, run, path: str, tmp: str) -> str:
+    """The run's CSV file: at its recorded path if the file there is still the same (by its
+    SHA-256), else the copy MLflow holds (on the run, or on its sweep's parent run)."""
+    sha = run.data.tags.get(names.DATA_SHA256)
+    if os.path.isfile(path) and file_sha256(path) == sha:
+        return path
+    name = f"data/{os.path.basename(path)}"
+    for run_id in (run.info.run_id, run.data.tags.get("mlflow.parentRunId")):
+        if run_id:
+            try:
+                local = client.download_artifacts(run_id, name, tmp)
+            except Exception:  # not on this run
+                continue
+            if file_sha256(local) == sha:
+                return local
+    raise ValueError(f"the CSV file {path} is gone or changed, and no recorded copy matches its SHA-256")
+
+
+def recorded_curve(text: str, seed: int) -> np.ndarray:
+    """The train loss of every epoch of seed `seed`, as recorded: a trial's column
+    train_loss_seed_<seed>, a train run's train_loss (blank cells end a diverged seed's curve)."""
+    import csv
+    import io
+
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error:
+        raise ValueError("not a CSV file") from None
+    column = f"train_loss_seed_{seed}" if rows and f"train_loss_seed_{seed}" in rows[0] else "train_loss"
+    try:
+        for line, row in enumerate(rows, start=2):  # every row an epoch, every cell there
+            if None in row or None in row.values() or str(int(row["epoch"])) != row["epoch"].strip():
+                raise ValueError(f"line {line} is not a row of epoch and losses")
+        values = [row[column] for row in rows]
+        return np.array([float(v) for v in values if v != ""])
+    except (KeyError, TypeError):
+        raise ValueError(f"no numeric column {column}") from None
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith("line") else f"no numeric column {column}") from None
+
+
+def reproduce(run_id: str, uri: str) -> int:
+    client = tracking.read_client(uri)  # a StoreError: one line, exit 2 (cli.read_only_command)
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:
+        print(f"bpexp reproduce: error: run {run_id!r} not found in {redaction.redact(uri)} ({type(e).__name__})",
+              file=sys.stderr)
+        return 2
+    role = run.data.tags.get(names.ROLE)
+    if role == "study":  # a sweep's parent: its best trial (best value on the study's own seeds; the
+        # recommendation, re-checked on fresh seeds, is tag recommended.trial_number: reproduce that run by its id)
+        best = run.data.tags.get("best.trial_number")
+        child = [r for r in tracking.child_runs(client, run_id, "attributes.status = 'FINISHED'")
+                 if r.data.tags.get(names.TRIAL_NUMBER) == best] if best is not None else []
+        if not child:
+            print(f"bpexp reproduce: error: run {run_id} is the parent of study "
+                  f"'{run.data.tags.get(names.STUDY_NAME)}', which has no best trial recorded yet", file=sys.stderr)
+            return 2
+        print(f"run {run_id} is the parent of study '{run.data.tags.get(names.STUDY_NAME)}': "
+              f"reproducing its best trial #{best}, run {child[0].info.run_id}")
+        run_id, run = child[0].info.run_id, child[0]
+    elif role is not None:  # an lr-find run, a compare report: no one network to train again
+        print(f"bpexp reproduce: error: run {run_id} is a {role} run ({names.ROLE}={role}), "
+              "not a trained network: reproduce a train run, a sweep's trial or its parent", file=sys.stderr)
+        return 2
+    files, name = {}, "config.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            for name in ("config.yaml", "weights/initial.json", "weights/final.json", "curves/loss_curve.csv"):
+                try:
+                    files[name] = read_artifact(client, run, name, tmp)
+                except LookupError:
+                    raise OSError(f"not recorded on this run (status {run.info.status})") from None
+            name = "config.yaml"
+            cfg = load_train_config(files[name], check_data=False)
+            check_memory(cfg.train.epochs)
+            if cfg.data.source == "csv":
+                name = "data"
+                cfg.data.path = recorded_data(client, run, cfg.data.path, tmp)
+            name = "weights/initial.json"
+            recorded_init = weights.parse_weights(files[name])
+            name = "weights/final.json"
+            recorded_final = weights.parse_weights(files[name])
+            data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
+        except (OSError, ValueError, ConfigError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
+            print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: {name}: {reason}", file=sys.stderr)
+            return 2
+    try:
+        recorded_losses = recorded_curve(files["curves/loss_curve.csv"], cfg.train.seed)
+    except ValueError as e:
+        print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: curves/loss_curve.csv: {e}", file=sys.stderr)
+        return 2
+    drawn = init_weights(cfg.model.hidden, cfg.train.seed, data.x.shape[1] if data.x.dim() == 2 else 1)
+    if any(not np.array_equal(drawn[k].numpy(), recorded_init[k]) for k in drawn):
+        print(f"bpexp reproduce: error: the recorded initial weights are not what seed {cfg.train.seed} draws",
+              file=sys.stderr)
+        return 1
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise
+    result = train_population([member_of(cfg)], data, train_spec(cfg.train, sharpness=False))[0]
+    diffs = {"train_loss curve": max_rel_diff(measured(result)[1], recorded_losses)}
+    diffs.update({f"final {k}": max_rel_diff(result.final_weights[k].numpy(), recorded_final[k]) for k in recorded_final})
+    worst = max(diffs, key=diffs.get)
+    print(f"run {run_id}: {run.info.run_name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
+          f"seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
+    if len(recorded_losses):
+        print(f"last train_loss recorded {recorded_losses[-1]:.9g}, reproduced {measured(result)[1][-1]:.9g}"
+              + (f" (diverged at epoch {result.stopped_at})" if result.status == "diverged" else ""))
+    print(f"largest relative difference: {diffs[worst]:.3g} ({worst})")
+    if diffs[worst] == 0:
+        nonfinite = [k for k, v in recorded_final.items() if not np.isfinite(v).all()]
+        print("reproduced bit for bit" + (f" (non-finite final weights {', '.join(nonfinite)}, as recorded: "
+                                          "the run diverged)" if nonfinite else ""))
+        return 0
+    if diffs[worst] <= TOLERANCE:
+        print(f"reproduced within {TOLERANCE:g} relative")
+        return 0
+    print(f"bpexp reproduce: MISMATCH: {worst} differs by {diffs[worst]:.3g} relative (> {TOLERANCE:g})",
+          file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="bpexp reproduce", description=__doc__.splitlines()[0])
+    p.add_argument("run_id")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./outputs/mlflow.db)")
+    a = p.parse_args(argv)
+    return reproduce(a.run_id, stores.resolved_uri(a.tracking_uri))

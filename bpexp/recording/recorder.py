@@ -1,0 +1,285 @@
+"""A separate process that does all MLflow work, and draws the study's figures.
+
+Importing MLflow and opening its store costs about 2.5 s, matplotlib 0.6 s, and each
+recorded run tens of milliseconds of database writes and figure rendering. None of that
+needs torch or the training loop, so it runs in a process of its own, started first: it
+imports and connects while the main process imports torch and trains, and records one
+batch of trials while the next one trains. This module does not import torch, so the
+recorder process never pays for it.
+
+The main process talks to it through `Recorder`, whose methods return futures; an exception
+raised in the recorder comes back through `.result()`.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from bpexp.runtime import failures
+from bpexp.runtime import stores
+from bpexp.recording import tracking
+from bpexp import names
+
+# State of the recorder process (set by _connect, used by the task functions below).
+_client = None
+_experiment_id: Optional[str] = None
+_connect_error: Optional[BaseException] = None  # why the store could not be opened
+
+
+@dataclass
+class RunRecord:
+    """Everything to record in one run; plain data (no torch) so it pickles cheaply."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: list[tuple[str, float, int]] = field(default_factory=list)  # (key, value, step)
+    tags: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)  # artifact path -> bytes | str
+
+
+def _init() -> None:
+    # Ctrl-C (and SIGTERM, which Slurm and systemd send to every process of a job) reach this
+    # process too; the main process decides what a run becomes, and this one carries it out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
+    # Every task is finished and committed before the pool lets this process go, so skip the
+    # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
+    atexit.register(os._exit, 0)
+    tracking.configure_mlflow()  # a recorder works in the background
+    # Pay for MLflow's import now, while the main process is busy with its own.
+    import mlflow.tracking  # noqa: F401
+
+
+def _die_with_parent() -> None:
+    """If the main process is killed (kill -9), take this one down too, at once: otherwise it
+    would go on recording the tasks already queued, after a resumed sweep settled them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool ends with its queue instead
+        pass
+
+
+def _connect(uri: str, experiment: str, cwd: str) -> str:
+    """Open the store (created whole if new), find the experiment, and settle the runs that
+    processes of this host left RUNNING when they died. Works in the command's folder (a kept
+    recorder may have been started by an earlier command elsewhere): MLflow puts the Default
+    experiment's artifacts under ./mlruns of it."""
+    global _client, _experiment_id, _connect_error, _unreachable
+    _client, _connect_error, _unreachable = None, None, None  # a multirun's jobs: each connects anew
+    try:
+        os.chdir(cwd)
+        uri = stores.use_credentials(uri)  # http://user:pass@host: MLflow reads them from the environment
+        _client, _experiment_id = tracking.open_store(uri, experiment)
+    except BaseException as e:
+        _connect_error = e
+        raise
+    tracking.settle_dead_runs(_client, _experiment_id)
+    return _experiment_id
+
+
+def _connected():
+    if _client is None:  # every later task fails with the reason the store could not be opened
+        raise _connect_error or RuntimeError("the recorder is not connected")
+    if _unreachable is not None and time.monotonic() - _unreachable[0] < FAIL_FAST_S:
+        raise _unreachable[1]
+    return _client
+
+
+# When a tracking server stops answering, each request fails only after MLflow's bounded
+# retries (seconds). The tasks queued behind it (a batch's runs) then fail at once, for a
+# while, instead of one after another: the sweep stops in seconds, and its resume settles them.
+FAIL_FAST_S = 30.0
+_unreachable: Optional[tuple[float, BaseException]] = None
+
+
+def _noting_unreachable(fn: Callable) -> Callable:
+    def task(*args, **kwargs):
+        global _unreachable
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if failures.unreachable(e):
+                _unreachable = (time.monotonic(), e)
+            raise
+    task.__name__ = task.__qualname__ = fn.__name__
+    return task
+
+
+@_noting_unreachable
+def _call(fn: Callable, *args, **kwargs):
+    """Run fn(client, ...) in the recorder process (fn is pickled by reference: its module
+    and name)."""
+    return fn(_connected(), *args, **kwargs)
+
+
+@_noting_unreachable
+def _start_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: Optional[int]) -> str:
+    return tracking.start_run(_connected(), _experiment_id, name, tags, parent_run_id, start_time)
+
+
+@_noting_unreachable
+def _new_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: int, record: RunRecord,
+             end_status: Optional[str]) -> str:
+    run_id = _start_run(name, tags, parent_run_id, start_time)
+    try:
+        _record(run_id, record, end_status)
+    except BaseException as e:  # half recorded: say so on the run rather than leave it RUNNING
+        try:
+            tracking.end_run(_client, run_id, "FAILED", f"recording failed: {type(e).__name__}: {e}")
+        except Exception:
+            pass
+        raise
+    return run_id
+
+
+@_noting_unreachable
+def _record(run_id: str, record: RunRecord, end_status: Optional[str]) -> None:
+    tracking.log_all(_client, run_id, record.params, record.metrics, record.tags)
+    if record.files:
+        tracking.log_files(_client, run_id, record.files)
+    if end_status:
+        _client.set_terminated(run_id, end_status)
+
+
+def _ready() -> None:
+    """A no-op task: submitting it makes the pool start its process."""
+
+
+_prestarted: Optional[ProcessPoolExecutor] = None
+
+
+def prestart() -> None:
+    """Start the recorder process now, before knowing what it will record (see cli.main)."""
+    global _prestarted
+    if _prestarted is None:
+        _prestarted = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
+        _prestarted.submit(_ready)
+
+
+_kept = False  # a Hydra multirun: the next job takes over this recorder process
+
+
+def keep_between_jobs() -> None:
+    """In a multirun, hand the recorder process on from job to job: each job would otherwise
+    pay for MLflow's import and a new connection (~3 s; a 12-job `bpexp train -m` went from
+    45 s to 12 s). Each job still opens its own store and experiment (`_connect`)."""
+    global _kept
+    _kept = True
+
+
+def abandon() -> None:
+    """Stop a prestarted recorder at once, without waiting for its imports (on bad input)."""
+    global _prestarted
+    if _prestarted is not None:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        # Wait for the pool's manager thread to see the child gone and close its wake-up pipe:
+        # at exit, concurrent.futures wakes that thread through the pipe, and on Python 3.11
+        # the two race (the check for a closed pipe and the write are not atomic), printing an
+        # "OSError: Bad file descriptor" traceback after the one-line error (seen once in CI).
+        _prestarted.shutdown(wait=True, cancel_futures=True)
+        _prestarted = None
+
+
+STOP_S = 10.0  # the longest an ending command waits for the recorder to end a run
+
+
+class Recorder:
+    """Handle on the recorder process. Use as a context manager; it waits for pending work."""
+
+    def __init__(self, uri: str, experiment: str):
+        global _prestarted
+        prestart()
+        self.uri = uri
+        self._pool, _prestarted = _prestarted, None
+        self._unread: list[Future] = []  # futures of `later` calls, their errors read by `settle`
+        self.experiment_id: Future = self._pool.submit(_connect, uri, experiment, os.getcwd())
+
+    def start_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None,
+                  start_time: Optional[int] = None) -> Future:
+        return self._pool.submit(_start_run, name, tags, parent_run_id, start_time or int(time.time() * 1000))
+
+    def new_run(self, name: str, tags: dict, record: RunRecord, parent_run_id: Optional[str] = None,
+                end_status: Optional[str] = "FINISHED") -> Future:
+        """Start a run and record it in one task; the future gives the run id."""
+        return self._pool.submit(_new_run, name, tags, parent_run_id, int(time.time() * 1000), record, end_status)
+
+    def record(self, run_id: str, record: RunRecord, end_status: Optional[str] = "FINISHED") -> Future:
+        return self._pool.submit(_record, run_id, record, end_status)
+
+    @contextmanager
+    def run(self, name: str, tags: dict, parent_run_id: Optional[str] = None) -> Iterator[Future]:
+        """Start a run; if the block raises, end it FAILED (KILLED on Ctrl-C) with the reason."""
+        run = self.start_run(name, tags, parent_run_id)
+        try:
+            yield run
+        except BaseException as e:
+            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+            try:  # bounded: a store that is gone leaves the run to the next command's settling
+                self.call(tracking.end_run, run.result(timeout=STOP_S), status,
+                          f"{type(e).__name__}: {e}").result(timeout=STOP_S)
+            except Exception:
+                pass
+            raise
+
+    def run_links(self, run_id: str) -> dict[str, str]:
+        """Where a run is, for Optuna's user attributes: its id, and its page on a server."""
+        links = {names.RUN_ID: run_id}
+        if self.uri.startswith(("http://", "https://")):
+            links[names.RUN_URL] = stores.run_url(self.uri, self.experiment_id.result(), run_id)
+        return links
+
+    def call(self, fn: Callable, *args, **kwargs) -> Future:
+        """fn(client, *args, **kwargs), a module-level function, run in the recorder."""
+        return self._pool.submit(_call, fn, *args, **kwargs)
+
+    def later(self, fn: Callable, *args, **kwargs) -> None:
+        """As `call`, for work nobody waits for now; `settle` (and closing) raises its error."""
+        self._unread.append(self.call(fn, *args, **kwargs))
+
+    def settle(self) -> None:
+        """Wait for the `later` calls; raise the first error among them."""
+        unread, self._unread = self._unread, []
+        for f in unread:
+            f.result()
+
+    def close(self) -> None:
+        global _prestarted
+        try:
+            self.settle()
+        except BaseException:
+            self.stop()
+            raise
+        if _kept and _prestarted is None:
+            _prestarted = self._pool  # the next job's Recorder takes it (see keep_between_jobs)
+        else:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()  # and raise what a `later` call raised
+        else:  # the error on its way out is the one to report
+            self.stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """On the way out with an error: drop queued work, give the task at hand `timeout`
+        seconds (a write cut short by a kill is rolled back by the store), then end the process."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for child in multiprocessing.active_children():
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,228 @@
+"""What a trained config's MLflow run holds: a `bpexp train` run (one seed) or a sweep's
+trial (its seeds), built from the seeds' results and their `Outcome` (bpexp/results/outcome.py).
+
+Metrics are measured losses only, at the recorded epochs (step = epoch):
+- `train_loss`, `test_loss`: the run's curves (bpexp/results/outcome.py): for a trial, the per-epoch
+  median over its seeds, so the last point of `train_loss` is the trial's value when
+  sweep.metric=train_loss (likewise test_loss). A diverged run has none: MLflow shows a
+  metric's last point as the run's value, and a loss measured before the blow-up is not one.
+- for a trial, each seed's own `train_loss_seed_<s>` and `test_loss_seed_<s>`. A diverged
+  seed's curves (a diverged train run's too) are `train_loss_seed_<s>_diverged` and
+  `test_loss_seed_<s>_diverged` instead, ending before the epoch it diverged at: under the
+  plain name, a chart would take their last point for the seed's final loss.
+- for a trial, `objective` (its value, when it has one), `<metric>_spread` over the converged
+  seeds and `seeds_diverged`.
+- `sharpness` (bpexp/training/sharpness.py: the loss Hessian's lambda_max, train.sharpness_every),
+  named and split by seed as the losses are; `sharpness_init`, its first point, so that a
+  table of runs can show it beside the last one. 2 / sharpness is the largest learning rate
+  at which gradient descent is stable where the network is: `plots/sharpness.svg` draws
+  sharpness against 2 / lr.
+"""
+from __future__ import annotations
+
+import dataclasses
+from enum import Enum
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from bpexp.recording import svg
+from bpexp.recording import tracking
+from bpexp.recording import weights
+from bpexp.training.csv_data import file_copy
+from bpexp.training.data import Dataset
+from bpexp.training.network import forward, stack
+from bpexp.results.outcome import DIVERGED, PRUNED, Outcome
+from bpexp.training.population import MemberResult
+from bpexp.recording.recorder import RunRecord
+from bpexp import names
+from bpexp.runtime import redaction
+
+
+def config_tree(cfg) -> dict:
+    """The config as plain data (choices as their strings): what params and config.yaml hold.
+    As OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True), 100x faster (15 ms
+    a call, once per trial; tests/test_config.py checks they agree)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Enum):
+        return v.value
+    return v
+
+
+def predict(result: MemberResult, x: torch.Tensor) -> np.ndarray:
+    """The trained network's output on x (e.g. the dense test grid)."""
+    with torch.no_grad():
+        out, _ = forward(stack([result.final_weights]), x, result.member.activation)
+    return out[0].numpy()
+
+
+def measured_epochs(result: MemberResult) -> int:
+    """Epochs a seed measured: all it trained, but for a diverged one the epoch it diverged at."""
+    return len(result.train_loss) - (1 if result.status == "diverged" else 0)
+
+
+def measured(result: MemberResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, train losses, test epochs, test losses) a seed measured before it stopped: a
+    diverged seed's curves end before the epoch it diverged at."""
+    n = measured_epochs(result)
+    t = int(np.searchsorted(result.test_epochs, n))
+    return np.arange(n), result.train_loss[:n], result.test_epochs[:t], result.test_loss[:t]
+
+
+def measured_sharpness(result: MemberResult) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, sharpness) a seed measured before it stopped, as `measured`."""
+    k = int(np.searchsorted(result.sharpness_epochs, measured_epochs(result)))
+    return result.sharpness_epochs[:k], result.sharpness[:k]
+
+
+def metric_rows(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> list[tuple[str, float, int]]:
+    trial = len(results) > 1
+    rows: list[tuple[str, float, int]] = []
+
+    def curve(suffix: str, epochs, train, test_epochs, test, sharp_epochs, sharp) -> None:
+        every = set(test_epochs.tolist())
+        if len(train):
+            every.add(len(train) - 1)  # the last epoch trained, when it fell between two log points
+        rows.extend((f"train_loss{suffix}", float(train[e]), int(e)) for e in sorted(every) if e < len(train))
+        rows.extend((f"test_loss{suffix}", float(v), int(e)) for e, v in zip(test_epochs, test))
+        rows.extend((f"sharpness{suffix}", float(v), int(e)) for e, v in zip(sharp_epochs, sharp))
+
+    c = outcome.curves
+    if outcome.verdict != DIVERGED:  # a diverged run's last measured loss is no final one: no chart may take it for one
+        curve("", c.epochs, c.train, c.test_epochs, c.test, c.sharpness_epochs, c.sharpness)
+        if c.sharpness_init is not None:
+            rows.append(("sharpness_init", c.sharpness_init, 0))
+    if trial or outcome.verdict == DIVERGED:
+        for r in results:
+            curve(f"_seed_{r.member.seed}" + ("_diverged" if r.status == "diverged" else ""), *measured(r),
+                  *measured_sharpness(r))
+    if trial:
+        last = len(c.epochs) - 1
+        if outcome.value is not None:
+            rows.append(("objective", outcome.value, last))
+        if outcome.spread is not None:
+            rows.append((f"{metric}_spread", outcome.spread, last))
+        rows.append(("seeds_diverged", float(len(outcome.diverged_seeds)), last))
+    return [row for row in rows if np.isfinite(row[1])]  # +inf: the median seed had diverged
+
+
+def outcome_tags(results: Sequence[MemberResult], outcome: Outcome) -> dict:
+    tags: dict = {names.OUTCOME: outcome.verdict}
+    if outcome.diverged_seeds:
+        stopped = {r.member.seed: r.stopped_at for r in results}
+        tags["diverged_seeds"] = ",".join(map(str, outcome.diverged_seeds))
+        tags["diverged_epoch"] = min(stopped[s] for s in outcome.diverged_seeds)
+    if outcome.verdict == PRUNED:
+        tags["pruned_epoch"] = results[0].stopped_at
+    return tags
+
+
+def curve_csv(results: Sequence[MemberResult], outcome: Outcome) -> str:
+    """Every epoch's exact losses: the run's curves, then each seed's (a trial's); blank where
+    there is no measured value. (Built a column at a time: 5000 epochs x a column in ~1 ms,
+    where a row at a time through the csv module took ~4.)"""
+    n = max(len(r.train_loss) for r in results)
+    columns: dict[str, list[str]] = {}
+
+    def add(suffix: str, epochs, train, test_epochs, test, sharp_epochs, sharp) -> None:
+        for name, at, values in (("train_loss", epochs, train), ("test_loss", test_epochs, test),
+                                 ("sharpness", sharp_epochs, sharp)):
+            if name == "sharpness" and not len(at):
+                continue
+            cells = [""] * n
+            for e, v in zip(np.asarray(at).tolist(), np.asarray(values).tolist()):
+                cells[e] = repr(v)
+            columns[f"{name}{suffix}"] = cells
+
+    c = outcome.curves
+    ok = lambda v: np.isfinite(v)  # noqa: E731  (+inf: the median seed had diverged)
+    add("", c.epochs[ok(c.train)], c.train[ok(c.train)], c.test_epochs[ok(c.test)], c.test[ok(c.test)],
+        c.sharpness_epochs[ok(c.sharpness)], c.sharpness[ok(c.sharpness)])
+    if len(results) > 1:
+        for r in results:
+            add(f"_seed_{r.member.seed}", *measured(r), *measured_sharpness(r))
+    rows = zip(map(str, range(n)), *columns.values())
+    return ",".join(["epoch", *columns]) + "\n" + "".join(",".join(row) + "\n" for row in rows)
+
+
+def run_record(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outcome, data: Dataset,
+               with_plots: bool, metric: str = "train_loss", with_data: bool = True) -> RunRecord:
+    """Everything a trained config's run holds: params, curves, weights, config, figures.
+    The weights files are the first seed's (train.seed: the config as recorded reproduces them)."""
+    first = results[0]
+    rec = RunRecord(
+        params=tracking.flatten(cfg_tree),
+        metrics=metric_rows(results, outcome, metric),
+        tags=outcome_tags(results, outcome),
+        files={
+            "config.yaml": OmegaConf.to_yaml(OmegaConf.create(redaction.redact_tree(cfg_tree))),
+            "weights/initial.json": weights.weights_json(first.init_weights),
+            "weights/final.json": weights.weights_json(first.final_weights),
+            "curves/loss_curve.csv": curve_csv(results, outcome),
+        },
+    )
+    if data.sha256:  # read from a file: which file it was, and on train runs the file itself
+        rec.tags[names.DATA_SHA256] = data.sha256
+        if with_data:
+            rec.files.update(file_copy(cfg_tree["data"]["path"]))
+    if with_plots:
+        rec.files.update(figures(cfg_tree, results, outcome, data))
+    return rec
+
+
+def figures(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outcome, data: Dataset) -> dict[str, str]:
+    m = results[0].member
+    seeds = ", ".join(str(r.member.seed) for r in results)
+    title = f"{m.activation}, {m.hidden} hidden, lr {m.lr:.3g}, seed{'s' if len(results) > 1 else ''} {seeds}"
+    if outcome.diverged_seeds:
+        title += f" ({outcome.label})" if len(results) > 1 else " (diverged)"
+    files = {}
+    fitted = [r for r in results if r.status != "diverged"]  # a diverged network fits nothing
+    if not fitted:
+        title = f"no network: every seed diverged; {title}"
+    label = (lambda r: f"seed {r.member.seed}") if len(results) > 1 else (lambda r: "network")
+    if cfg_tree["data"]["source"] == "function":  # the seed's figure: the fit over x
+        files["plots/fit.svg"] = svg.fit_chart(
+            data.x_test.numpy(), data.y_test.numpy(), data.x.numpy(), data.y.numpy(),
+            [(label(r), predict(r, data.x_test)) for r in fitted], f"fit: {title}")
+    else:  # rows of a file, maybe several inputs: predicted vs actual
+        files["plots/fit.svg"] = svg.prediction_chart(
+            data.y.numpy(), data.y_test.numpy(),
+            [(label(r), predict(r, data.x), predict(r, data.x_test)) for r in fitted],
+            f"predicted vs actual: {title}")
+    c = outcome.curves
+    name = " (median over seeds)" if len(results) > 1 else ""
+    curves = [(f"train{name}", c.epochs, c.train, "#1f77b4"), (f"test{name}", c.test_epochs, c.test, "#ff7f0e")]
+    if len(results) > 1:
+        for r in results:
+            ep, train, _, _ = measured(r)
+            why = f" (diverged at {r.stopped_at})" if r.status == "diverged" else ""
+            curves.append((f"train, seed {r.member.seed}{why}", ep, train, "#d62728" if why else "#aaaaaa"))
+    files["plots/loss_curve.svg"] = svg.loss_chart(curves, f"loss: {title}")
+    if len(c.sharpness_epochs):
+        files["plots/sharpness.svg"] = sharpness_chart(results, outcome, m.lr, title)
+    return files
+
+
+def sharpness_chart(results: Sequence[MemberResult], outcome: Outcome, lr: float, title: str) -> str:
+    """Sharpness against epochs, with 2 / lr: above that line plain gradient descent at this lr
+    is unstable where the network is (the edge of stability)."""
+    chart = svg.Chart(f"sharpness: {title}", "epoch", "lambda_max of the loss Hessian", logy=True)
+    c = outcome.curves
+    chart.line(c.sharpness_epochs, c.sharpness, "median of seeds" if len(results) > 1 else "sharpness", "#1f77b4")
+    if len(results) > 1:
+        for r in results:
+            ep, sharp = measured_sharpness(r)
+            chart.line(ep, sharp, f"seed {r.member.seed}", "#d62728" if r.status == "diverged" else "#aaaaaa")
+    last = max(len(r.train_loss) for r in results) - 1
+    chart.line([0, last], [2 / lr, 2 / lr], f"2 / lr = {2 / lr:.4g}", "#2ca02c")
+    return chart.render()

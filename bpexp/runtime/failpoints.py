@@ -1,0 +1,38 @@
+"""Failpoints: the places the crash, fault and signal tests break bpexp at, named by the
+environment, so that a test acts at a known moment instead of racing a running process.
+
+    BPEXP_FAILPOINT=name[:n]          die there as kill -9 would (the n-th time it is reached)
+    BPEXP_FAULT=name[:n]              raise there what a full disk raises (OSError ENOSPC)
+    BPEXP_SIGNAL=name[:n]=SIGNAL      send this process SIGNAL there (SIGINT: Ctrl-C, SIGTERM)
+
+The places: parent-created, asking (each trial asked), training, recording, told (bpexp
+sweep). No-ops otherwise: a dictionary lookup or two.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections import Counter
+
+_hits: Counter = Counter()
+
+
+def _reached(variable: str, name: str) -> bool:
+    want, _, nth = os.environ.get(variable, "").split("=")[0].partition(":")
+    if want != name:
+        return False
+    _hits[variable, name] += 1
+    return _hits[variable, name] == int(nth or 1) or (variable != "BPEXP_SIGNAL" and _hits[variable, name] > int(nth or 1))
+
+
+def failpoint(name: str) -> None:
+    if _reached("BPEXP_FAILPOINT", name):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if _reached("BPEXP_SIGNAL", name):  # once: as a user presses Ctrl-C once
+        os.kill(os.getpid(), getattr(signal, os.environ["BPEXP_SIGNAL"].partition("=")[2]))
+
+
+def fault(name: str) -> None:
+    if _reached("BPEXP_FAULT", name):
+        raise OSError(errno.ENOSPC, f"No space left on device (BPEXP_FAULT={name})")

@@ -1,0 +1,61 @@
+"""What a failure looks like to the user: one line, naming what failed, never a secret or data.
+
+Bad input is refused before anything runs (exit 2, bpexp/commands/apps.py). Whatever fails later (a
+tracking server or database that stops answering, a full disk, a folder made read-only) ends
+the command with one line from `describe` and exit status 1, after the command has settled
+what it was doing (trials failed, runs ended). BPEXP_DEBUG=1 shows the traceback instead.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sys
+
+from bpexp.runtime.redaction import redact
+
+DEBUG = "BPEXP_DEBUG"
+
+
+def describe(e: BaseException) -> str:
+    """One line: what failed and why, with every URL's password hidden."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return f"no space left on the device ({_first_line(e)})"
+    if isinstance(e, PermissionError):
+        return f"permission denied: {e.filename or _first_line(e)}"
+    text = _first_line(e)
+    name = type(e).__name__
+    if unreachable(e):
+        server = re.search(r"https?://[^/\s'\"]+", text)
+        why = "connection refused" if "refused" in text.lower() else "timed out" if "timed out" in text.lower() else "no answer"
+        return f"the MLflow tracking server {server.group(0) if server else ''} stopped answering ({why})".replace("  ", " ")
+    if name == "OperationalError":  # SQLAlchemy: the database (PostgreSQL, a sqlite file) failed
+        return f"the database stopped answering or refused a write ({_short(text)})"
+    return f"{name}: {text}"
+
+
+def unreachable(e: BaseException) -> bool:
+    """Whether e says a tracking server did not answer (MLflow wraps requests' errors)."""
+    text = str(e)
+    return ("Max retries exceeded" in text or "Connection refused" in text
+            or type(e).__name__ in ("ConnectionError", "ReadTimeout", "ConnectTimeout"))
+
+
+def report(command: str, e: BaseException) -> int:
+    """Print the one line for an unexpected failure (or re-raise under BPEXP_DEBUG=1); the exit status."""
+    if os.environ.get(DEBUG):
+        raise e
+    print(f"bpexp {command}: error: {describe(e)}; run it again to resume or retry "
+          f"({DEBUG}=1 shows the traceback)", file=sys.stderr)
+    return 1
+
+
+def _first_line(e: BaseException) -> str:
+    while not str(e).strip() and (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    text = str(e).strip()
+    return redact(text.splitlines()[0] if text else type(e).__name__)
+
+
+def _short(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n] + "..."

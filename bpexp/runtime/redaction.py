@@ -1,0 +1,75 @@
+"""How a URL is shown and recorded without its secrets: every message, param, tag and file
+bpexp writes passes through `redact` or `redact_tree`. Nothing here imports MLflow or torch.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+
+# A URL in any text: a scheme, "://", then everything up to whitespace or a quote. Hydra
+# writes an override's ":" escaped (http\://u\:pw@h): that form is a URL too.
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*\\?://[^\s'\"]*")
+# Query parameters that carry a secret (PostgreSQL's ?password=, a token in an HTTP query).
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass|secret|token|access_token|api_key|apikey"
+                           r"|sslpassword|auth|authorization|credentials?)=)[^&#;\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """Hide the secrets of every URL in `text`: its password (postgresql://u:secret@h/db ->
+    postgresql://u:***@h/db), a token given as its user (https://TOKEN@host -> https://***@host),
+    and secret query parameters (?password=x -> ?password=***)."""
+    return _URL.sub(lambda m: _redact_url(m.group(0)), text)
+
+
+def split_userinfo(rest: str) -> tuple[str, str]:
+    """(user info, the rest from its "@") of what follows "://", or ("", rest).
+
+    Users write passwords raw, with "/", "@", "?" or ":" in them, which urllib.parse splits in
+    the wrong place (a "/" ends its netloc). As SQLAlchemy reads such a URL, a user name runs to
+    the first ":", and the password then to an "@": the last one before the query (a "?"
+    after the first "@"), so that a password may hold "@" and "/" both."""
+    user = re.match(r"[^/@:?#]*:", rest)
+    first_at = rest.find("@")
+    if first_at < 0:
+        return "", rest
+    if user:
+        query = rest.find("?", first_at)
+        at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+        return rest[:at], rest[at:]
+    if not re.search(r"[/?#]", rest[:first_at]):  # user@host, no password
+        return rest[:first_at], rest[first_at:]
+    return "", rest
+
+
+def _redact_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    userinfo, rest = split_userinfo(rest)
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        userinfo = f"{user}:***"
+    elif userinfo and scheme.lower().rstrip("\\") in ("http", "https"):  # a token as the user name
+        userinfo = "***"
+    return f"{scheme}://" + userinfo + _SECRET_QUERY.sub(r"\1***", rest)
+
+
+class RedactingFilter:
+    """A logging filter that hides passwords in a record's message (Hydra's log of a
+    multirun's overrides: conf/hydra/hydra_logging/bpexp.yaml)."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        hidden = redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+
+def redact_tree(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, Mapping):
+        return {k: redact_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_tree(v) for v in obj]
+    return obj

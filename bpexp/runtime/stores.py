@@ -1,0 +1,299 @@
+"""Where records go: the tracking store's URI, whether it can be used, how to open it safely,
+and where its UI shows it (a URL's password is hidden by runtime/redaction.py).
+
+Used by the main process before anything runs (it never imports MLflow itself) and by the
+recorder process; nothing here imports MLflow or torch.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from filelock import FileLock
+
+from bpexp.runtime.redaction import redact, split_userinfo
+
+
+class StoreError(Exception):
+    """A tracking or Optuna store that cannot be used as it is (damaged, deleted, another
+    study's); str() is one line naming the config key. Pickles, so the recorder process can
+    raise it to the main process."""
+
+    def __init__(self, key: str, value: Any, reason: str):
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"{key}={value!r}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.key, self.value, self.reason)
+
+
+def sqlite_uri(path) -> str:
+    """A sqlite store's URI: sqlite:/// and the file's path (absolute: sqlite:////tmp/x.db)."""
+    return SQLITE + str(path)
+
+
+def sqlite_file(uri: str) -> Optional[Path]:
+    """The file of a sqlite:/// URI, or None for any other store."""
+    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+
+
+SQLITE = "sqlite:///"
+
+
+def default_uri(cwd: Optional[str] = None) -> str:
+    return sqlite_uri(Path(cwd or os.getcwd()).resolve() / "outputs" / "mlflow.db")
+
+
+def resolved_uri(uri: Optional[str]) -> str:
+    """tracking.uri if given, else $MLFLOW_TRACKING_URI, else a sqlite store under ./outputs/."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def resolve_uri(uri: Optional[str]) -> str:
+    """As resolved_uri, creating a local store's folder."""
+    uri = resolved_uri(uri)
+    if sqlite_file(uri):
+        sqlite_file(uri).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def split_credentials(uri: str) -> tuple[str, Optional[str], Optional[str]]:
+    """http://user:pass@host:5000 -> ("http://host:5000", "user", "pass"): MLflow's client takes
+    a server's credentials from $MLFLOW_TRACKING_USERNAME/_PASSWORD, not from the URI."""
+    if not uri.startswith(("http://", "https://")):
+        return uri, None, None
+    from urllib.parse import unquote
+
+    scheme, rest = uri.split("://", 1)
+    userinfo, rest = split_userinfo(rest)
+    if not userinfo:
+        return uri, None, None
+    user, _, pw = userinfo.partition(":")
+    return f"{scheme}://{rest[1:]}", unquote(user) or None, unquote(pw) or None
+
+
+_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+_given: dict = {}  # the credentials this process's environment held before use_credentials
+
+
+def use_credentials(uri: str) -> str:
+    """The URI without credentials; credentials it held become MLflow's environment variables
+    (in this process: the recorder's, or the main process's for its probe). Otherwise those
+    the process was started with: one multirun job's user and password never go to the next
+    job's server (a kept recorder serves every job)."""
+    if not _given:
+        _given.update({k: os.environ.get(k) for k in _CREDENTIALS})
+    bare, user, pw = split_credentials(uri)
+    for k, v in zip(_CREDENTIALS, (user or _given[_CREDENTIALS[0]], pw or _given[_CREDENTIALS[1]])):
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    return bare
+
+
+def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
+    """Why this tracking store cannot be used, or None. Quick: one HTTP request, no retries.
+
+    For a server, one authenticated API call with the credentials MLflow itself will use
+    ($MLFLOW_TRACKING_USERNAME / _PASSWORD, or a token), so that a server that is down or
+    wrong credentials are found before any training, not after it.
+    """
+    if uri.startswith(("http://", "https://")):
+        import base64
+        import urllib.error
+        import urllib.request
+
+        uri = use_credentials(uri)
+        req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+        user, pw = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        if user and pw:
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode())
+        elif token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                r.read()
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                who = f"user {user!r}" if user else "no credentials ($MLFLOW_TRACKING_USERNAME/_PASSWORD unset)"
+                return f"the tracking server refused {who} (HTTP {e.code})"
+            return f"the tracking server answered HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, OSError) as e:
+            return f"no MLflow tracking server answers there ({getattr(e, 'reason', e)})"
+        return None
+    if sqlite_file(uri):
+        return writable_problem(sqlite_file(uri).parent)
+    if uri.startswith("file:"):
+        return ("a file:// store (MLflow's deprecated FileStore) is not supported: use a sqlite:/// "
+                "URI (the default, ./outputs/mlflow.db) or a tracking server")
+    if "://" not in uri:
+        return "not a URI (sqlite:///PATH, http(s)://HOST:PORT, postgresql://...)"
+    return None
+
+
+def read_problem(uri: str) -> Optional[str]:
+    """Why records cannot be read from this store, or None (for reproduce and compare)."""
+    path = sqlite_file(uri)
+    if path is not None:
+        if not path.is_file():
+            return "no MLflow store there (run a bpexp command first, or give --tracking-uri)"
+        state = sqlite_state(path, "runs")
+        return None if state == "ok" else f"not a usable MLflow store ({state})"
+    return store_problem(uri)
+
+
+def writable_problem(folder: Path) -> Optional[str]:
+    """Why files cannot be written in `folder` (created if missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create the folder {folder}: {e.strerror or e}"
+    if not os.access(folder, os.W_OK):
+        return f"the folder {folder} is not writable"
+    return None
+
+
+def create_atomically(uri: str, key: str, create, data_table: str) -> None:
+    """Make a new sqlite store all at once: `create(tmp_uri)` builds it in a temporary file
+    beside it (MLflow's and Optuna's schema migrations take seconds), which then takes the
+    store's name in one step (a hard link). A kill -9 at any moment leaves no store or a whole one,
+    never a half-migrated one that no later command can open. Hold local_store_lock.
+
+    A store half made by an older bpexp (tables left by an interrupted migration, no run or
+    trial in it) is made again; one with data in it is refused in one line naming `key`."""
+    path = sqlite_file(uri)
+    if path is None:
+        return
+    for leftover in path.parent.glob(path.name + ".creating-*"):  # a creation killed midway
+        leftover.unlink(missing_ok=True)
+    if path.exists():
+        state = sqlite_state(path, data_table)
+        if state == "ok":
+            return
+        if state != "unfinished":
+            raise StoreError(key, redact(uri), f"is not a usable store ({state}); move the file away "
+                                               f"or point {key} elsewhere")
+        path.unlink()
+    tmp = path.with_name(f"{path.name}.creating-{os.getpid()}")
+    create(sqlite_uri(tmp))
+    try:  # a hard link never replaces a store another program (mlflow ui) made meanwhile
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        os.replace(tmp, path)
+    tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def cached_template(name: str, target: Path, data_table: str) -> Iterator[Optional[Path]]:
+    """Copy the cached template `name` to `target` and yield it; or, with none cached, yield
+    None for the caller to build `target`, which then becomes the template (written whole,
+    under a lock: concurrent first commands make it once). Without a usable cache folder
+    ($XDG_CACHE_HOME or ~/.cache, then bpexp/), yield None and keep nothing."""
+    import shutil
+
+    try:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bpexp"
+        template = folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(template) + ".lock", timeout=60)
+        lock.acquire()
+    except (OSError, TimeoutError, RuntimeError):  # RuntimeError: no home folder to be found
+        yield None
+        return
+    try:
+        try:
+            cached = template.is_file() and sqlite_state(template, data_table) == "ok"
+            if cached:
+                shutil.copyfile(template, target)
+        except OSError:
+            cached = False
+        if cached:
+            yield template
+            return
+        yield None  # the caller builds target
+        try:
+            if target.is_file() and sqlite_state(target, data_table) == "ok":
+                tmp = template.with_name(f"{template.name}.{os.getpid()}")
+                shutil.copyfile(target, tmp)
+                os.replace(tmp, template)
+        except OSError:  # a full or read-only cache: nothing kept, the store is made all the same
+            pass
+    finally:
+        lock.release()
+
+
+def sqlite_state(path: Path, data_table: str) -> str:
+    """"ok", "unfinished" (its creation was cut short and it holds no data), or what is wrong."""
+    import sqlite3
+
+    try:
+        # Read-write, although it only reads: a process killed mid-write leaves a hot journal,
+        # which sqlite rolls back on the next open, and a read-only open cannot.
+        con = sqlite3.connect(path, timeout=10)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            versioned = "alembic_version" in tables and con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
+            if versioned and not any(t.startswith("_alembic_tmp_") for t in tables):
+                return "ok"
+            rows = con.execute(f"SELECT count(*) FROM {data_table}").fetchone()[0] if data_table in tables else 0
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        if "not a database" not in str(e) and "malformed" not in str(e):
+            raise  # locked, read-only, I/O: not a verdict on the store
+        return f"not a database: {e}"
+    return "unfinished" if rows == 0 else "an interrupted schema upgrade; run `mlflow db upgrade` or `optuna storage upgrade` on it"
+
+
+@contextmanager
+def local_store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a sqlite database while opening it.
+
+    Opening a new sqlite store creates its tables (MLflow runs its Alembic migrations, Optuna
+    its schema); two processes doing that at once corrupt the file (seen with 4 workers).
+    Other URIs (a server, PostgreSQL) need no lock: their servers serialise that work.
+    """
+    if not sqlite_file(uri):
+        yield
+        return
+    path = sqlite_file(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(path.name + ".lock")):  # filelock: portable, unlike fcntl
+        yield
+
+
+def ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {redact(uri)} in a browser"
+    return f"mlflow ui --backend-store-uri {shlex.quote(redact(uri))}"
+
+
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_base(uri: str) -> str:
+    """The MLflow UI's address for this store: the server itself, or `mlflow ui`'s default.
+    Credentials never go into a printed or recorded link."""
+    if uri.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit, urlunsplit
+
+        u = urlsplit(uri)
+        return urlunsplit((u.scheme, u.hostname + (f":{u.port}" if u.port else ""), u.path.rstrip("/"), "", ""))
+    return MLFLOW_UI
+
+
+def experiment_url(uri: str, experiment_id: str) -> str:
+    """The experiment's run list in the model-training view (MLflow 3 opens in its GenAI view
+    otherwise: the query parameter switches it, the experiment tag alone does not)."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -1,0 +1,109 @@
+"""The end of a study: what its parent run records and what the console prints, read back
+from Optuna (so every worker and every resume agree), verdicts as bpexp/results/outcome.py tells them.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import optuna
+
+from bpexp.results import stability
+from bpexp.runtime import stores
+from bpexp.config.schema import SweepAppConfig, storage_default
+from bpexp.results.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED, verdict_of
+from bpexp.recording.run_record import config_tree
+from bpexp.results.summary import Rechecked, StudySummary, TrialRow
+from bpexp.study.recheck import recheck_seeds
+from bpexp.study.search_space import searched, trial_config
+from bpexp import names
+from bpexp.runtime import redaction
+
+
+def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> StudySummary:
+    """The study for the parent run (built here, recorded by the recorder). Every trial's
+    verdict is read back from Optuna, so workers and resumes agree on it."""
+    trials = study.get_trials(deepcopy=False)
+    rows, points = [], []
+    for t in trials:
+        rows.append(TrialRow(t.number, t.state.name, verdict_of(t) or "failed", t.value, dict(t.params),
+                             t.user_attrs.get(names.DIVERGED_SEEDS, []), t.user_attrs.get(names.RUN_ID, "")))
+        init, end = t.user_attrs.get(names.SHARPNESS, [None, None])
+        points.append(stability.Point(stability.width_of(t.params.get("model.hidden", cfg.model.hidden)),
+                                      float(t.params.get("train.lr", cfg.train.lr)), rows[-1].outcome, init, end))
+    valued = [r for r in rows if r.outcome in (CONVERGED, PARTLY_DIVERGED)]  # Optuna's COMPLETE trials
+    best = min(valued, key=lambda r: (r.value, r.number)) if valued else None  # as study.best_trial
+    summary = StudySummary(
+        study_name=study.study_name,
+        metric=str(cfg.sweep.metric),
+        keys=[k for k, _ in searched(cfg)],
+        trials=rows,
+        best_number=best.number if best else None,
+        best_value=best.value if best else float("nan"),
+        best_params=best.params if best else {},
+        best_config=config_tree(trial_config(cfg, best.params)) if best else None,
+        # for the importance figure, which the recorder process computes (bpexp/recording/study_record.py)
+        optuna_trials=trials if len(valued) >= 2 and cfg.tracking.log_plots else [],
+        stability=stability.per_width(points),
+        counts={v: sum(1 for r in rows if r.outcome == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED, PRUNED,
+                                                                       "failed")},
+    )
+    return with_recheck(summary, study, cfg)
+
+
+def with_recheck(summary: StudySummary, study: optuna.Study, cfg: SweepAppConfig) -> StudySummary:
+    """The summary with the re-check's part (bpexp/study/recheck.py), read back from the study's
+    user attributes: the sweep reads it again once its re-check is done (the rest of the
+    summary is recorded meanwhile)."""
+    by_number = {r.number: r for r in summary.trials}
+    rechecked = {int(n): Rechecked(v["verdict"], v["value"], v.get("worst"), v["seeds"], v["diverged_seeds"],
+                                   v["seed_values"], by_number[int(n)].params, by_number[int(n)].value,
+                                   by_number[int(n)].run_id)
+                 for n, v in study.user_attrs.get(names.RECHECK, {}).items() if int(n) in by_number}
+    recommended = study.user_attrs.get(names.RECOMMENDED)
+    recommended = recommended if recommended in rechecked else None
+    return replace(summary, recheck=rechecked, recheck_seeds=recheck_seeds(cfg) if rechecked else [],
+                   recommended_number=recommended,
+                   recommended_config=config_tree(trial_config(cfg, rechecked[recommended].params))
+                   if recommended is not None else None)
+
+
+def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummary, parent: str, uri: str,
+                  experiment_id: str) -> None:
+    c = summary.counts
+    storage = cfg.sweep.storage or storage_default()
+    print(f"\nstudy '{study.study_name}': {sum(c[v] for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED))} trained: "
+          f"{c[CONVERGED]} converged, {c[PARTLY_DIVERGED]} partly diverged (a minority of seeds diverged), "
+          f"{c[DIVERGED]} diverged (the median seed diverged); {c[PRUNED]} pruned, {c['failed']} failed")
+    if summary.best_number is None:
+        print("no trial has a value (every one diverged or was pruned): try a smaller train.lr range or more epochs")
+    else:
+        print(f"best trial #{summary.best_number}: {cfg.sweep.metric} = {summary.best_value:.6g} "
+              f"(median over {cfg.sweep.seeds} seed{'s' if cfg.sweep.seeds > 1 else ''})")
+        print_params(summary.best_params)
+    n = summary.recommended_number
+    if summary.recheck:
+        fresh = summary.recheck_seeds
+        seeds = f"seeds {fresh[0]}-{fresh[-1]}" if len(fresh) > 1 else f"seed {fresh[0]}"
+        print(f"re-checked the {len(summary.recheck)} best trials on fresh {seeds}: ", end="")
+        if n is None:
+            print("every one diverged there; no recommendation (see recheck.csv on the parent run)")
+        else:
+            r = summary.recheck[n]
+            worst = f", worst seed {r.worst:.6g}" if r.worst is not None else ""
+            print(f"recommended trial #{n}: {cfg.sweep.metric} = {r.value:.6g} (median over its "
+                  f"{len(r.seeds)} seeds{worst}{', ' + str(len(r.diverged_seeds)) + ' diverged' if r.diverged_seeds else ''})")
+            print_params(r.params)
+    if any(s.measured or s.predicted_init for s in summary.stability.values()):
+        print(f"where each width's learning rate stops training, measured and predicted by sharpness: "
+              f"stability.csv{' and plots/stability.png' if cfg.tracking.log_plots else ''} on the parent run, "
+              f"or bpexp compare --parent {parent}")
+    print(f"MLflow parent run {parent} in experiment '{cfg.tracking.experiment}'")
+    print(f"open the MLflow UI:       {stores.ui_command(uri)}")
+    print(f"  the study's runs:       {stores.experiment_url(uri, experiment_id)}")
+    print(f"open optuna-dashboard:    optuna-dashboard {redaction.redact(storage)}")
+
+
+def print_params(params: dict) -> None:
+    w = max([16, *map(len, params)])
+    for k, v in params.items():
+        print(f"  {k:<{w}} {v:.6g}" if isinstance(v, float) else f"  {k:<{w}} {v}")

@@ -1,0 +1,107 @@
+"""Many workers on one study: each claims the trials it asks for and marks them alive; the
+next worker fails what a dead one left RUNNING (by pid on this host, by Optuna's heartbeat
+elsewhere) and settles its MLflow runs.
+"""
+from __future__ import annotations
+
+import datetime
+import threading
+import warnings
+from typing import Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from bpexp.recording import study_record
+from bpexp.runtime.liveness import worker_alive
+from bpexp.results.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, verdict_of
+from bpexp.recording.recorder import Recorder
+from bpexp import names
+
+
+POLL_S = 2.0  # how often an idle worker checks on the trials other workers run
+
+
+HEARTBEAT_S = 20  # how often a worker marks its trials alive in the storage
+
+
+GRACE_S = 60  # a RUNNING trial without a heartbeat for this long is failed by the next worker
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail trials left RUNNING by dead workers: by pid on this host, by heartbeat elsewhere."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    now = datetime.datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get(names.WORKER)
+        # Unclaimed: its worker died between asking for it and claiming it (milliseconds apart).
+        orphan = worker is None and t.datetime_start and (now - t.datetime_start).total_seconds() > GRACE_S
+        if orphan or (worker is not None and not worker_alive(worker)):
+            tell(study, t.number, None, TrialState.FAIL)
+
+
+def tell(study: optuna.Study, trial, value: Optional[float], state: TrialState) -> TrialState:
+    """Tell a trial's result unless it is finished already; return the state it ends in.
+
+    skip_if_finished alone is not enough with several workers: two of them may both see a dead
+    worker's trial RUNNING and fail it together; the storage then refuses the second update.
+    """
+    try:
+        return study.tell(trial, value, state=state, skip_if_finished=True).state
+    except optuna.exceptions.UpdateFinishedTrialError:
+        number = trial if isinstance(trial, int) else trial.number
+        return study.get_trials(deepcopy=False)[number].state
+
+
+def take_over(study: optuna.Study, recorder: Recorder, parent: str) -> None:
+    """Clean up after dead workers: fail their RUNNING trials, settle their RUNNING child runs."""
+    fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    states = {t.number: t.state.name for t in trials}
+    workers = {t.user_attrs.get(names.WORKER) for t in trials} - {None}
+    recorder.call(study_record.settle_child_runs, parent, states, {w for w in workers if not worker_alive(w)}).result()
+
+
+class Heartbeat:
+    """Marks this worker's running trials alive, so other workers don't fail them.
+
+    Optuna beats only inside study.optimize(); with ask/tell a worker beats itself, through
+    the storage's record_heartbeat and the trials' storage ids (private attributes, here only).
+    """
+
+    def __init__(self, study: optuna.Study):
+        self.storage, self.trial_ids, self._stop = study._storage, [], threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def track(self, trials: list[optuna.Trial]) -> None:
+        self.trial_ids = [t._trial_id for t in trials]
+        for tid in self.trial_ids:
+            self.storage.record_heartbeat(tid)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            for tid in list(self.trial_ids):
+                try:
+                    self.storage.record_heartbeat(tid)
+                except Exception:  # a trial finished meanwhile; the next beat is soon enough
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def counts(trial) -> bool:
+    """Whether a trial counts towards sweep.n_trials: trained to an outcome (converged, partly
+    diverged or diverged); pruned trials and trials that failed for other reasons come on top."""
+    return verdict_of(trial) in (CONVERGED, PARTLY_DIVERGED, DIVERGED)
+
+
+def trained(study: optuna.Study) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))

@@ -1,0 +1,123 @@
+"""Bad input, as one table: the command, its arguments, and the key and value its one-line
+error names (exit 2, before anything runs). Rows are checked as the command line checks them
+(bpexp.commands.apps.precheck: compose, then validate, in this process). What is found only
+when the command starts (a store to reach, a device, every value a search space can produce)
+runs the real command in a process of its own: exit 2, one line, nothing recorded."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import assert_clean_failure, config_error, run_bpexp
+
+CSV = ["data=csv", "data.path=d.csv", "data.inputs=[a,b]"]  # files made by `bad_files`, in the test's folder
+
+BAD_INPUT = [
+    # ------------------------------------------------------------- train values
+    ("train", ["train.lr=0"], "train.lr", "0"),
+    ("train", ["train.lr=-1"], "train.lr", "-1"),
+    ("train", ["train.lr=nan"], "train.lr", "nan"),
+    ("train", ["train.lr=inf"], "train.lr", "inf"),
+    ("train", ["train.lr=abc"], "train.lr", "abc"),
+    ("train", ["model.hidden=0"], "model.hidden", "0"),
+    ("train", ["model.hidden=1.5"], "model.hidden", "1.5"),
+    ("train", ["model.hidden=[8,0]"], "model.hidden", "[8, 0]"),
+    ("train", ["model.hidden=[]"], "model.hidden", "[]"),
+    ("train", ["model.hidden=wide"], "model.hidden", "wide"),
+    ("train", ["train.epochs=0"], "train.epochs", "0"),
+    ("train", ["data.x_min=5"], "data.x_min", "5"),
+    ("train", ["data.x_min=7"], "data.x_min", "7"),
+    ("train", ["data.n_points=1"], "data.n_points", "1"),
+    ("train", ["data.fn=tan"], "data.fn", "tan"),
+    ("train", ["model.activation=softmax"], "model.activation", "softmax"),
+    ("train", ["model.hiden=4"], "model.hiden", "4"),
+    ("train", ["+model.hiden=4"], "model.hiden", "4"),
+    ("sweep", ["+model.hiden=8"], "model.hiden", "8"),
+    ("train", ["train.device=tpu"], "train.device", "tpu"),
+    ("train", ["data.noise=-0.1"], "data.noise", "-0.1"),
+    # ------------------------------------------------------------- sweep values
+    ("sweep", ["sweep.sampler=bayes"], "sweep.sampler", "bayes"),
+    ("sweep", ["sweep.pruner=sometimes"], "sweep.pruner", "sometimes"),
+    ("sweep", ["sweep.n_trials=0"], "sweep.n_trials", "0"),
+    ("sweep", ["sweep.seeds=0"], "sweep.seeds", "0"),
+    ("sweep", ["sweep.metric=accuracy"], "sweep.metric", "accuracy"),
+    ("sweep", ["sweep.register_as=a/b"], "sweep.register_as", "a/b"),
+    ("sweep", ["sweep.register_as=' '"], "sweep.register_as", "' '"),
+    ("sweep", ["sweep.register_as=.."], "sweep.register_as", ".."),
+    ("sweep", ["tracking.experiment=''"], "tracking.experiment", "''"),
+    ("sweep", ["tracking.experiment=" + "x" * 5000], "tracking.experiment", "5000 characters"),
+    # ------------------------------------------------------------- the search space
+    ("sweep", ["~sweep.search_space.lr", "~sweep.search_space.hidden"], "sweep.search_space", "{}"),
+    ("sweep", ["sweep.search_space.lr.low=5"], "sweep.search_space.lr.low", "5"),
+    ("sweep", ["sweep.search_space.lr.low=0"], "sweep.search_space.lr.low", "0"),
+    ("sweep", ["sweep.search_space.lr.low=0.5", "sweep.search_space.lr.high=0.5"], "sweep.search_space.lr.low", "0.5"),
+    ("sweep", ["sweep.search_space.lr.low=0.5", "sweep.search_space.lr.high=0.1"], "sweep.search_space.lr.low", "0.5"),
+    ("sweep", ["sweep.search_space.hidden.high=1.5"], "sweep.search_space.hidden.high", "1.5"),
+    ("sweep", ["sweep.search_space.lr.type=normal"], "sweep.search_space.lr.type", "normal"),
+    ("sweep", ["sweep.search_space.hidden.unit=lr_find"], "sweep.search_space.hidden.unit", "lr_find"),
+    ("sweep", ["sweep.search_space.lr.key=train.rate"], "sweep.search_space.lr.key", "train.rate"),
+    ("sweep", ["+sweep.search_space.lr2={key: train.lr, type: float, low: 0.001, high: 0.1}"],
+     "sweep.search_space.lr2.key", "train.lr"),
+    ("sweep", ["+sweep.search_space.extra={key: model.activation, typ: categorical}"], "sweep.search_space.extra", "typ"),
+    ("sweep", ["+sweep.search_space.extra={key: train.lr, log: maybe}"], "sweep.search_space.extra", "maybe"),
+    ("sweep", ["+sweep.search_space.extra=5"], "sweep.search_space.extra", "5"),
+    # ------------------------------------------------------------- lr-find
+    ("lr-find", ["lr_find.lr_max=1e-9"], "lr_find.lr_max", "1e-09"),
+    ("lr-find", ["lr_find=sharpness", "train.optimizer=adam"], "train.optimizer", "adam"),
+    ("lr-find", ["lr_find=sharpness", "lr_find.widths=[0]"], "lr_find.widths", "[0]"),
+    # ------------------------------------------------------------- files and folders
+    ("sweep", ["hydra.run.dir=/proc/nope/x"], "hydra.run.dir", "/proc/nope/x"),
+    ("sweep", ["data=csv", "data.path=/dev/zero", "data.inputs=[x]", "data.target=y"], "data.path", "/dev/zero"),
+    # ------------------------------------------------------------- CSV data (train and sweep alike)
+    *((command, [*CSV, *args], key, value) for command in ("train", "sweep") for args, key, value in [
+        (["data.path=missing.csv"], "data.path", "missing.csv"),
+        (["data.inputs=[a,zz]"], "data.inputs", "zz"),
+        (["data.target=label"], "data.target", "label"),
+        (["data.inputs=[label]"], "data.inputs", "label"),
+        (["data.target=a"], "data.target", "a"),
+        (["data.test_fraction=1.5"], "data.test_fraction", "1.5"),
+        (["data.path=null"], "data.path", "None"),
+        (["data.path=empty.csv"], "data.path", "empty.csv"),
+        (["data.path=ragged.csv"], "data.path", "ragged.csv"),
+        (["data.path=nan.csv"], "data.inputs", "a"),
+        (["data.path=."], "data.path", "."),
+    ]),
+]
+
+
+def bad_files(folder) -> None:
+    from tests.test_own_data import write_csv
+
+    write_csv(folder / "d.csv")
+    (folder / "empty.csv").write_text("")
+    (folder / "ragged.csv").write_text("a,b,y\n1,2,3\n1,2\n")
+    (folder / "nan.csv").write_text("a,b,y\n1,2,3\nnan,2,3\n4,5,6\n7,8,9\n")
+
+
+@pytest.mark.parametrize("command,args,key,value", BAD_INPUT)
+def test_bad_input_is_one_line_naming_key_and_value(tmp_path, monkeypatch, command, args, key, value):
+    bad_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    line = config_error(command, *args)
+    assert line.startswith(f"bpexp {command}: error: {key}") and value in line, line
+    assert "1,2,3" not in line and "nan,2,3" not in line  # names keys and files, never data
+
+
+FOUND_AT_START = [  # the real command, in a process of its own (with a bound: retries would take minutes)
+    (["train", "train.lr=abc"], "train.lr", "abc"),
+    (["sweep", "sweep.storage=notaurl"], "sweep.storage", "notaurl"),
+    (["sweep", "sweep.storage=postgresql://u:secret@127.0.0.1:1/db"], "sweep.storage", "postgresql://u:***@"),
+    (["train", "tracking.uri=http://127.0.0.1:9"], "tracking.uri", "http://127.0.0.1:9"),
+    (["sweep", "tracking.uri=http://u:secret@127.0.0.1:9"], "tracking.uri", "http://u:***@127.0.0.1:9"),
+    (["sweep", "sweep.search_space.hidden.low=0", "sweep.search_space.hidden.log=false"],
+     "sweep.search_space.model.hidden", "0"),  # every value a search space can produce must be a valid config
+    (["train", *CSV, "data.path=ragged.csv"], "data.path", "ragged.csv"),
+    (["sweep", *CSV, "data.path=ragged.csv"], "data.path", "ragged.csv"),
+    (["lr-find", "lr_find.lr_max=1e-9"], "lr_find.lr_max", "1e-09"),
+]
+
+
+@pytest.mark.parametrize("args,key,value", FOUND_AT_START)
+def test_bad_input_fails_fast_and_leaves_nothing(tmp_path, args, key, value):
+    bad_files(tmp_path)
+    r = run_bpexp(*args, cwd=tmp_path, timeout=60, process=True)
+    assert_clean_failure(r, tmp_path, key, value, secret="secret")
