@@ -55,7 +55,7 @@ def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
     """The study as `bpexp sweep` runs it (bpexp/study/session.py: the same Session, the same
     batches, asks and tells), in memory and without MLflow."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=make_sampler(cfg), direction="minimize")
+    study = optuna.create_study(sampler=make_sampler(cfg.sweep), direction="minimize")
     tested: dict = {}
     lr_units.test_every_config(cfg, data, tested)  # as the sweep does before its first batch
     Session(cfg, study, data, tested=tested).run()
@@ -81,7 +81,7 @@ def grid_best(cfg: SweepAppConfig, data) -> tuple[float, float, tuple]:
     """(best median MSE over the study's seeds, best median MSE over the fresh seeds, its config)."""
     lrs, widths = np.logspace(-4, 0, 31), [1, 2, 4, 8, 16, 32]
     base = member_of(cfg)
-    own = study_seeds(cfg)
+    own = study_seeds(cfg.train.seed, cfg.sweep.seeds)
     members = [replace(base, lr=float(lr), hidden=w, seed=s) for lr in lrs for w in widths for s in own + FRESH]
     results = train_population(members, data, TrainSpec(cfg.train.epochs, diverge_above=cfg.train.diverge_above))
     n = len(own) + len(FRESH)

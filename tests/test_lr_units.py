@@ -33,7 +33,7 @@ def asked(cfg, study, hidden: list[int]):
     for w in hidden:
         study.enqueue_trial({"model.hidden": w})
         t = study.ask()
-        for key, p in searched(cfg):
+        for key, p in searched(cfg.sweep.search_space):
             suggest(t, key, p)
         trials.append(t)
     return trials

@@ -28,12 +28,12 @@ def tell(study, t) -> None:
 
 def run_study(url: str, use_mirror: bool, other_worker=None) -> list:
     cfg = compose_sweep("sweep.n_trials=200", "sweep.seeds=1")
-    study = optuna.create_study(storage=url, sampler=make_sampler(cfg), study_name="s")
+    study = optuna.create_study(storage=url, sampler=make_sampler(cfg.sweep), study_name="s")
     mirror = Mirror(study) if use_mirror else None
     pending: list = []
     for i, k in enumerate([8, 4, 4, 12, 12, 12]):  # sequential batches, then overlapped ones
         batch: list = []
-        ask(cfg, study, k, batch, mirror)
+        ask(study, cfg.sweep.search_space, cfg.sweep.n_trials, k, batch, mirror)
         for t in batch:  # the lr, set after the batch is asked (bpexp/study/lr_units.py)
             lr = t.params["train.lr / lr_find"] * 0.3
             t.suggest_float("train.lr", lr, lr)

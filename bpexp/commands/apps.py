@@ -162,6 +162,21 @@ def precheck(command: str, args: list[str]) -> None:
     Hydra will run (the product of the swept values)."""
     if any(a.split("=")[0] in OTHER_CONFIGS for a in args):
         return
+    config_name, overrides = config_and_overrides(command, args)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        fail(command, _first_line(e))
+    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    swept = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed if o.is_sweep_override()]
+    with initialize_config_module(CONF, version_base="1.3"):
+        for job in itertools.product(*swept):
+            checked(compose_or_fail(command, config_name, base + list(job)), COMMANDS[command][1], command)
+
+
+def config_and_overrides(command: str, args: list[str]) -> tuple[str, list[str]]:
+    """The config name (--config-name) and the config overrides among the command line's
+    arguments; Hydra's own settings are left to Hydra, but an output folder is checked."""
     config_name, overrides, skip = COMMANDS[command][2], [], False
     for i, a in enumerate(args):
         if skip:
@@ -172,28 +187,21 @@ def precheck(command: str, args: list[str]) -> None:
                 config_name = args[i + 1]
         elif a.startswith("-"):
             continue
-        elif not a.split("=")[0].lstrip("+~").startswith("hydra"):
-            overrides.append(a)
-        else:
+        elif a.split("=")[0].lstrip("+~").startswith("hydra"):
             check_output_dir(command, a)
-    validate = COMMANDS[command][1]
+        else:
+            overrides.append(a)
+    return config_name, overrides
+
+
+def compose_or_fail(command: str, config_name: str, overrides: list[str]) -> DictConfig:
+    """The composed config, or one line naming the override that breaks it (each composed alone)."""
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return compose(config_name, overrides=overrides)
     except Exception as e:
-        fail(command, _first_line(e))
-    base = [o.input_line for o in parsed if not o.is_sweep_override()]
-    swept = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed if o.is_sweep_override()]
-    trials = [base + list(job) for job in itertools.product(*swept)]
-    with initialize_config_module(CONF, version_base="1.3"):
-        for trial in trials:
-            try:
-                cfg = compose(config_name, overrides=trial)
-            except Exception as e:
-                # Name the override that breaks the config: compose with each one alone.
-                alone = ((o, _composes(config_name, o)) for o in trial)
-                culprit, error = next(((o, err) for o, err in alone if err is not None), (None, e))
-                fail(command, (f"{culprit}: " if culprit else "") + _first_line(error))
-            checked(cfg, validate, command)
+        alone = ((o, _composes(config_name, o)) for o in overrides)
+        culprit, error = next(((o, err) for o, err in alone if err is not None), (None, e))
+        fail(command, (f"{culprit}: " if culprit else "") + _first_line(error))
 
 
 def check_output_dir(command: str, override: str) -> None:

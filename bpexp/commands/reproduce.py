@@ -11,7 +11,9 @@ import argparse
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,14 +119,49 @@ def recorded_curve(text: str, seed: int) -> np.ndarray:
         raise ValueError(str(e) if str(e).startswith("line") else f"no numeric column {column}") from None
 
 
+class Refused(Exception):
+    """Why a run cannot be reproduced (one line), and the exit status that says so."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Recorded:
+    """What a run holds that reproducing it needs, read and checked."""
+
+    run_id: str
+    run: Any
+    cfg: Any  # its TrainAppConfig
+    data: Any  # the Dataset it trained on
+    initial: dict  # weights as recorded
+    final: dict
+    losses: np.ndarray  # train.seed's train_loss per epoch, as recorded
+
+
 def reproduce(run_id: str, uri: str) -> int:
+    """Train the run again from what MLflow holds; 0 on a match, 1 on a mismatch, 2 if it cannot be."""
     client = tracking.read_client(uri)  # a StoreError: one line, exit 2 (cli.read_only_command)
+    try:
+        recorded = read_recorded(client, *find_run(client, run_id, uri))
+        check_initial_weights(recorded)
+    except Refused as e:
+        print(f"bpexp reproduce: {e}", file=sys.stderr)
+        return e.status
+    cfg = recorded.cfg
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise
+    result = train_population([member_of(cfg)], recorded.data, train_spec(cfg.train, sharpness=False))[0]
+    return report(recorded, result)
+
+
+def find_run(client, run_id: str, uri: str) -> tuple[str, Any]:
+    """(run id, run) of the network to reproduce: the run itself, or a study parent's best trial."""
     try:
         run = client.get_run(run_id)
     except Exception as e:
-        print(f"bpexp reproduce: error: run {run_id!r} not found in {redaction.redact(uri)} ({type(e).__name__})",
-              file=sys.stderr)
-        return 2
+        raise Refused(f"error: run {run_id!r} not found in {redaction.redact(uri)} ({type(e).__name__})") from None
     role = run.data.tags.get(names.ROLE)
     if role == "study":  # a sweep's parent: its best trial (best value on the study's own seeds; the
         # recommendation, re-checked on fresh seeds, is tag recommended.trial_number: reproduce that run by its id)
@@ -132,16 +169,20 @@ def reproduce(run_id: str, uri: str) -> int:
         child = [r for r in tracking.child_runs(client, run_id, "attributes.status = 'FINISHED'")
                  if r.data.tags.get(names.TRIAL_NUMBER) == best] if best is not None else []
         if not child:
-            print(f"bpexp reproduce: error: run {run_id} is the parent of study "
-                  f"'{run.data.tags.get(names.STUDY_NAME)}', which has no best trial recorded yet", file=sys.stderr)
-            return 2
+            raise Refused(f"error: run {run_id} is the parent of study '{run.data.tags.get(names.STUDY_NAME)}', "
+                          "which has no best trial recorded yet")
         print(f"run {run_id} is the parent of study '{run.data.tags.get(names.STUDY_NAME)}': "
               f"reproducing its best trial #{best}, run {child[0].info.run_id}")
-        run_id, run = child[0].info.run_id, child[0]
-    elif role is not None:  # an lr-find run, a compare report: no one network to train again
-        print(f"bpexp reproduce: error: run {run_id} is a {role} run ({names.ROLE}={role}), "
-              "not a trained network: reproduce a train run, a sweep's trial or its parent", file=sys.stderr)
-        return 2
+        return child[0].info.run_id, child[0]
+    if role is not None:  # an lr-find run, a compare report: no one network to train again
+        raise Refused(f"error: run {run_id} is a {role} run ({names.ROLE}={role}), not a trained network: "
+                      "reproduce a train run, a sweep's trial or its parent")
+    return run_id, run
+
+
+def read_recorded(client, run_id: str, run) -> Recorded:
+    """Its config, data, weights and curve, each checked as untrusted input: a file that fails
+    is named in one line (Refused), no code in it ever runs (weights.py, validation.py)."""
     files, name = {}, "config.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -157,38 +198,39 @@ def reproduce(run_id: str, uri: str) -> int:
                 name = "data"
                 cfg.data.path = recorded_data(client, run, cfg.data.path, tmp)
             name = "weights/initial.json"
-            recorded_init = weights.parse_weights(files[name])
+            initial = weights.parse_weights(files[name])
             name = "weights/final.json"
-            recorded_final = weights.parse_weights(files[name])
+            final = weights.parse_weights(files[name])
             data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
+            name = "curves/loss_curve.csv"
+            losses = recorded_curve(files[name], cfg.train.seed)
         except (OSError, ValueError, ConfigError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
-            print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: {name}: {reason}", file=sys.stderr)
-            return 2
-    try:
-        recorded_losses = recorded_curve(files["curves/loss_curve.csv"], cfg.train.seed)
-    except ValueError as e:
-        print(f"bpexp reproduce: error: run {run_id} cannot be reproduced: curves/loss_curve.csv: {e}", file=sys.stderr)
-        return 2
-    drawn = init_weights(cfg.model.hidden, cfg.train.seed, data.x.shape[1] if data.x.dim() == 2 else 1)
-    if any(not np.array_equal(drawn[k].numpy(), recorded_init[k]) for k in drawn):
-        print(f"bpexp reproduce: error: the recorded initial weights are not what seed {cfg.train.seed} draws",
-              file=sys.stderr)
-        return 1
-    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
-        cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise
-    result = train_population([member_of(cfg)], data, train_spec(cfg.train, sharpness=False))[0]
-    diffs = {"train_loss curve": max_rel_diff(measured(result)[1], recorded_losses)}
-    diffs.update({f"final {k}": max_rel_diff(result.final_weights[k].numpy(), recorded_final[k]) for k in recorded_final})
+            raise Refused(f"error: run {run_id} cannot be reproduced: {name}: {reason}") from None
+    return Recorded(run_id, run, cfg, data, initial, final, losses)
+
+
+def check_initial_weights(r: Recorded) -> None:
+    """The recorded initial weights must be what the config's seed draws (else: exit 1)."""
+    drawn = init_weights(r.cfg.model.hidden, r.cfg.train.seed, r.data.x.shape[1] if r.data.x.dim() == 2 else 1)
+    if any(not np.array_equal(drawn[k].numpy(), r.initial[k]) for k in drawn):
+        raise Refused(f"error: the recorded initial weights are not what seed {r.cfg.train.seed} draws", 1)
+
+
+def report(r: Recorded, result) -> int:
+    """Print how the new training compares with the record; the exit status."""
+    cfg = r.cfg
+    diffs = {"train_loss curve": max_rel_diff(measured(result)[1], r.losses)}
+    diffs.update({f"final {k}": max_rel_diff(result.final_weights[k].numpy(), r.final[k]) for k in r.final})
     worst = max(diffs, key=diffs.get)
-    print(f"run {run_id}: {run.info.run_name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
+    print(f"run {r.run_id}: {r.run.info.run_name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
           f"seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
-    if len(recorded_losses):
-        print(f"last train_loss recorded {recorded_losses[-1]:.9g}, reproduced {measured(result)[1][-1]:.9g}"
+    if len(r.losses):
+        print(f"last train_loss recorded {r.losses[-1]:.9g}, reproduced {measured(result)[1][-1]:.9g}"
               + (f" (diverged at epoch {result.stopped_at})" if result.status == "diverged" else ""))
     print(f"largest relative difference: {diffs[worst]:.3g} ({worst})")
     if diffs[worst] == 0:
-        nonfinite = [k for k, v in recorded_final.items() if not np.isfinite(v).all()]
+        nonfinite = [k for k, v in r.final.items() if not np.isfinite(v).all()]
         print("reproduced bit for bit" + (f" (non-finite final weights {', '.join(nonfinite)}, as recorded: "
                                           "the run diverged)" if nonfinite else ""))
         return 0

@@ -8,13 +8,13 @@ import math
 import statistics
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import optuna
 from optuna.trial import TrialState
 
 from bpexp import names
-from bpexp.config.schema import SweepAppConfig, SweepConfig, TrainAppConfig
+from bpexp.config.schema import ParamSpec, SweepAppConfig, SweepConfig, TrainAppConfig
 from bpexp.config.specs import member_of, train_spec
 from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.interrupts import interrupted
@@ -68,7 +68,8 @@ class Batch:
     runs: dict = field(default_factory=dict)  # trial number -> future of its child run id
 
 
-def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Optional[Mirror] = None) -> None:
+def ask(study: optuna.Study, space: Mapping[str, ParamSpec], n_trials: int, k: int, into: list,
+        mirror: Optional[Mirror] = None) -> None:
     """Ask for k trials into `into`, keep those within n_trials; fail the surplus at once.
     An interrupt stops the asking: what was asked is in `into` for the interrupt to fail.
     With a mirror (TPE), their params are drawn there (bpexp/study/mirror.py).
@@ -80,7 +81,7 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
     """
     asked = into
     copies = mirror.ask(k, interrupted) if mirror is not None and k <= MAX_BATCH and mirror.sync() else None
-    draw: Callable = lambda t: [suggest(t, key, p) for key, p in searched(cfg)]  # noqa: E731
+    draw: Callable = lambda t: [suggest(t, key, p) for key, p in searched(space)]  # noqa: E731
     with warnings.catch_warnings():  # our own Heartbeat class beats for ask/tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
         for i in range(k if copies is None else len(copies)):  # fewer copies: an interrupt came
@@ -95,7 +96,7 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
     taken = sorted(t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING or counts(t))
     keep = []
     for t in asked:
-        if bisect.bisect_left(taken, t.number) < cfg.sweep.n_trials:
+        if bisect.bisect_left(taken, t.number) < n_trials:
             draw(t)
             keep.append(t)
         else:
@@ -107,7 +108,7 @@ def ask(cfg: SweepAppConfig, study: optuna.Study, k: int, into: list, mirror: Op
 def train_batch(cfg: SweepAppConfig, trials: list[optuna.Trial], configs: dict[int, TrainAppConfig],
                 data) -> dict[int, list[MemberResult]]:
     """Train every seed of every trial as one population, pruning from inside the loop."""
-    seeds = study_seeds(cfg)
+    seeds = study_seeds(cfg.train.seed, cfg.sweep.seeds)
     members, owner = [], []
     for t in trials:
         for s in seeds:
@@ -140,10 +141,10 @@ def train_batch(cfg: SweepAppConfig, trials: list[optuna.Trial], configs: dict[i
     return by_trial
 
 
-def trial_name(cfg: SweepAppConfig, trial) -> str:
+def trial_name(space: Mapping[str, ParamSpec], trial) -> str:
     """A child run's name says what the trial tried: "t085 lr=0.246 hidden=4"."""
     parts = [f"t{trial.number:03d}"]
-    for name, spec in cfg.sweep.search_space.items():
+    for name, spec in space.items():
         v = trial.params.get(spec.key or name)
         parts.append(f"{name}={v:.3g}" if isinstance(v, float) else f"{name}={v}")
     return " ".join(parts)

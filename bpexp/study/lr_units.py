@@ -37,7 +37,7 @@ from bpexp import names
 
 def relative(cfg: SweepAppConfig):
     """(key, spec) of the lr searched in units of the range test, or None."""
-    return next(((k, p) for k, p in searched(cfg) if p.unit), None)
+    return next(((k, p) for k, p in searched(cfg.sweep.search_space) if p.unit), None)
 
 
 def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
@@ -84,7 +84,7 @@ def every_config(cfg: SweepAppConfig) -> list:
     tests what its batches ask for."""
     key, _ = relative(cfg)
     axes = []
-    for k, p in searched(cfg):
+    for k, p in searched(cfg.sweep.search_space):
         if k == key:
             continue
         if p.type == "categorical":

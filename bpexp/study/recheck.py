@@ -43,7 +43,7 @@ def top_trials(cfg: SweepAppConfig, trials: Sequence, k: int) -> list:
 
 def recheck(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]) -> dict[int, Outcome]:
     """Each trial's outcome over the study's seeds and `seeds`, trained as one population."""
-    own = study_seeds(cfg)
+    own = study_seeds(cfg.train.seed, cfg.sweep.seeds)
     every = own + [s for s in seeds if s not in own]
     members = [replace(member_of(trial_config(cfg, t.params)), seed=s) for t in trials for s in every]
     if not members:

@@ -11,19 +11,20 @@ import json
 import math
 import typing
 from enum import Enum
-from typing import Any
+from typing import Any, Mapping
 
 import optuna
 from omegaconf import OmegaConf
 
-from bpexp.config.schema import ConfigError, ParamSpec, Sampler, SweepAppConfig, TrainAppConfig
+from bpexp.config.schema import ConfigError, ParamSpec, Sampler, SweepAppConfig, SweepConfig, TrainAppConfig
 from bpexp.config.validation import validate_train
 
 
 # ----------------------------------------------------------------------------- config
-def searched(cfg: SweepAppConfig) -> list[tuple[str, ParamSpec]]:
-    """(dotted config key, spec) of every searched value."""
-    return [(spec.key or name, spec) for name, spec in cfg.sweep.search_space.items()]
+def searched(space: Mapping[str, ParamSpec]) -> list[tuple[str, ParamSpec]]:
+    """(dotted config key, spec) of every searched value of sweep.search_space (its entries
+    made ParamSpecs by validation.validate_sweep)."""
+    return [(spec.key or name, spec) for name, spec in space.items()]
 
 
 def choices(p: ParamSpec) -> list:
@@ -32,9 +33,9 @@ def choices(p: ParamSpec) -> list:
     return [json.dumps(list(c)) if OmegaConf.is_list(c) or isinstance(c, (list, tuple)) else c for c in p.choices]
 
 
-def study_seeds(cfg: SweepAppConfig) -> list[int]:
+def study_seeds(seed: int, seeds: int) -> list[int]:
     """The init seeds every trial trains on: train.seed, train.seed + 1, ... (sweep.seeds of them)."""
-    return [cfg.train.seed + i for i in range(cfg.sweep.seeds)]
+    return [seed + i for i in range(seeds)]
 
 
 def param_name(key: str, p: ParamSpec) -> str:
@@ -107,7 +108,7 @@ def _as_field(value: Any, kind: Any) -> Any:
 
 def check_search_space(cfg: SweepAppConfig) -> None:
     """Every value the search space can produce must be a valid train config."""
-    for key, p in searched(cfg):
+    for key, p in searched(cfg.sweep.search_space):
         where = f"sweep.search_space.{key}"
         if p.unit:  # a positive multiple of a positive lr (validate_sweep)
             continue
@@ -123,8 +124,8 @@ def check_search_space(cfg: SweepAppConfig) -> None:
                 raise ConfigError(where, v, f"not a valid value of {key}: {str(e).splitlines()[0]}") from None
 
 
-def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
-    s, seed = cfg.sweep, cfg.sweep.sampler_seed
+def make_sampler(s: SweepConfig) -> optuna.samplers.BaseSampler:
+    seed = s.sampler_seed
     # A diverged trial is told PRUNED, with no value, and a violated constraint (finish_batch,
     # bpexp/results/outcome.py): TPE ranks it below every feasible trial, so it learns where the lr is too
     # high. Optuna's GP reads COMPLETE trials only: it never sees a diverged trial (measured: it
@@ -141,7 +142,7 @@ def make_sampler(cfg: SweepAppConfig) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed)
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return AskTellGridSampler(grid(cfg), seed=seed)
+    return AskTellGridSampler(grid(s.search_space, s.grid_points), seed=seed)
 
 
 TPE_STARTUP_TRIALS = 8
@@ -163,25 +164,24 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         pass
 
 
-def grid(cfg: SweepAppConfig) -> dict[str, list]:
+def grid(space: Mapping[str, ParamSpec], points: int) -> dict[str, list]:
     """The grid sampler's values: choices, or grid_points values evenly spaced (log if asked)."""
     import numpy as np
 
     out = {}
-    for key, p in searched(cfg):
+    for key, p in searched(space):
         if p.type == "categorical":
             out[key] = choices(p)
             continue
-        n = cfg.sweep.grid_points
+        n = points
         pts = np.geomspace(p.low, p.high, n) if p.log else np.linspace(p.low, p.high, n)
         out[param_name(key, p)] = sorted({int(round(v)) for v in pts}) if p.type == "int" else [float(v) for v in pts]
     return out
 
 
-def make_pruner(cfg: SweepAppConfig) -> optuna.pruners.BasePruner:
-    s = cfg.sweep
+def make_pruner(s: SweepConfig, epochs: int) -> optuna.pruners.BasePruner:
     if s.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=cfg.train.epochs // 10)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=epochs // 10)
     if s.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=s.report_every, max_resource=cfg.train.epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=s.report_every, max_resource=epochs)
     return optuna.pruners.NopPruner()

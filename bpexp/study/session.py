@@ -93,7 +93,7 @@ class Session:
                 if k > 0:
                     batch = Batch([])
                     with deferred_interrupts():  # a trial asked is a trial this batch knows of
-                        ask(self.cfg, study, k, batch.trials, self.mirror)
+                        ask(study, self.cfg.sweep.search_space, n_trials, k, batch.trials, self.mirror)
                 if batch is not None and not batch.trials:
                     batch = None
                 if batch is not None:
@@ -150,7 +150,7 @@ class Session:
             # Created with the tags a resumed sweep needs to settle it, should this worker die.
             mine = {**rec.tags, names.STUDY_NAME: self.study.study_name, names.TRIAL_NUMBER: t.number,
                     names.WORKER: THIS_WORKER}
-            batch.runs[t.number] = rec.recorder.new_run(trial_name(cfg, t), mine, run, rec.parent, end_status=None)
+            batch.runs[t.number] = rec.recorder.new_run(trial_name(cfg.sweep.search_space, t), mine, run, rec.parent, end_status=None)
 
     def warm_up(self) -> None:
         """One step of the imports the study's end needs, sent after a batch's runs: the recorder

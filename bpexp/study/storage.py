@@ -51,7 +51,7 @@ def open_study(cfg: SweepAppConfig, data_sha256: str | None = None) -> tuple[opt
     A resume with another config, other data, or another MLflow store or experiment is refused."""
     url = cfg.sweep.storage or storage_default()
     storage = open_storage(url)
-    kwargs = dict(study_name=cfg.sweep.study_name, storage=storage, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    kwargs = dict(study_name=cfg.sweep.study_name, storage=storage, sampler=make_sampler(cfg.sweep), pruner=make_pruner(cfg.sweep, cfg.train.epochs))
     mine = fingerprint(cfg, data_sha256)
     try:
         # The study name is unique in the storage: of several workers starting at once exactly
@@ -165,7 +165,7 @@ def parent_params(cfg: SweepAppConfig) -> dict[str, Any]:
     for name in cfg.sweep.search_space:
         for k in [k for k in params if k.startswith(f"sweep.search_space.{name}.")]:
             del params[k]
-    for key, p in searched(cfg):
+    for key, p in searched(cfg.sweep.search_space):
         params.pop(key, None)
         if p.type == "categorical":
             params[f"search.{key}"] = "categorical " + json.dumps(choices(p))

@@ -35,7 +35,7 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> StudySummary:
     summary = StudySummary(
         study_name=study.study_name,
         metric=str(cfg.sweep.metric),
-        keys=[k for k, _ in searched(cfg)],
+        keys=[k for k, _ in searched(cfg.sweep.search_space)],
         trials=rows,
         best_number=best.number if best else None,
         best_value=best.value if best else float("nan"),
