@@ -83,7 +83,6 @@ def test_no_recheck_records_none(tmp_path):
 
 
 def test_a_config_that_diverges_on_fresh_seeds_is_never_recommended():
-    from bpexp.config.schema import SweepAppConfig
     from bpexp.results.outcome import Curves, Outcome
     from bpexp.study.recheck import best_of
 
@@ -93,15 +92,14 @@ def test_a_config_that_diverges_on_fresh_seeds_is_never_recommended():
     outcomes = {1: Outcome("diverged", (1, 2, 3, 4), (3, 4, 2), None, {1: 1e-5}, empty),
                 2: Outcome("partly diverged", (1, 2, 3, 4), (4,), 3e-3, {1: 1e-3}, empty),
                 3: Outcome("converged", (1, 2, 3, 4), (), 2e-3, {1: 2e-3}, empty)}
-    assert best_of(SweepAppConfig(), outcomes) == 3
-    assert best_of(SweepAppConfig(), {1: outcomes[1]}) is None
-    assert best_of(SweepAppConfig(), {1: outcomes[1], 2: outcomes[2]}) == 2
+    assert best_of(outcomes) == 3
+    assert best_of({1: outcomes[1]}) is None
+    assert best_of({1: outcomes[1], 2: outcomes[2]}) == 2
 
 
 def test_the_recommendation_is_the_best_worst_seed_not_the_best_median():
     """A config good for most seeds and poor for one (near the edge of stability) loses to one
     good for every seed, though its median is lower."""
-    from bpexp.config.schema import SweepAppConfig
     from bpexp.results.outcome import Curves, Outcome
     from bpexp.study.recheck import best_of, worst_seed
 
@@ -114,4 +112,4 @@ def test_the_recommendation_is_the_best_worst_seed_not_the_best_median():
     outcomes = {1: Outcome("converged", seeds, (), 7.05e-4, edgy, empty),
                 2: Outcome("converged", seeds, (), 7.45e-4, steady, empty)}
     assert worst_seed(outcomes[1]) == 2.4e-3 and worst_seed(outcomes[2]) == 7.5e-4
-    assert best_of(SweepAppConfig(), outcomes) == 2
+    assert best_of(outcomes) == 2

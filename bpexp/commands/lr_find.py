@@ -5,7 +5,7 @@ is stable near a point only while lr < 2 / lambda_max, lambda_max the top eigenv
 loss Hessian there (with heavy-ball momentum mu: lr < 2 (1 + mu) / lambda_max). Measured on
 the initial networks of every width, activation and seed asked for, in one population: a
 prediction of the divergence edge in about a second, before any sweep (how well it predicts
-the measured edge: README, "Where the learning rate stops training").
+the measured edge: docs/findings.md, "Where the learning rate stops training").
 """
 from __future__ import annotations
 

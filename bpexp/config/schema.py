@@ -130,7 +130,7 @@ class SweepConfig:
     pruner: Pruner = Pruner.none
     metric: Metric = Metric.train_loss
     seeds: int = 3  # init seeds per trial (train.seed, train.seed+1, ...); objective = median
-    batch_size: int = 0  # trials trained together as one population; 0 = automatic (bpexp/commands/sweep.py: batch_plan)
+    batch_size: int = 0  # trials trained together as one population; 0 = automatic (bpexp/study/batches.py: batch_plan)
     sequential_trials: int = 32  # automatic batches: the first trials 4 at a time (TPE's 8 start-up trials: one batch), each told before the next is asked
     recheck: int = 5  # at the end, the best trials re-trained on as many fresh seeds; recommended by that (0 = off)
     storage: Optional[str] = None  # None: sqlite under outputs/

@@ -20,7 +20,7 @@ parent's counts, trials.csv, `bpexp compare`, and Optuna's state and value all c
 converged and partly diverged trials are COMPLETE with their value; a diverged trial is PRUNED
 (stopped early, no value) with user attribute bpexp.outcome=diverged and a violated constraint,
 so that TPE and GP rank it below every trial with a value. Measured on the default study
-(README, "Divergence"): told FAIL instead, as Optuna marks an objective that returns NaN, TPE
+(docs/findings.md, "Why a diverged trial is PRUNED"): told FAIL instead, as Optuna marks an objective that returns NaN, TPE
 never sees those trials and 31 % of the trials diverge, against 20 % told PRUNED and
 infeasible; partly diverged trials told infeasible too push TPE off the edge of stability,
 where the best lr is (best 5-seed median 1.04e-3 against 7.42e-4).

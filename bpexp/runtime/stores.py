@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional
 
 from filelock import FileLock
 
+from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.redaction import redact, split_userinfo
 
 
@@ -181,6 +182,7 @@ def create_atomically(uri: str, key: str, create, data_table: str) -> None:
         path.unlink()
     tmp = path.with_name(f"{path.name}.creating-{os.getpid()}")
     create(sqlite_uri(tmp))
+    failpoint("store-made")  # made, not yet in place: where a kill -9 would leave the most behind
     try:  # a hard link never replaces a store another program (mlflow ui) made meanwhile
         os.link(tmp, path)
     except FileExistsError:

@@ -2,14 +2,14 @@
 
 The best constant lr of full-batch gradient descent sits just below the edge of stability,
 and that edge moves with the network: on the seed's task the best lr falls from ~0.3 at 3
-hidden units to ~0.06 at 32 (a dense grid, README "How many trials"). Searched in absolute
+hidden units to ~0.06 at 32 (a dense grid, docs/findings.md, "How many trials"). Searched in absolute
 terms, lr and width make a thin diagonal ridge that a sampler has to find twice over. The
 range test (bpexp/study/range_test.py, `bpexp lr-find`'s defaults: 500 epochs of a rising lr on 3 seeds) finds that edge for each
 config in a fraction of a trial's cost, and its suggestion lands within 0.6-2.3x of the best
 lr at every width from 3 to 32. In its units the ridge is a band near 1 across all widths,
 and the sampler searches one thing at a time (measured, benchmarks/sample_efficiency.py, 10
 sampler seeds: a 30-trial default study's recommendation, retrained on unseen seeds, went from
-1.23x the grid's best to 1.09x; README, "How many trials").
+1.23x the grid's best to 1.09x; docs/findings.md, "How many trials").
 
 So a trial samples the multiple ("train.lr / lr_find") with the other keys, then its config
 without the lr is range-tested (one population for the batch, or for every config the study

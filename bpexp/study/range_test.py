@@ -8,7 +8,7 @@ of it, lr_find.divide_by) is the suggestion. Several init seeds run as one popul
 the test reads their median loss, so one lucky or unlucky initialisation doesn't decide.
 
 How far below that lr to go depends on the optimizer (measured against sweeps of train.lr
-alone, 5000 epochs, benchmarks/lr_find_vs_sweep.py; README): for full-batch gradient descent
+alone, 5000 epochs, benchmarks/lr_find_vs_sweep.py; docs/findings.md): for full-batch gradient descent
 the best constant lr of a long run sits right at the edge of stability, so the lowest-loss lr
 itself is the suggestion; momentum and Adam build up speed along the ramp and get past lrs
 they cannot sustain for long, so their suggestion is that lr / 4 and / 10.

@@ -35,7 +35,7 @@ def recheck_seeds(cfg: SweepAppConfig) -> list[int]:
     return [cfg.train.seed + cfg.sweep.seeds + i for i in range(cfg.sweep.seeds)]
 
 
-def top_trials(cfg: SweepAppConfig, trials: Sequence, k: int) -> list:
+def top_trials(trials: Sequence, k: int) -> list:
     """The k best trials with a value (Optuna's FrozenTrials), best first."""
     valued = [t for t in trials if t.value is not None]
     return sorted(valued, key=lambda t: (t.value, t.number))[:k]
@@ -61,7 +61,7 @@ def worst_seed(o: Outcome) -> Optional[float]:
     return max(o.seed_values.values())
 
 
-def best_of(cfg: SweepAppConfig, outcomes: dict[int, Outcome]) -> Optional[int]:
+def best_of(outcomes: dict[int, Outcome]) -> Optional[int]:
     """The trial to recommend: of those whose every seed converged, the one whose worst seed
     is best; only if none did, the fewest diverged seeds, then the best value. None if every
     re-checked trial's median seed diverged.
@@ -82,8 +82,8 @@ def best_of(cfg: SweepAppConfig, outcomes: dict[int, Outcome]) -> Optional[int]:
 def recommend(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]):
     """The recommended trial among `trials` (the best one when the re-check is off or every
     re-checked trial diverged)."""
-    top = top_trials(cfg, trials, max(1, cfg.sweep.recheck))
-    picked = best_of(cfg, recheck(cfg, top, data, seeds)) if cfg.sweep.recheck else None
+    top = top_trials(trials, max(1, cfg.sweep.recheck))
+    picked = best_of(recheck(cfg, top, data, seeds)) if cfg.sweep.recheck else None
     return next((t for t in top if t.number == picked), top[0] if top else None)
 
 
@@ -97,10 +97,10 @@ def recheck_study(cfg: SweepAppConfig, study, data) -> None:
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     seeds = recheck_seeds(cfg)
-    outcomes = recheck(cfg, top_trials(cfg, done, cfg.sweep.recheck), data, seeds)
+    outcomes = recheck(cfg, top_trials(done, cfg.sweep.recheck), data, seeds)
     study.set_user_attr(names.RECHECK, {
         str(n): {"verdict": o.verdict, "value": o.value, "worst": worst_seed(o),
                  "seeds": list(o.seeds),
                  "diverged_seeds": list(o.diverged_seeds),
                  "seed_values": {str(s): v for s, v in o.seed_values.items()}} for n, o in outcomes.items()})
-    study.set_user_attr(names.RECOMMENDED, best_of(cfg, outcomes))
+    study.set_user_attr(names.RECOMMENDED, best_of(outcomes))

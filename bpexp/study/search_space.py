@@ -126,14 +126,14 @@ def check_search_space(cfg: SweepAppConfig) -> None:
 
 def make_sampler(s: SweepConfig) -> optuna.samplers.BaseSampler:
     seed = s.sampler_seed
-    # A diverged trial is told PRUNED, with no value, and a violated constraint (finish_batch,
+    # A diverged trial is told PRUNED, with no value, and a violated constraint (Session.tell,
     # bpexp/results/outcome.py): TPE ranks it below every feasible trial, so it learns where the lr is too
     # high. Optuna's GP reads COMPLETE trials only: it never sees a diverged trial (measured: it
-    # kept asking for lr = 1 on the default study with plain lrs; README, "How many trials").
+    # kept asking for lr = 1 on the default study with plain lrs; docs/findings.md, "How many trials").
     if s.sampler == "tpe":
         # constant_liar: trials asked while others of the batch run are steered away from them.
         # 8 random start-up trials, not Optuna's 10: told 4 at a time (bpexp/study/session.py: batch_plan),
-        # 10 means 12, and 8 measured better at 20 trials (README, "How many trials").
+        # 10 means 12, and 8 measured better at 20 trials (docs/findings.md, "How many trials").
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                           n_startup_trials=TPE_STARTUP_TRIALS)
     if s.sampler == "gp":
