@@ -21,6 +21,13 @@ LOWEST_LOSS_LR = "bpexp.lowest_loss_lr"  # lr-find: the lr at the lowest loss
 TRIAL_STATE = "optuna.trial_state"  # a child run's trial state, as Optuna holds it
 STUDY_NAME = "optuna.study_name"
 TRIAL_NUMBER = "optuna.trial_number"
+NOTE = "mlflow.note.content"  # a run's description (markdown), shown on its overview page
+
+# ------------------------------------------------------------------ MLflow experiment tags
+# What kind of work the experiment holds: MLflow 3's UI opens an experiment in its GenAI view
+# unless told it is model training (the values: MLflow's UI, ExperimentKind in its JS bundle).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 # ------------------------------------------------------------------ Optuna user attributes
 CONFIG = "bpexp.config"  # study: the fingerprint of the config it was created with

@@ -50,7 +50,7 @@ def test_every_divergence_up_to_lr_10_is_recorded_and_the_sweep_goes_on(tmp_path
             assert "objective" not in c.data.metrics
             assert all(m.step < int(c.data.tags["diverged_epoch"]) for m in seed)
         n_diverged += exploded
-    assert n_diverged > 0 and f"{n_diverged} diverged (the median seed diverged)" in r.stdout
+    assert n_diverged > 0 and f"{n_diverged} diverged (the median seed diverged: PRUNED in Optuna)" in r.stdout
     diverged = [t for t in study.trials if t.user_attrs.get("bpexp.outcome") == "diverged"]
     assert len(diverged) == n_diverged and all(t.value is None and t.state == TrialState.PRUNED for t in diverged)
 

@@ -62,6 +62,11 @@ def test_the_best_trials_are_rechecked_on_fresh_seeds_and_recorded(tmp_path):
     assert {int(row["number"]): row["recommended"] for row in rows} == {int(n): str(int(int(n) == best)) for n in rechecked}
     assert rows[0]["number"] == str(best) and rows[0]["recheck_worst_seed"] == ("" if worst is None else repr(worst))
     assert "recommended_config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # the answer on the parent's overview (its description), at full precision
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(f"### Recommended: trial #{best}: ") and f"train_loss **{valued[best]!r}**" in note
+    assert f"Best trial on the study's own seeds: #{study.best_trial.number}, train_loss {study.best_value!r}" in note
+    assert all(re.search(rf"^\| (\*\*)?#{n}(\*\*)? \|", note, re.M) for n in rechecked)
     assert re.search(rf"re-checked the 3 best trials on fresh seeds 101-102: recommended trial #{best}: "
                      rf"train_loss = {valued[best]:.6g} \(median over its 4 seeds"
                      + (f", worst seed {worst:.6g}" if worst is not None else ""), r.stdout)

@@ -81,7 +81,7 @@ def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):
     r = bpexp("compare", "--top", "5")
     assert r.returncode == 0, r.stderr
     rows = [line.split() for line in r.stdout.splitlines() if re.match(r"^\d+ +train-", line)]
-    assert len(rows) == 5  # --top
+    assert len(rows) == 5 and "... the top 5 of 12 runs (--top N for more; every run: table.csv)" in r.stdout
     assert rows[0][-1] == "converged" and all(row[3] != "3" for row in rows)  # lr 3 diverges: ranked last
     # lr 0.1 converges and lr 3 diverges for both widths (both seeds): the bracket is [0.1, 3]
     assert "  2 hidden: stable up to lr 0.1 (4 converged), a seed diverges from lr 3 (2 runs)" in r.stdout

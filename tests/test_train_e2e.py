@@ -73,6 +73,21 @@ def test_multirun_records_one_run_per_value(bpexp, local_store):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+def test_the_experiment_opens_in_mlflows_model_training_view(bpexp, local_store):
+    """MLflow 3 opens an experiment in its GenAI view unless its kind says otherwise: bpexp marks
+    the experiments it makes, and one made before (without a kind) when it records there again;
+    a kind someone else set stays."""
+    assert bpexp("train", "train.epochs=20").returncode == 0
+    client = local_store()
+    assert client.get_experiment_by_name("bpexp").tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("older")  # as MLflow makes one: no kind
+    mine = client.create_experiment("genai", tags={"mlflow.experimentKind": "genai_development"})
+    assert bpexp("train", "train.epochs=20", "tracking.experiment=older").returncode == 0
+    assert bpexp("train", "train.epochs=20", "tracking.experiment=genai").returncode == 0
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(mine).tags["mlflow.experimentKind"] == "genai_development"
+
+
 def test_tracking_uri_from_environment(bpexp, tmp_path):
     uri = f"sqlite:///{tmp_path}/elsewhere.db"
     r = bpexp("train", "train.epochs=20", env={"MLFLOW_TRACKING_URI": uri})
@@ -115,3 +130,24 @@ def test_cfg_job_prints_the_config_from_any_directory(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "hidden: 7" in r.stdout and "lr: 0.01" in r.stdout
     assert not (sub / "outputs").exists()  # printing the config records nothing
+
+
+@pytest.mark.parametrize("args", [["model.hidden=7", "--cfg", "job"], ["--cfg", "job", "model.hidden=7"],
+                                  ["train.lr=0.02", "--cfg", "job", "model.hidden=7"]])
+def test_flags_go_anywhere_among_the_overrides(tmp_path, args):
+    """As Hydra takes them: `bpexp train model.hidden=7 --cfg job` (its parser alone would
+    leave an override after a flag "unrecognized"); a bad key under --cfg is bpexp's one line."""
+    r = run_bpexp("train", *args, cwd=tmp_path)
+    assert r.returncode == 0 and "hidden: 7" in r.stdout, r.stderr
+    bad = run_bpexp("train", "model.hiden=7", "--cfg", "job", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "bpexp train: error: model.hiden=7: Could not override 'model.hiden'. Key 'hiden' not in 'ModelConfig'"], bad.stderr
+
+
+def test_a_multirun_flag_among_the_overrides(bpexp, local_store):
+    r = bpexp("train", "train.lr=0.01,0.1", "-m", "train.epochs=20", "tracking.log_plots=false")
+    assert r.returncode == 0, r.stderr
+    client = local_store()
+    runs = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])
+    assert sorted(r.data.params["train.lr"] for r in runs) == ["0.01", "0.1"]
+    assert {r.data.params["train.epochs"] for r in runs} == {"20"}

@@ -129,7 +129,13 @@ COMMANDS = {"train": (train_app, validate_train, "train"), "sweep": (sweep_app, 
             "lr-find": (lr_find_app, validate_lr_find, "lr-find")}
 # With these, Hydra reads configs precheck can't see.
 OTHER_CONFIGS = {"--config-dir", "-cd"}
-VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--package", "-p"}
+# Hydra's flags that take a value (hydra/_internal/utils.py: get_args_parser), and --info's
+# optional one: the value is the next argument.
+VALUE_FLAGS = {"--config-name", "-cn", "--config-path", "-cp", "--package", "-p", "--cfg", "-c",
+               "--config-dir", "-cd", "--experimental-rerun"}
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+# Flags after which the config is printed, not run: checked as a run is (one line on a bad key).
+PRINTS_CONFIG = {"--cfg", "-c", "--resolve"}
 
 
 def _first_line(e: BaseException) -> str:
@@ -144,17 +150,40 @@ def _first_line(e: BaseException) -> str:
 
 def run(command: str, args: list[str], info: bool) -> None:
     """`bpexp COMMAND ARGS`: check the config, then hand over to the command's Hydra app.
-    info: a flag asks Hydra to print something (--help, --cfg, ...) instead of running."""
-    if not info:
+    info: a flag asks Hydra to print something (--help, --cfg, ...) instead of running; the
+    config it prints (--cfg) is checked as a run's is."""
+    overrides, flags = split_flags(args)
+    if not info or PRINTS_CONFIG & set(flags):
         precheck(command, args)
-    if not any(a.lstrip("+~").startswith("hydra.output_subdir=") for a in args):
+    if not any(a.lstrip("+~").startswith("hydra.output_subdir=") for a in overrides):
         # No .hydra/ folder of Hydra's own: the config is recorded (secrets redacted) in MLflow,
         # and a copy there would keep any password given on the command line. (Hydra's own
         # hydra config sets output_subdir after config groups such as hydra/output are merged,
         # so only an override reaches it.)
-        args = [*args, "hydra.output_subdir=null"]
-    sys.argv = [f"bpexp {command}", *args]  # Hydra reads its command line from sys.argv
+        overrides = [*overrides, "hydra.output_subdir=null"]
+    # Overrides first, then flags: Hydra's parser takes the overrides as one run of positional
+    # arguments, so `a=1 --cfg job b=2` would leave b=2 "unrecognized"; bpexp takes flags anywhere.
+    sys.argv = [f"bpexp {command}", *overrides, *flags]  # Hydra reads its command line from sys.argv
     COMMANDS[command][0]()
+
+
+def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, flags with their values), each in the order given."""
+    overrides, flags, value_next = [], [], False
+    for a in args:
+        if value_next:
+            flags.append(a)
+            value_next = False
+        elif a in VALUE_FLAGS:
+            flags.append(a)
+            value_next = True
+        elif a.startswith("-"):
+            flags.append(a)
+        elif flags and flags[-1] in ("--info", "-i") and a in INFO_TOPICS:
+            flags.append(a)
+        else:
+            overrides.append(a)
+    return overrides, flags
 
 
 def precheck(command: str, args: list[str]) -> None:
@@ -177,21 +206,14 @@ def precheck(command: str, args: list[str]) -> None:
 def config_and_overrides(command: str, args: list[str]) -> tuple[str, list[str]]:
     """The config name (--config-name) and the config overrides among the command line's
     arguments; Hydra's own settings are left to Hydra, but an output folder is checked."""
-    config_name, overrides, skip = COMMANDS[command][2], [], False
-    for i, a in enumerate(args):
-        if skip:
-            skip = False
-        elif a in VALUE_FLAGS:
-            skip = True
-            if a in ("--config-name", "-cn") and i + 1 < len(args):
-                config_name = args[i + 1]
-        elif a.startswith("-"):
-            continue
-        elif a.split("=")[0].lstrip("+~").startswith("hydra"):
-            check_output_dir(command, a)
-        else:
-            overrides.append(a)
-    return config_name, overrides
+    overrides, flags = split_flags(args)
+    config_name = COMMANDS[command][2]
+    for flag, value in zip(flags, flags[1:]):
+        if flag in ("--config-name", "-cn"):
+            config_name = value
+    for a in [a for a in overrides if a.split("=")[0].lstrip("+~").startswith("hydra")]:
+        check_output_dir(command, a)
+    return config_name, [a for a in overrides if not a.split("=")[0].lstrip("+~").startswith("hydra")]
 
 
 def compose_or_fail(command: str, config_name: str, overrides: list[str]) -> DictConfig:

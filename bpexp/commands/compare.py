@@ -125,7 +125,8 @@ def table(rows: list[Row], metric: str, top: int) -> str:
                       "" if math.isnan(spread) else f"{spread:.2g}", r.status])
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+    more = [f"... the top {top} of {len(rows)} runs (--top N for more; every run: table.csv)"] if len(rows) > top else []
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines), *more])
 
 
 def csv_table(rows: list[Row], metric: str) -> str:

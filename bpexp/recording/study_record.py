@@ -16,6 +16,7 @@ import numpy as np
 from bpexp.results import stability
 from bpexp.results.outcome import recheck_rank
 from bpexp.results.summary import StudySummary
+from bpexp.recording.study_note import study_note
 from bpexp.runtime.redaction import redact_tree
 from bpexp.runtime.stores import StoreError
 from bpexp.recording.tracking import child_runs, end_run, log_all, log_files, start_run
@@ -147,9 +148,11 @@ def finished_runs(client, run_ids: Mapping[int, str]) -> dict[int, Any]:
 
 
 def record_recommendation(client, parent_run_id: str, summary: StudySummary) -> None:
-    """The re-check and the recommendation (`record_recheck`), once the re-check is done."""
+    """The re-check and the recommendation (`record_recheck`), once the re-check is done, and
+    the study's answer as the parent's description (recording/study_note.py)."""
     if summary.recheck:
         log_files(client, parent_run_id, record_recheck(client, parent_run_id, summary))
+    client.set_tag(parent_run_id, names.NOTE, study_note(summary))
 
 
 def record_recheck(client, parent_run_id: str, summary: StudySummary) -> dict[str, str]:

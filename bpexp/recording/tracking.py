@@ -99,18 +99,24 @@ def create_store(tmp_uri: str) -> None:
 
 
 def get_experiment_id(client, name: str, uri: str) -> str:
-    """Get or create the experiment; a local store keeps its artifacts beside the database."""
+    """Get or create the experiment, marked as model training (names.EXPERIMENT_KIND) so that
+    MLflow's UI opens it in its model-training view, also an experiment made before bpexp set
+    it; a kind someone else set is left alone. A local store keeps its artifacts beside the
+    database."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise stores.StoreError("tracking.experiment", name, "is deleted in this store: restore it "
                                     f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or choose another name")
+        if names.EXPERIMENT_KIND not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, names.EXPERIMENT_KIND, names.MODEL_TRAINING)
         return exp.experiment_id
     location = None
     if stores.sqlite_file(uri):
         location = stores.sqlite_file(uri).parent.joinpath("mlartifacts").resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING})
     except Exception:  # another process created it first
         exp = client.get_experiment_by_name(name)
         if exp is None:

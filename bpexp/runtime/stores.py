@@ -291,11 +291,18 @@ def ui_base(uri: str) -> str:
     return MLFLOW_UI
 
 
+# MLflow 3.x's UI (3.17 read here) takes its view from this query parameter, else from the
+# view its user last chose (localStorage), else GenAI; the experiment tag bpexp also sets
+# (names.EXPERIMENT_KIND) is read only where the UI's view switcher is off. So every link
+# bpexp prints or records carries the parameter.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
 def experiment_url(uri: str, experiment_id: str) -> str:
-    """The experiment's run list in the model-training view (MLflow 3 opens in its GenAI view
-    otherwise: the query parameter switches it, the experiment tag alone does not)."""
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}?workflowType=machine_learning"
+    """The experiment's run list, in the model-training view."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}?{MODEL_TRAINING_VIEW}"
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    """A run's page, in the model-training view."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"

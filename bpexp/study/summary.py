@@ -73,7 +73,8 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
     storage = cfg.sweep.storage or storage_default()
     print(f"\nstudy '{study.study_name}': {sum(c[v] for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED))} trained: "
           f"{c[CONVERGED]} converged, {c[PARTLY_DIVERGED]} partly diverged (a minority of seeds diverged), "
-          f"{c[DIVERGED]} diverged (the median seed diverged); {c[PRUNED]} pruned, {c['failed']} failed")
+          f"{c[DIVERGED]} diverged (the median seed diverged: PRUNED in Optuna); {c[PRUNED]} pruned, "
+          f"{c['failed']} failed")
     if summary.best_number is None:
         print("no trial has a value (every one diverged or was pruned): try a smaller train.lr range or more epochs")
     else:
@@ -93,6 +94,7 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
             print(f"recommended trial #{n}: {cfg.sweep.metric} = {r.value:.6g} (median over its "
                   f"{len(r.seeds)} seeds{worst}{', ' + str(len(r.diverged_seeds)) + ' diverged' if r.diverged_seeds else ''})")
             print_params(r.params)
+            print("  (the rule: of the re-checked trials whose every seed converged, the one whose worst seed is best)")
     if any(s.measured or s.predicted_init for s in summary.stability.values()):
         print(f"where each width's learning rate stops training, measured and predicted by sharpness: "
               f"stability.csv{' and plots/stability.png' if cfg.tracking.log_plots else ''} on the parent run, "
@@ -104,6 +106,12 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
 
 
 def print_params(params: dict) -> None:
+    """A trial's params, aligned; an lr searched in units of the range test (lr_units) says so."""
     w = max([16, *map(len, params)])
     for k, v in params.items():
         print(f"  {k:<{w}} {v:.6g}" if isinstance(v, float) else f"  {k:<{w}} {v}")
+    multiple = next((k for k in params if k.endswith(" / lr_find")), None)
+    if multiple and multiple.split(" / ")[0] in params:
+        lr = params[multiple.split(" / ")[0]]
+        print(f"  ({multiple}: the multiple of the lr range test's suggestion for this config, "
+              f"{lr / params[multiple]:.6g}; the trial trained with {multiple.split(' / ')[0]} = {lr:.6g})")
