@@ -6,6 +6,7 @@ import re
 import socket
 
 import optuna
+from mlflow.tracking import MlflowClient
 import pytest
 from optuna.trial import TrialState
 
@@ -78,6 +79,12 @@ def check_best_model(tmp_path, client, parent, children, study):
     models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list",
                                          filter_string=f"source_run_id = '{parent.info.run_id}'")
     assert [m.name for m in models] == ["best_model"]
+    # it says which trial it is, its config and its value (the parent's best_value at that trial)
+    best_trial = study.best_trial
+    assert models[0].params["trial_number"] == str(best_trial.number)
+    assert models[0].params["train_loss"] == repr(best_trial.value)
+    assert models[0].params["train.lr"] == repr(best_trial.params["train.lr"])
+    assert [(m.key, m.value, m.step) for m in models[0].metrics] == [("best_value", best_trial.value, best_trial.number)]
     info = mlflow.models.get_model_info(models[0].model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
     net = mlflow.pytorch.load_model(models[0].model_uri)
@@ -133,9 +140,13 @@ def test_resume_tops_up_and_reuses_the_parent(tmp_path):
     assert r.returncode == 0, r.stderr
     _, _, parent2, children = check_invariants(tmp_path, 7)
     assert parent2.info.run_id == parent1.info.run_id and len(children) == 7
-    r = run_bpexp("sweep", "sweep.n_trials=7", *args, cwd=tmp_path)  # nothing left to do
-    assert r.returncode == 0
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    points = {k: len(client.get_metric_history(parent2.info.run_id, k)) for k in parent2.data.metrics}
+    r = run_bpexp("sweep", "sweep.n_trials=7", *args, cwd=tmp_path)  # nothing left to do: says so, writes nothing
+    assert r.returncode == 0 and "trained trials (sweep.n_trials=7) and their record: nothing to do" in r.stdout
     assert len(load(tmp_path).trials) == 7
+    assert {k: len(client.get_metric_history(parent2.info.run_id, k)) for k in parent2.data.metrics} == points
+    assert f"MLflow parent run {parent2.info.run_id}" in r.stdout
 
 
 @pytest.mark.slow

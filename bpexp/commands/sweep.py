@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import optuna
+from optuna.trial import TrialState
 
+from bpexp import names
 from bpexp.config.environment import check_device, check_tracking_uri
 from bpexp.config.schema import ConfigError, SweepAppConfig
 from bpexp.recording import study_record, tracking
-from bpexp.recording.recorder import Recorder
+from bpexp.recording.recorder import Recorder, abandon
 from bpexp.runtime.failpoints import failpoint
 from bpexp.study import lr_units
 from bpexp.study.recheck import recheck_study
@@ -39,6 +41,8 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
     data = dataset_from_config(cfg.data)
     check_memory(cfg)
     study, creator = open_study(cfg, data.sha256)
+    if nothing_to_do(study, cfg):
+        return print_done(cfg, study, uri)
     tags = tracking.run_tags("sweep", args)
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         tested: dict = {}  # config -> the range test's lr, for an lr searched in its units (lr_units)
@@ -75,7 +79,29 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         recorder.call(study_record.record_recommendation, parent, summary).result()
         recorded.result()
         recorder.call(tracking.end_run, parent, "FINISHED").result()
+        study.set_user_attr(names.EXPERIMENT_ID, recorder.experiment_id.result())
+        study.set_user_attr(names.RECORDED_TRIALS, trained(study))  # a rerun of the same command: nothing to do
     print_summary(cfg, study, summary, parent, uri, recorder.experiment_id.result())
+    return summary.best_value
+
+
+def nothing_to_do(study: optuna.Study, cfg: SweepAppConfig) -> bool:
+    """The study has its n_trials trained trials, none running, and its end was recorded for them."""
+    done = trained(study)
+    return (done >= cfg.sweep.n_trials and study.user_attrs.get(names.RECORDED_TRIALS) == done
+            and names.EXPERIMENT_ID in study.user_attrs
+            and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def print_done(cfg: SweepAppConfig, study: optuna.Study, uri: str) -> float:
+    """A rerun of a finished study: say so, and print its summary as recorded (nothing trained,
+    nothing written)."""
+    abandon()  # no MLflow call to make: the recorder process need not finish starting
+    summary = study_summary(study, cfg)
+    print(f"study '{study.study_name}' has its {trained(study)} trained trials (sweep.n_trials="
+          f"{cfg.sweep.n_trials}) and their record: nothing to do (a larger sweep.n_trials tops it up)")
+    attrs = study.user_attrs
+    print_summary(cfg, study, summary, attrs[names.PARENT_RUN_ID], uri, attrs[names.EXPERIMENT_ID])
     return summary.best_value
 
 

@@ -127,7 +127,7 @@ def record_study(client, parent_run_id: str, summary: StudySummary, register_as:
     log_files(client, parent_run_id, files)
     previous = client.get_run(parent_run_id).data.tags.get("best.model_trial")
     if model and best is not None and str(best) != previous and best in runs:
-        log_best_model(client, parent_run_id, runs[best].info.run_id, summary.best_config, register_as)
+        log_best_model(client, parent_run_id, runs[best].info.run_id, summary, register_as)
         client.set_tag(parent_run_id, "best.model_trial", best)
 
 
@@ -264,8 +264,13 @@ def warm_up(client, modules: tuple[str, ...]) -> None:
             pass
 
 
-def log_best_model(client, parent_run_id: str, best_run_id: str, config: Mapping, register_as: Optional[str]) -> None:
-    """The best trial's network as an MLflow PyTorch model, with signature and input example."""
+def log_best_model(client, parent_run_id: str, best_run_id: str, summary: StudySummary,
+                   register_as: Optional[str]) -> None:
+    """The best trial's network as an MLflow PyTorch model, with signature and input example.
+    The model says which trial it is: its params are the trial's number, value and searched
+    values, and it is logged at the trial's step, so that MLflow links it to the parent's
+    best_value at that step (the trial's value; at step 0 it would show trial #0's)."""
+    config = summary.best_config
     import mlflow
     import mlflow.pytorch
     import torch
@@ -288,5 +293,10 @@ def log_best_model(client, parent_run_id: str, best_run_id: str, config: Mapping
         # Explicit requirements: inferring them costs seconds and finds nothing more here.
         mlflow.pytorch.log_model(net, name="best_model", signature=signature, input_example=example,
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                 registered_model_name=register_as)
+                                 registered_model_name=register_as, step=summary.best_number,
+                                 params={"trial_number": summary.best_number, summary.metric: repr(summary.best_value),
+                                         "mlflow_run_id": best_run_id, **summary.best_params,
+                                         "model.hidden": json.dumps(config["model"]["hidden"]),
+                                         "model.activation": config["model"]["activation"],
+                                         "train.lr": repr(config["train"]["lr"])})
     mlflow.end_run()
