@@ -67,6 +67,11 @@ def test_the_best_trials_are_rechecked_on_fresh_seeds_and_recorded(tmp_path):
     assert note.startswith(f"### Recommended: trial #{best}: ") and f"train_loss **{valued[best]!r}**" in note
     assert f"Best trial on the study's own seeds: #{study.best_trial.number}, train_loss {study.best_value!r}" in note
     assert all(re.search(rf"^\| (\*\*)?#{n}(\*\*)? \|", note, re.M) for n in rechecked)
+    # the same answer as the study's note in optuna-dashboard (read as the dashboard reads it)
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    dashboard = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
+    assert dashboard.startswith(note) and parent.info.run_id in dashboard
     assert re.search(rf"re-checked the 3 best trials on fresh seeds 101-102: recommended trial #{best}: "
                      rf"train_loss = {valued[best]:.6g} \(median over its 4 seeds"
                      + (f", worst seed {worst:.6g}" if worst is not None else ""), r.stdout)

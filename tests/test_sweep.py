@@ -38,6 +38,8 @@ def test_sweep_records_parent_and_children(tmp_path):
     assert {"trials.csv", "best_config.yaml", "plots/optimization_history.png",
             "plots/objective_vs_train.lr.png", "plots/heatmap_train.lr_x_model.hidden.png",
             "plots/param_importances.png", "plots/top_trials_loss.png"} <= arts
+    digests = {r.inputs.dataset_inputs[0].dataset.digest for r in [parent, *children]}  # one dataset, on every run
+    assert len(digests) == 1 and parent.inputs.dataset_inputs[0].dataset.name == "sin on [-5, 5], 20 points"
     check_best_model(tmp_path, client, parent, children, study)
     csv = client.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path / "dl"))
     assert len(open(csv).read().strip().splitlines()) == 1 + len(study.trials)

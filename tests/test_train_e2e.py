@@ -33,6 +33,9 @@ def test_train_records_everything(bpexp, tmp_path, local_store):
     assert len(client.get_metric_history(run.info.run_id, "test_loss")) >= 200
     final = [m.value for m in history if m.step == 599][0]
     assert f"{final:.6g}" in r.stdout
+    (data,) = run.inputs.dataset_inputs  # the run list's Dataset column
+    assert data.dataset.name == "sin on [-5, 5], 20 points" and len(data.dataset.digest) == 16
+    assert [(i.key, i.value) for i in data.tags] == [("mlflow.data.context", "training")]
     tags = run.data.tags
     assert tags["bpexp.command"].startswith("bpexp train")
     from importlib.metadata import version

@@ -18,13 +18,15 @@ from bpexp.config.environment import check_device, check_tracking_uri
 from bpexp.config.schema import ConfigError, SweepAppConfig
 from bpexp.recording import study_record, tracking
 from bpexp.recording.recorder import Recorder, abandon
+from bpexp.recording.study_note import study_note
+from bpexp.runtime import stores
 from bpexp.runtime.failpoints import failpoint
 from bpexp.study import lr_units
 from bpexp.study.recheck import recheck_study
 from bpexp.study.search_space import blind_trials, check_search_space
 from bpexp.study.batches import POPULATION, batch_plan
 from bpexp.study.session import Recording, Session
-from bpexp.study.storage import open_study, parent_run
+from bpexp.study.storage import dashboard_note, open_study, parent_run
 from bpexp.study.summary import print_summary, study_summary, with_recheck
 from bpexp.study.workers import Heartbeat, take_over, trained
 from bpexp.training.budget import memory_problem
@@ -80,6 +82,8 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         recorded.result()
         recorder.call(tracking.end_run, parent, "FINISHED").result()
         study.set_user_attr(names.EXPERIMENT_ID, recorder.experiment_id.result())
+        dashboard_note(study, study_note(summary) + f"\n\nMLflow: the study's parent run {parent}, "
+                       f"{stores.run_url(uri, recorder.experiment_id.result(), parent)}")
         study.set_user_attr(names.RECORDED_TRIALS, trained(study))  # a rerun of the same command: nothing to do
     print_summary(cfg, study, summary, parent, uri, recorder.experiment_id.result())
     return summary.best_value

@@ -41,6 +41,7 @@ class RunRecord:
     metrics: list[tuple[str, float, int]] = field(default_factory=list)  # (key, value, step)
     tags: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)  # artifact path -> bytes | str
+    dataset: Optional[dict] = None  # the data it trained on, as an MLflow dataset input (tracking.log_dataset)
 
 
 def _init() -> None:
@@ -144,6 +145,8 @@ def _new_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: in
 @_noting_unreachable
 def _record(run_id: str, record: RunRecord, end_status: Optional[str]) -> None:
     tracking.log_all(_client, run_id, record.params, record.metrics, record.tags)
+    if record.dataset:
+        tracking.log_dataset(_client, run_id, record.dataset)
     if record.files:
         tracking.log_files(_client, run_id, record.files)
     if end_status:

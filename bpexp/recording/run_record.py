@@ -21,6 +21,7 @@ Metrics are measured losses only, at the recorded epochs (step = epoch):
 from __future__ import annotations
 
 import dataclasses
+import os
 from enum import Enum
 from typing import Mapping, Sequence
 
@@ -154,6 +155,28 @@ def curve_csv(results: Sequence[MemberResult], outcome: Outcome) -> str:
     return ",".join(["epoch", *columns]) + "\n" + "".join(",".join(row) + "\n" for row in rows)
 
 
+def dataset_info(cfg_tree: Mapping, data: Dataset) -> dict:
+    """The training data as an MLflow dataset (name, digest, source, schema, profile): the
+    function's grid ("sin on [-5, 5], 20 points") or the CSV file. The digest is of the data
+    itself: the same points give the same digest, a changed file or noise another."""
+    import hashlib
+    import json
+
+    d = cfg_tree["data"]
+    digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in (data.x, data.y, data.x_test, data.y_test)))
+    if d["source"] == "csv":
+        name, source_type, source = os.path.basename(d["path"]), "local", {"uri": d["path"]}
+        columns = [*d["inputs"], d["target"]]
+    else:
+        name = f"{d['fn']} on [{d['x_min']:g}, {d['x_max']:g}], {d['n_points']} points" + (
+            f", noise {d['noise']:g}" if d["noise"] else "")
+        source_type, source, columns = "code", {"tags": {"bpexp.data": json.dumps(d, sort_keys=True)}}, ["x", "y"]
+    schema = {"mlflow_colspec": [{"name": c, "type": "float"} for c in columns]}
+    profile = {"num_rows": len(data.y), "num_test_rows": len(data.y_test)}
+    return {"name": name, "digest": digest.hexdigest()[:16], "source_type": source_type,
+            "source": json.dumps(source), "schema": json.dumps(schema), "profile": json.dumps(profile)}
+
+
 def run_record(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outcome, data: Dataset,
                with_plots: bool, metric: str = "train_loss", with_data: bool = True) -> RunRecord:
     """Everything a trained config's run holds: params, curves, weights, config, figures.
@@ -169,6 +192,7 @@ def run_record(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outc
             "weights/final.json": weights.weights_json(first.final_weights),
             "curves/loss_curve.csv": curve_csv(results, outcome),
         },
+        dataset=dataset_info(cfg_tree, data),
     )
     if data.sha256:  # read from a file: which file it was, and on train runs the file itself
         rec.tags[names.DATA_SHA256] = data.sha256

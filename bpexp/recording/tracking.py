@@ -252,3 +252,11 @@ def child_runs(client, parent_run_id: str, extra: str = "") -> list:
     return search_all(client, exp, f"tags.`mlflow.parentRunId` = '{parent_run_id}'" + (f" and {extra}" if extra else ""))
 
 
+
+
+def log_dataset(client, run_id: str, dataset: dict) -> None:
+    """The data a run trained on as its MLflow dataset input (the run list's Dataset column):
+    run_record.dataset_info's name, digest, source, schema and profile."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    client.log_inputs(run_id, [DatasetInput(Dataset(**dataset), [InputTag("mlflow.data.context", "training")])])

@@ -17,7 +17,7 @@ from bpexp.recording import tracking
 from bpexp.config.schema import ConfigError, SweepAppConfig, storage_default
 from bpexp.training.csv_data import file_copy
 from bpexp.recording.recorder import Recorder
-from bpexp.recording.run_record import config_tree
+from bpexp.recording.run_record import config_tree, dataset_info
 from bpexp.study.search_space import choices, make_pruner, make_sampler, searched
 from bpexp.study.workers import GRACE_S, HEARTBEAT_S
 from bpexp import names
@@ -152,6 +152,7 @@ def parent_run(recorder: Recorder, study: optuna.Study, creator: bool, cfg: Swee
                            tags, parent_params(cfg)).result()
     if parent != known:
         study.set_user_attr(names.PARENT_RUN_ID, parent)
+        recorder.call(tracking.log_dataset, parent, dataset_info(config_tree(cfg), data)).result()
         if data.sha256:  # read from a file: recorded once, here, not with every trial
             recorder.call(tracking.log_all, parent, tags={names.DATA_SHA256: data.sha256}).result()
             recorder.call(tracking.log_files, parent, file_copy(cfg.data.path)).result()
@@ -180,3 +181,14 @@ def first_difference(a: dict, b: dict) -> tuple[str, Any, Any]:
         if a.get(k) != b.get(k):
             return k, a.get(k), b.get(k)
     return "", None, None
+
+
+def dashboard_note(study: optuna.Study, text: str) -> None:
+    """The study's answer as its note in optuna-dashboard (markdown, beside its charts), where
+    optuna-dashboard is installed (pip install "bpexp[dashboard]"); it keeps notes in the study's
+    storage in a format of its own, so it alone writes them."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return
+    save_note(study, text)
