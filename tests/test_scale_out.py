@@ -43,7 +43,7 @@ def start_workers(n, tmp_path, study, experiment, n_trials, extra=(), first_env=
     procs = []
     for i in range(n):
         d = tmp_path / f"worker{i}"  # as on separate machines: nothing shared but the servers
-        d.mkdir()
+        d.mkdir(parents=True)
         procs.append(subprocess.Popen(cmd, cwd=d, env={**env, **((first_env or {}) if i == 0 else {})},
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True))
     return procs
@@ -81,15 +81,19 @@ def test_three_workers_share_one_study(servers, tmp_path):
 
 @pytest.mark.slow
 def test_a_dying_worker_does_not_stop_the_others(servers, tmp_path):
-    """The first worker dies as kill -9 kills (a failpoint, once its second batch trains: no
-    race with the others' speed); the other two fail its trials and finish the study."""
+    """A worker dies as kill -9 kills, its first batch asked, claimed and training (a
+    failpoint: no race with other workers' speed); two workers on the study then fail its
+    trials (its pid is gone) and finish the study."""
     name, exp = f"die-{uuid.uuid4().hex[:8]}", f"die-{uuid.uuid4().hex[:8]}"
-    procs = start_workers(3, tmp_path, name, exp, 12, first_env={"BPEXP_FAILPOINT": "training:2"})
-    procs[0].communicate(timeout=600)
-    assert procs[0].returncode == -signal.SIGKILL
-    outs = [p.communicate(timeout=600) for p in procs[1:]]
-    assert all(p.returncode == 0 for p in procs[1:]), [o[1][-6000:] for o in outs]
-    check(name, exp, 12, PG.split("@")[0].rsplit(":", 1)[-1])
+    (dying,) = start_workers(1, tmp_path / "first", name, exp, 12, first_env={"BPEXP_FAILPOINT": "training:1"})
+    dying.communicate(timeout=600)
+    assert dying.returncode == -signal.SIGKILL
+    assert Counter(t.state for t in optuna.load_study(study_name=name, storage=PG).trials)[TrialState.RUNNING] == 3
+    procs = start_workers(2, tmp_path / "others", name, exp, 12)
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-6000:] for o in outs]
+    study, children = check(name, exp, 12, PG.split("@")[0].rsplit(":", 1)[-1])
+    assert Counter(t.state for t in study.trials)[TrialState.FAIL] >= 3  # the dead worker's batch
 
 
 def test_wrong_credentials_fail_before_training(tmp_path):
