@@ -79,6 +79,12 @@ def test_a_study_reads_the_same_everywhere(tmp_path):
             ranked = sorted(finals.values()) + [math.inf] * len(gone)
             assert t.value == m["objective"] == m["train_loss"] == statistics.median(ranked)
             assert max(h.step for h in history) == 299
+        # its description says the verdict, the value and every seed, as measured
+        note = tags["mlflow.note.content"]
+        assert note.startswith(f"**{verdict if not gone or verdict == 'diverged' else f'{len(gone)} of 3 seeds diverged'}")
+        assert (f"train_loss {t.value!r}, the median over 3 seeds" in note) == (t.value is not None)
+        assert all(f"- seed {s}: train_loss {v!r}" in note for s, v in finals.items())
+        assert all(f"- seed {s}: diverged at epoch" in note for s in gone)
         # trials.csv and compare say the same
         row = rows[t.number]
         assert (row["state"], row["outcome"], row["mlflow_run_id"]) == (t.state.name, verdict, child.info.run_id)

@@ -35,7 +35,7 @@ from bpexp.recording import weights
 from bpexp.training.csv_data import file_copy
 from bpexp.training.data import Dataset
 from bpexp.training.network import forward, stack
-from bpexp.results.outcome import DIVERGED, PRUNED, Outcome
+from bpexp.results.outcome import DIVERGED, PRUNED, Outcome, final_metric
 from bpexp.training.population import MemberResult
 from bpexp.recording.recorder import RunRecord
 from bpexp import names
@@ -127,6 +127,26 @@ def outcome_tags(results: Sequence[MemberResult], outcome: Outcome) -> dict:
     return tags
 
 
+def run_note(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> str:
+    """The run's description (its overview page): its verdict, value and each seed, in words."""
+    if outcome.value is not None:
+        head = f"**{outcome.label}**: {metric} {outcome.value!r}"
+        head += f", the median over {len(results)} seeds" if len(results) > 1 else ""
+    else:
+        head = f"**{outcome.label}**: no {metric} (" + ("pruned" if outcome.verdict == PRUNED else
+                                                         "the median seed diverged") + ")"
+    lines = [head, ""]
+    if len(results) > 1 or outcome.diverged_seeds:
+        for r in results:
+            if r.status == "diverged":
+                lines.append(f"- seed {r.member.seed}: diverged at epoch {r.stopped_at}")
+            elif r.status == "pruned":
+                lines.append(f"- seed {r.member.seed}: pruned at epoch {r.stopped_at}")
+            else:
+                lines.append(f"- seed {r.member.seed}: {metric} {final_metric(r, metric)!r}")
+    return "\n".join(lines).strip()
+
+
 def curve_csv(results: Sequence[MemberResult], outcome: Outcome) -> str:
     """Every epoch's exact losses: the run's curves, then each seed's (a trial's); blank where
     there is no measured value. (Built a column at a time: 5000 epochs x a column in ~1 ms,
@@ -185,7 +205,7 @@ def run_record(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outc
     rec = RunRecord(
         params=tracking.flatten(cfg_tree),
         metrics=metric_rows(results, outcome, metric),
-        tags=outcome_tags(results, outcome),
+        tags={**outcome_tags(results, outcome), names.NOTE: run_note(results, outcome, metric)},
         files={
             "config.yaml": OmegaConf.to_yaml(OmegaConf.create(redaction.redact_tree(cfg_tree))),
             "weights/initial.json": weights.weights_json(first.init_weights),
