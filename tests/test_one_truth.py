@@ -141,3 +141,13 @@ def test_a_study_reads_the_same_everywhere(tmp_path):
     report = re.search(r"on MLflow run (\w+)", cmp.stdout).group(1)  # a compare report holds no network
     rep = run_bpexp("reproduce", report, cwd=tmp_path)
     assert rep.returncode == 2 and rep.stderr.count("\n") == 1 and "is a report run" in rep.stderr, rep.stderr
+    # every seed of a converged, a partly diverged and a diverged trial reproduced, and the
+    # verdict and value they make, as the run records them
+    for verdict in ("converged", "partly diverged", "diverged"):
+        t = next(t for t in study.trials if verdict_of(t) == verdict)
+        rep = run_bpexp("reproduce", children[t.number].info.run_id, cwd=tmp_path)
+        assert rep.returncode == 0 and "reproduced bit for bit" in rep.stdout, rep.stdout + rep.stderr
+        assert all(f"  seed {s}: " in rep.stdout for s in SEEDS)
+        value = "no value" if t.value is None else f"train_loss {t.value!r}"
+        mine = value if t.value is None else f"{value} (the median over 3 seeds)"
+        assert f": {mine}; recorded: {verdict}, {value}" in rep.stdout, rep.stdout

@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from bpexp.training.csv_data import file_sha256
 from bpexp.training.data import dataset_from_config
 from bpexp.training.network import init_weights
 from bpexp.training.population import train_population
+from bpexp.results.outcome import trial_outcome
 from bpexp.config.specs import member_of, train_spec
 from bpexp.recording.run_record import measured
 from bpexp.config.environment import check_memory
@@ -135,9 +136,12 @@ class Recorded:
     run: Any
     cfg: Any  # its TrainAppConfig
     data: Any  # the Dataset it trained on
-    initial: dict  # weights as recorded
+    initial: dict  # weights as recorded (train.seed's)
     final: dict
-    losses: np.ndarray  # train.seed's train_loss per epoch, as recorded
+    losses: dict  # seed -> its train_loss per epoch, as recorded (a trial: each of its seeds)
+    verdict: Optional[str]  # the run's tag bpexp.outcome
+    value: Optional[float]  # a trial's objective; a train run's last train_loss
+    metric: str  # what the value is of: its study's sweep.metric, or train_loss
 
 
 def reproduce(run_id: str, uri: str) -> int:
@@ -152,8 +156,9 @@ def reproduce(run_id: str, uri: str) -> int:
     cfg = recorded.cfg
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise
-    result = train_population([member_of(cfg)], recorded.data, train_spec(cfg.train, sharpness=False))[0]
-    return report(recorded, result)
+    members = [replace(member_of(cfg), seed=s) for s in recorded.losses]  # every seed, one population
+    results = train_population(members, recorded.data, train_spec(cfg.train, sharpness=False))
+    return report(recorded, results)
 
 
 def find_run(client, run_id: str, uri: str) -> tuple[str, Any]:
@@ -203,11 +208,28 @@ def read_recorded(client, run_id: str, run) -> Recorded:
             final = weights.parse_weights(files[name])
             data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
             name = "curves/loss_curve.csv"
-            losses = recorded_curve(files[name], cfg.train.seed)
+            losses = {s: recorded_curve(files[name], s) for s in recorded_seeds(files[name], cfg.train.seed)}
         except (OSError, ValueError, ConfigError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
             raise Refused(f"error: run {run_id} cannot be reproduced: {name}: {reason}") from None
-    return Recorded(run_id, run, cfg, data, initial, final, losses)
+    metric = "train_loss"
+    parent = run.data.tags.get("mlflow.parentRunId")
+    if parent:  # a sweep's trial: its value is of its study's metric
+        try:
+            metric = client.get_run(parent).data.params.get("sweep.metric", metric)
+        except Exception:
+            pass
+    value = run.data.metrics.get("objective" if parent else "train_loss")
+    return Recorded(run_id, run, cfg, data, initial, final, losses, run.data.tags.get(names.OUTCOME), value, metric)
+
+
+def recorded_seeds(text: str, seed: int) -> list[int]:
+    """A trial's seeds (its loss_curve.csv's train_loss_seed_<s> columns), or a train run's seed."""
+    import re
+
+    header = text.split("\n", 1)[0].split(",")
+    seeds = [int(m.group(1)) for c in header if (m := re.fullmatch(r"train_loss_seed_(\d+)", c))]
+    return seeds or [seed]
 
 
 def check_initial_weights(r: Recorded) -> None:
@@ -217,18 +239,38 @@ def check_initial_weights(r: Recorded) -> None:
         raise Refused(f"error: the recorded initial weights are not what seed {r.cfg.train.seed} draws", 1)
 
 
-def report(r: Recorded, result) -> int:
-    """Print how the new training compares with the record; the exit status."""
+def report(r: Recorded, results) -> int:
+    """Print how the new training compares with the record, seed by seed, then the verdict and
+    value the seeds make (results/outcome.py); the exit status: 0 on a match, 1 on a mismatch."""
     cfg = r.cfg
-    diffs = {"train_loss curve": max_rel_diff(measured(result)[1], r.losses)}
-    diffs.update({f"final {k}": max_rel_diff(result.final_weights[k].numpy(), r.final[k]) for k in r.final})
+    first = results[0]  # train.seed: the seed whose weights the run holds
+    diffs = {f"seed {res.member.seed} train_loss curve": max_rel_diff(measured(res)[1], r.losses[res.member.seed])
+             for res in results}
+    diffs.update({f"final {k}": max_rel_diff(first.final_weights[k].numpy(), r.final[k]) for k in r.final})
+    outcome = trial_outcome(results, r.metric)
+    if r.value is not None or outcome.value is not None:
+        diffs[f"the value ({r.metric})"] = max_rel_diff(np.float64(np.nan if outcome.value is None else outcome.value),
+                                                      np.float64(np.nan if r.value is None else r.value))
     worst = max(diffs, key=diffs.get)
+    seeds = ", ".join(str(res.member.seed) for res in results)
     print(f"run {r.run_id}: {r.run.info.run_name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
-          f"seed {cfg.train.seed}, {cfg.train.epochs} epochs)")
-    if len(r.losses):
-        print(f"last train_loss recorded {r.losses[-1]:.9g}, reproduced {measured(result)[1][-1]:.9g}"
-              + (f" (diverged at epoch {result.stopped_at})" if result.status == "diverged" else ""))
+          f"seed{'s' if len(results) > 1 else ''} {seeds}, {cfg.train.epochs} epochs)")
+    for res in results:
+        recorded = r.losses[res.member.seed]
+        reproduced = measured(res)[1]
+        how = (f"diverged at epoch {res.stopped_at}" if res.status == "diverged" else
+               f"last train_loss {reproduced[-1]:.9g}" if len(reproduced) else "no loss")
+        was = (f"its losses up to epoch {len(recorded) - 1}, the last {recorded[-1]:.9g}" if len(recorded) and
+               res.status == "diverged" else f"last train_loss {recorded[-1]:.9g}" if len(recorded) else "no loss")
+        print(f"  seed {res.member.seed}: {how}; recorded: {was}")
+    value = "no value" if outcome.value is None else f"{r.metric} {outcome.value!r}" + (
+        f" (the median over {len(results)} seeds)" if len(results) > 1 else "")
+    print(f"{outcome.label}: {value}; recorded: {r.verdict}, " + ("no value" if r.value is None else f"{r.metric} {r.value!r}"))
     print(f"largest relative difference: {diffs[worst]:.3g} ({worst})")
+    if r.verdict is not None and r.verdict != outcome.verdict:
+        print(f"bpexp reproduce: MISMATCH: the seeds make '{outcome.verdict}', the run says '{r.verdict}'",
+              file=sys.stderr)
+        return 1
     if diffs[worst] == 0:
         nonfinite = [k for k, v in r.final.items() if not np.isfinite(v).all()]
         print("reproduced bit for bit" + (f" (non-finite final weights {', '.join(nonfinite)}, as recorded: "
