@@ -94,8 +94,9 @@ def test_stability_per_width_reads_brackets_and_predictions():
         Point("4", 0.1, "converged", 10.0, 8.0), Point("4", 0.2, "converged", 12.0, 9.5),
         Point("4", 0.3, "partly diverged", 11.0, 9.9), Point("4", 0.5, "diverged", 11.5, None),
         Point("4", 0.05, "pruned", 99.0, None), Point("[1, 1]", 0.1, "diverged", 4.0, None),
+        Point("3", 0.2, "converged", 5.0, 4.0), Point("3", 0.1, "converged", 5.0, 4.5),
     ])
-    assert list(found) == ["[1, 1]", "4"]  # by hidden units
+    assert list(found) == ["[1, 1]", "3", "4"]  # by hidden units
     s = found["4"]
     assert (s.stable, s.unstable, s.n_stable, s.n_unstable) == (0.2, 0.3, 2, 2)
     assert s.predicted_init == 2 / 11.25 and s.predicted_end == 2 / 9.5
@@ -103,6 +104,8 @@ def test_stability_per_width_reads_brackets_and_predictions():
     deep = found["[1, 1]"]
     assert deep.stable is None and deep.unstable == 0.1 and deep.predicted_init == 0.5 and deep.predicted_end is None
     assert lines(found) == [
-        "  [1, 1] hidden: too few samples (0 converged, 1 with a diverged seed: no run converged); 2/sharpness 0.5 at init",
+        "  [1, 1] hidden: a seed diverged in every run (1, from lr 0.1): the edge lies below, untried; 2/sharpness 0.5 at init",
+        "  3 hidden: every run converged (2, up to lr 0.2): the edge lies above, untried; 2/sharpness 0.4 at init, "
+        "0.5 at the end at lr 0.2",
         "  4 hidden: stable up to lr 0.2 (2 converged), a seed diverges from lr 0.3 (2 runs); "
         "2/sharpness 0.178 at init, 0.211 at the end at lr 0.2"]

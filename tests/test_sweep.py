@@ -325,3 +325,24 @@ def test_the_same_sampler_seed_gives_the_same_trials_and_the_progress_bar_counts
             assert "6/6" not in r.stderr
     assert trials["a"] == trials["b"] and len(trials["a"]) == 6
     assert [p for p, _, _ in trials["a"]] != [p for p, _, _ in trials["c"]]
+
+
+def test_the_lr_set_per_trial_has_an_importance():
+    """train.lr, set per trial as a multiple of the range test's lr (a one-point distribution in
+    Optuna), is read over the lrs the trials trained with: it gets an importance, not 0."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.trial import create_trial
+
+    from bpexp.recording.study_record import param_importances
+
+    trials = []
+    for i in range(20):
+        multiple, hidden = 0.2 + 0.1 * i, 1 + i % 5
+        lr = multiple * 0.3 / hidden  # the suggestion falls with the width
+        trials.append(create_trial(params={"train.lr / lr_find": multiple, "model.hidden": hidden, "train.lr": lr},
+                                   distributions={"train.lr / lr_find": FloatDistribution(0.1, 3, log=True),
+                                                  "model.hidden": IntDistribution(1, 32, log=True),
+                                                  "train.lr": FloatDistribution(lr, lr)},
+                                   value=(lr - 0.12) ** 2))
+    importances = param_importances(trials)
+    assert set(importances) == {"train.lr / lr_find", "model.hidden", "train.lr"} and importances["train.lr"] > 0.05

@@ -94,8 +94,8 @@ def prediction_table(rows: list[dict]) -> dict[tuple[str, str], float]:
 
 
 def prediction_chart(cfg: LrFindAppConfig, rows: list[dict]) -> str:
-    """Predicted largest stable lr vs hidden units: each seed as a point, the median as a line."""
-    c = svg.Chart(f"largest stable lr predicted at init (2 / sharpness), {cfg.train.optimizer}",
+    """The lr stable at init (2 / sharpness) vs hidden units: each seed as a point, the median as a line."""
+    c = svg.Chart(f"stable lr at init (2 / sharpness, a floor), {cfg.train.optimizer}",
                   "hidden units (all layers)", "learning rate", logy=True, logx=True)
     table = prediction_table(rows)
     for a in dict.fromkeys(r["activation"] for r in rows):
@@ -131,8 +131,9 @@ def predict(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
     table = prediction_table(rows)
     acts = list(dict.fromkeys(a for _, a in table))
     bound = "2 (1 + momentum)" if cfg.train.optimizer == "momentum" else "2"
-    print(f"largest stable lr predicted for {cfg.train.optimizer} at init, {bound} / sharpness "
-          f"(median over seeds {cfg.train.seed}..{cfg.train.seed + cfg.lr_find.seeds - 1}):")
+    print(f"the lr below which {cfg.train.optimizer} is stable where the networks start, {bound} / sharpness "
+          f"(median over seeds {cfg.train.seed}..{cfg.train.seed + cfg.lr_find.seeds - 1}); a floor, not the edge: "
+          "training lowers sharpness, and networks train stably 1.1-3.8x above it (docs/findings.md):")
     head = ["width", *acts]
     lines = [[w, *(f"{table[(w, a)]:.3g}" for a in acts)] for w in dict.fromkeys(w for w, _ in table)]
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]

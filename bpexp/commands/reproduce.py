@@ -219,7 +219,8 @@ def read_recorded(client, run_id: str, run) -> Recorded:
             metric = client.get_run(parent).data.params.get("sweep.metric", metric)
         except Exception:
             pass
-    value = run.data.metrics.get("objective" if parent else "train_loss")
+    # the value: a trial's objective; a one-seed trial's or a train run's last point of its metric
+    value = run.data.metrics.get("objective", run.data.metrics.get(metric))
     return Recorded(run_id, run, cfg, data, initial, final, losses, run.data.tags.get(names.OUTCOME), value, metric)
 
 

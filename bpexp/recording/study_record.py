@@ -235,13 +235,34 @@ def param_importances(trials: list) -> dict[str, float]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()
-    study.add_trials(trials)
+    study.add_trials(spread_fixed_params(trials))
     with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
         warnings.simplefilter("ignore", UserWarning)
         try:
             return optuna.importance.get_param_importances(study)
         except (RuntimeError, ValueError):
             return {}
+
+
+def spread_fixed_params(trials: list) -> list:
+    """The trials, each parameter that Optuna holds as a one-point distribution (a value set,
+    not sampled: train.lr, with the lr searched in units of the range test) given the range of
+    its values over the trials instead: fANOVA reads a one-point parameter as never varying and
+    gives it importance 0, which read as "the lr does not matter" (it varies, as a multiple of
+    each config's suggestion). COMPLETE trials only: the ones importances read."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    spread = {}
+    for name in {k for t in done for k, d in t.distributions.items() if d.single() and isinstance(d, FloatDistribution)}:
+        values = [t.params[name] for t in done if name in t.params]
+        if len(set(values)) > 1:
+            spread[name] = FloatDistribution(min(values), max(values), log=min(values) > 0)
+    if not spread:
+        return done
+    return [optuna.trial.create_trial(params=t.params, distributions={**t.distributions, **{
+        k: d for k, d in spread.items() if k in t.params}}, value=t.value) for t in done]
 
 
 def warm_ups(plots: bool, model: bool) -> list[tuple[str, ...]]:

@@ -53,9 +53,14 @@ class Stability:
         return self.stable is not None and self.unstable is not None
 
     def describe(self) -> str:
-        if not self.measured:
-            side = "no run diverged" if self.unstable is None else "no run converged"
-            return f"too few samples ({self.n_stable} converged, {self.n_unstable} with a diverged seed: {side})"
+        if not self.measured:  # one side of the edge was never tried: say which, and how far the other went
+            if self.unstable is None and self.stable is not None:
+                return (f"every run converged ({self.n_stable}, up to lr {self.stable:.3g}): the edge lies above, "
+                        "untried")
+            if self.stable is None and self.unstable is not None:
+                return (f"a seed diverged in every run ({self.n_unstable}, from lr {self.unstable:.3g}): the edge "
+                        "lies below, untried")
+            return "no run converged or diverged (only pruned or failed runs)"
         text = (f"stable up to lr {self.stable:.3g} ({self.n_stable} converged), "
                 f"a seed diverges from lr {self.unstable:.3g} ({self.n_unstable} run{'s' if self.n_unstable != 1 else ''})")
         if self.stable > self.unstable:
