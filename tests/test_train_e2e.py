@@ -154,3 +154,31 @@ def test_a_multirun_flag_among_the_overrides(bpexp, local_store):
     runs = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])
     assert sorted(r.data.params["train.lr"] for r in runs) == ["0.01", "0.1"]
     assert {r.data.params["train.epochs"] for r in runs} == {"20"}
+
+
+def test_a_trials_loss_figure_shows_each_seed_and_the_median_on_top():
+    """plots/loss_curve.svg of a trial: every seed in a colour of its own (a diverged one red),
+    the median drawn last, on top, and the legend beside the plot, never over a curve."""
+    import re
+    from dataclasses import replace
+
+    from bpexp.config.schema import TrainAppConfig
+    from bpexp.config.specs import member_of, train_spec
+    from bpexp.recording import svg
+    from bpexp.recording.run_record import config_tree, figures
+    from bpexp.results.outcome import trial_outcome
+    from bpexp.training.data import make_dataset
+    from bpexp.training.population import train_population
+
+    cfg = TrainAppConfig()
+    cfg.model.hidden, cfg.train.lr, cfg.train.epochs = 8, 0.22, 300  # seed 103 diverges, 102 and 104 do not
+    data = make_dataset("sin", -5, 5, 20)
+    results = train_population([replace(member_of(cfg), seed=s) for s in (102, 103, 104)], data, train_spec(cfg.train))
+    chart = figures(config_tree(cfg), results, trial_outcome(results, "train_loss"), data)["plots/loss_curve.svg"]
+    strokes = re.findall(r'<polyline points="[^"]*" fill="none" stroke="(#\w+)" stroke-width="([\d.]+)"', chart)
+    seeds = [color for color, _ in strokes[:3]]
+    assert len(set(seeds)) == 3 and seeds[1] == "#d62728"  # seed 103 diverged: red
+    assert strokes[-1] == ("#111111", "2.5")  # the median, last: on top
+    plot_right = svg.W - svg.LEFT - svg.RIGHT - svg.LEGEND
+    legend_x = [float(x) for x in re.findall(r'<text x="([\d.]+)" y="\d+" font-size="11">', chart)]
+    assert legend_x and min(legend_x) > plot_right

@@ -245,16 +245,25 @@ def figures(cfg_tree: Mapping, results: Sequence[MemberResult], outcome: Outcome
             f"predicted vs actual: {title}")
     c = outcome.curves
     name = " (median over seeds)" if len(results) > 1 else ""
-    curves = [(f"train{name}", c.epochs, c.train, "#1f77b4"), (f"test{name}", c.test_epochs, c.test, "#ff7f0e")]
+    curves = []  # each seed first, each its own colour (a diverged one red), the medians on top
     if len(results) > 1:
-        for r in results:
+        for i, r in enumerate(results):
             ep, train, _, _ = measured(r)
             why = f" (diverged at {r.stopped_at})" if r.status == "diverged" else ""
-            curves.append((f"train, seed {r.member.seed}{why}", ep, train, "#d62728" if why else "#aaaaaa"))
+            curves.append((f"train, seed {r.member.seed}{why}", ep, train, "#d62728" if why else seed_color(i), 1.0))
+    curves += [(f"test{name}", c.test_epochs, c.test, "#ff7f0e", 2.0), (f"train{name}", c.epochs, c.train, "#111111", 2.5)]
     files["plots/loss_curve.svg"] = svg.loss_chart(curves, f"loss: {title}")
     if len(c.sharpness_epochs):
         files["plots/sharpness.svg"] = sharpness_chart(results, outcome, m.lr, title)
     return files
+
+
+SEED_COLORS = ("#6baed6", "#74c476", "#9e9ac8", "#fd8d3c", "#969696", "#e377c2")
+
+
+def seed_color(i: int) -> str:
+    """The i-th seed's colour: light, distinct, never the median's black or divergence's red."""
+    return SEED_COLORS[i % len(SEED_COLORS)]
 
 
 def sharpness_chart(results: Sequence[MemberResult], outcome: Outcome, lr: float, title: str) -> str:
@@ -262,11 +271,11 @@ def sharpness_chart(results: Sequence[MemberResult], outcome: Outcome, lr: float
     is unstable where the network is (the edge of stability)."""
     chart = svg.Chart(f"sharpness: {title}", "epoch", "lambda_max of the loss Hessian", logy=True)
     c = outcome.curves
-    chart.line(c.sharpness_epochs, c.sharpness, "median of seeds" if len(results) > 1 else "sharpness", "#1f77b4")
     if len(results) > 1:
-        for r in results:
+        for i, r in enumerate(results):
             ep, sharp = measured_sharpness(r)
-            chart.line(ep, sharp, f"seed {r.member.seed}", "#d62728" if r.status == "diverged" else "#aaaaaa")
+            chart.line(ep, sharp, f"seed {r.member.seed}", "#d62728" if r.status == "diverged" else seed_color(i), 1.0)
+    chart.line(c.sharpness_epochs, c.sharpness, "median of seeds" if len(results) > 1 else "sharpness", "#111111", 2.5)
     last = max(len(r.train_loss) for r in results) - 1
     chart.line([0, last], [2 / lr, 2 / lr], f"2 / lr = {2 / lr:.4g}", "#2ca02c")
     return chart.render()

@@ -16,6 +16,7 @@ import numpy as np
 
 W, H = 640, 420
 LEFT, RIGHT, TOP, BOTTOM = 70, 20, 40, 50
+LEGEND = 170  # the legend's column, right of the plot: it never covers a curve
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 
 
@@ -39,22 +40,23 @@ class Chart:
 
     def __init__(self, title: str, xlabel: str, ylabel: str, logy: bool = False, logx: bool = False):
         self.title, self.xlabel, self.ylabel, self.logy, self.logx = title, xlabel, ylabel, logy, logx
-        self.series: list[tuple[str, str, np.ndarray, np.ndarray, str]] = []
+        self.series: list[tuple[str, str, np.ndarray, np.ndarray, str, float]] = []
 
-    def line(self, x, y, label: str, color: Optional[str] = None) -> "Chart":
-        return self._add("line", x, y, label, color)
+    def line(self, x, y, label: str, color: Optional[str] = None, width: float = 1.5) -> "Chart":
+        """A line; series drawn later lie on top (draw what matters most last)."""
+        return self._add("line", x, y, label, color, width)
 
     def points(self, x, y, label: str, color: Optional[str] = None) -> "Chart":
-        return self._add("points", x, y, label, color)
+        return self._add("points", x, y, label, color, 1.5)
 
-    def _add(self, kind, x, y, label, color) -> "Chart":
+    def _add(self, kind, x, y, label, color, width) -> "Chart":
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         ok = np.isfinite(x) & np.isfinite(y)
         if self.logy:
             ok &= y > 0
         if self.logx:
             ok &= x > 0
-        self.series.append((kind, label, x[ok], y[ok], color or COLORS[len(self.series) % len(COLORS)]))
+        self.series.append((kind, label, x[ok], y[ok], color or COLORS[len(self.series) % len(COLORS)], width))
         return self
 
     def _axis(self, values: list[np.ndarray], log: bool, size: int, flip: bool):
@@ -79,7 +81,7 @@ class Chart:
         return to_px, ticks
 
     def render(self) -> str:
-        pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+        pw, ph = W - LEFT - RIGHT - (LEGEND if self.series else 0), H - TOP - BOTTOM
         fx, xticks = self._axis([s[2] for s in self.series], self.logx, pw, flip=False)
         fy, yticks = self._axis([s[3] for s in self.series], self.logy, ph, flip=True)
         out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
@@ -96,21 +98,19 @@ class Chart:
             py = float(fy(v))
             out.append(f'<line x1="0" x2="{pw}" y1="{py:.1f}" y2="{py:.1f}" stroke="#e5e5e5"/>'
                        f'<text x="-6" y="{py + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
-        for kind, label, x, y, color in self.series:
+        for kind, label, x, y, color, width in self.series:
             px, py = fx(x), fy(y)
             if kind == "line" and len(x) > 1:
                 pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
-                out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+                out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="{width}"/>')
             elif kind == "points" or len(x) == 1:
                 out += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}"/>' for a, b in zip(px, py)]
-        if self.series:  # legend, top right, on a white box
-            out.append(f'<rect x="{pw - 156}" y="2" width="152" height="{16 * len(self.series) + 4}" '
-                       'fill="white" fill-opacity="0.85" stroke="#ccc"/>')
-        for i, (kind, label, *_, color) in enumerate(self.series):
-            y0 = 14 + 16 * i
-            mark = (f'<line x1="{pw - 150}" x2="{pw - 130}" y1="{y0 - 4}" y2="{y0 - 4}" stroke="{color}" stroke-width="2"/>'
-                    if kind == "line" else f'<circle cx="{pw - 140}" cy="{y0 - 4}" r="3" fill="{color}"/>')
-            out.append(mark + f'<text x="{pw - 124}" y="{y0}">{escape(label)}</text>')
+        for i, (kind, label, *_, color, width) in enumerate(self.series):  # the legend, right of the plot
+            y0, x0 = 14 + 16 * i, pw + 10
+            mark = (f'<line x1="{x0}" x2="{x0 + 20}" y1="{y0 - 4}" y2="{y0 - 4}" stroke="{color}" '
+                    f'stroke-width="{max(2.0, width)}"/>'
+                    if kind == "line" else f'<circle cx="{x0 + 10}" cy="{y0 - 4}" r="3" fill="{color}"/>')
+            out.append(mark + f'<text x="{x0 + 26}" y="{y0}" font-size="11">{escape(label)}</text>')
         out.append('</g>')
         out.append(f'<text x="{LEFT + pw / 2}" y="{H - 12}" text-anchor="middle">{escape(self.xlabel)}</text>')
         out.append(f'<text transform="translate(16,{TOP + ph / 2}) rotate(-90)" text-anchor="middle">'
