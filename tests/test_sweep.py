@@ -346,3 +346,18 @@ def test_the_lr_set_per_trial_has_an_importance():
                                    value=(lr - 0.12) ** 2))
     importances = param_importances(trials)
     assert set(importances) == {"train.lr / lr_find", "model.hidden", "train.lr"} and importances["train.lr"] > 0.05
+
+
+def test_the_map_of_a_study_is_blank_where_trials_are_sparse():
+    """The lr x hidden map interpolates only between trials near each other: a triangle with a
+    corner far from the rest (one lone trial) is left out, a dense patch is kept."""
+    import numpy as np
+
+    from bpexp.recording.plots import near_triangles
+
+    grid = [(x, y) for x in np.linspace(0, 0.3, 4) for y in np.linspace(0, 0.3, 4)]
+    x, y = zip(*grid, (1.0, 1.0))  # a dense corner, and one trial far away
+    tri = near_triangles(np.array(x), np.array(y))
+    lone = len(grid)
+    kept = tri.triangles[~tri.mask]
+    assert len(kept) and not (kept == lone).any() and (tri.triangles[tri.mask] == lone).any()

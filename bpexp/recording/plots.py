@@ -85,7 +85,8 @@ def _partly_and_diverged(ax, logx: bool, x, partly, diverged_x) -> None:
 
 
 def heatmap_plot(x, y, z, xlabel: str, ylabel: str, zlabel: str, title: str, bad=None) -> bytes:
-    """Objective over two parameters: trials as points on a log-coloured interpolated map."""
+    """Objective over two parameters: trials as points on a log-coloured map, interpolated only
+    between trials near each other (`near_triangles`): where trials are sparse the map is blank."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     x, y, z = (np.asarray(a, dtype=float) for a in (x, y, z))
@@ -93,7 +94,7 @@ def heatmap_plot(x, y, z, xlabel: str, ylabel: str, zlabel: str, title: str, bad
     lx = np.log10(x)
     if len(x) >= 4 and np.ptp(lx) > 0 and np.ptp(y) > 0:
         try:
-            cf = ax.tricontourf(lx, y, lz, levels=12, cmap="viridis_r")
+            cf = ax.tricontourf(near_triangles(lx, y), lz, levels=12, cmap="viridis_r")
             fig.colorbar(cf, ax=ax, label=f"log10 {zlabel}")
         except (ValueError, RuntimeError):  # degenerate triangulation (e.g. collinear points)
             pass
@@ -105,6 +106,20 @@ def heatmap_plot(x, y, z, xlabel: str, ylabel: str, zlabel: str, title: str, bad
     ax.set(xlabel=f"log10 {xlabel}", ylabel=ylabel, title=title)
     fig.tight_layout()
     return _png(fig)
+
+
+def near_triangles(x, y, longest: float = 0.3):
+    """The Delaunay triangles of the points, less those with an edge longer than `longest` of
+    the plot's width or height (both scaled to 1): a colour there would be read off one or two
+    trials far apart."""
+    from matplotlib.tri import Triangulation
+
+    sx, sy = (np.asarray(a, dtype=float) for a in (x, y))
+    sx, sy = (sx - sx.min()) / np.ptp(sx), (sy - sy.min()) / np.ptp(sy)
+    tri = Triangulation(sx, sy)
+    corners = np.stack([sx[tri.triangles], sy[tri.triangles]], axis=-1)  # [T, 3, 2]
+    edges = np.linalg.norm(corners - np.roll(corners, 1, axis=1), axis=-1).max(axis=1)
+    return Triangulation(x, y, triangles=tri.triangles, mask=edges > longest)
 
 
 def bar_plot(names: Sequence[str], values: Sequence[float], xlabel: str, title: str) -> bytes:
@@ -215,6 +230,13 @@ def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, titl
     ax.set_yticks(range(len(groups)), [name for name, _ in groups], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    finite = [v for _, values in groups for v in values if np.isfinite(v) and v > 0]
+    if finite and max(finite) / min(finite) < 100:  # under two decades: no power of ten in range to label
+        from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+        subs = np.arange(1.0, 10.0) if max(finite) / min(finite) < 10 else (1.0, 2.0, 3.0, 5.0)
+        ax.xaxis.set_major_locator(LogLocator(subs=subs))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.2g"))
     ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range would label every minor tick
     ax.set(xlabel=ylabel, title=title)
     ax.grid(True, which="major", axis="x", alpha=0.3)
