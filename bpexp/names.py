@@ -13,6 +13,7 @@ RECHECK = "bpexp.recheck"  # a re-checked trial's verdict on fresh seeds (tag); 
 COMMAND = "bpexp.command"  # the command line that made the run, passwords hidden
 ERROR = "bpexp.error"  # why a run ended FAILED or KILLED
 ROLE = "bpexp.role"  # "study" on a study's parent run
+N_TRIALS = "bpexp.n_trials"  # on a study's parent: its sweep.n_trials now (the param keeps the first run's)
 RESTORED = "bpexp.restored"  # a deleted parent run restored on resume
 DATA_SHA256 = "bpexp.data_sha256"  # the content of a CSV the run trained on
 STATUS = "bpexp.status"  # the verdict as older versions tagged it (read by compare)

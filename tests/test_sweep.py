@@ -142,6 +142,7 @@ def test_resume_tops_up_and_reuses_the_parent(tmp_path):
     assert r.returncode == 0, r.stderr
     _, _, parent2, children = check_invariants(tmp_path, 7)
     assert parent2.info.run_id == parent1.info.run_id and len(children) == 7
+    assert parent2.data.tags["bpexp.n_trials"] == "7" and parent2.data.params["sweep.n_trials"] == "4"
     client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
     points = {k: len(client.get_metric_history(parent2.info.run_id, k)) for k in parent2.data.metrics}
     r = run_bpexp("sweep", "sweep.n_trials=7", *args, cwd=tmp_path)  # nothing left to do: says so, writes nothing

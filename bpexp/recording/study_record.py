@@ -97,6 +97,8 @@ def record_study(client, parent_run_id: str, summary: StudySummary, register_as:
     metrics = [(f"n_{k.replace(' ', '_')}", v, n) for k, v in c.items()]
     if summary.best_number is not None:
         tags["best.trial_number"] = summary.best_number
+    # params cannot change in MLflow: a top-up's sweep.n_trials goes here (param sweep.n_trials: the first run's)
+    tags[names.N_TRIALS] = summary.n_trials
     log_all(client, parent_run_id, metrics=metrics, tags=tags)
     files: dict[str, Any] = {"trials.csv": trials_csv(trials, keys), "stability.csv": stability.to_csv(summary.stability)}
     if figures:

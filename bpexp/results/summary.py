@@ -48,6 +48,7 @@ class StudySummary:
     optuna_trials: list  # FrozenTrials, for the importances the recorder computes ([] when not drawn)
     stability: dict  # width -> results/stability.py's Stability
     counts: dict[str, int]  # verdict (and "failed") -> trials
+    n_trials: int = 0  # sweep.n_trials as this run of the study had it (a top-up raises it)
     recheck: dict[int, Rechecked] = field(default_factory=dict)
     recheck_seeds: list[int] = field(default_factory=list)  # the fresh seeds of the re-check
     recommended_number: Optional[int] = None

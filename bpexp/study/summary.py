@@ -46,6 +46,7 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> StudySummary:
         stability=stability.per_width(points),
         counts={v: sum(1 for r in rows if r.outcome == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED, PRUNED,
                                                                        "failed")},
+        n_trials=cfg.sweep.n_trials,
     )
     return with_recheck(summary, study, cfg)
 
