@@ -122,7 +122,7 @@ class SweepConfig:
     n_trials: int = 100  # trained trials (converged, partly diverged, diverged) the study ends with; reruns top up
     # name -> a ParamSpec's fields. Typed Any so that an entry can be added on the command line
     # (`+sweep.search_space.act={key: ..., type: ...}`; OmegaConf refuses a dict for a
-    # Dict[str, ParamSpec] value); validate_sweep turns each entry into a ParamSpec, checked.
+    # Dict[str, ParamSpec] value); made, each entry becomes a ParamSpec (__post_init__).
     search_space: Dict[str, Any] = field(default_factory=dict)
     sampler: Sampler = Sampler.tpe
     sampler_seed: Optional[int] = 0
@@ -137,6 +137,26 @@ class SweepConfig:
     register_as: Optional[str] = None  # MLflow model registry name for the best network
     report_every: int = 250  # epochs between intermediate values reported to the pruner
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """The search space typed from the start: every entry a ParamSpec as the config is made
+        (an unknown field or a wrong type: a ConfigError naming the entry)."""
+        for name in list(self.search_space):
+            self.search_space[name] = param_spec(f"sweep.search_space.{name}", self.search_space[name])
+
+
+def param_spec(where: str, entry: Any) -> ParamSpec:
+    """One search_space entry as a ParamSpec: unknown fields and wrong types are ConfigErrors."""
+    from omegaconf import OmegaConf
+
+    if isinstance(entry, ParamSpec):
+        return entry
+    if not (isinstance(entry, dict) or OmegaConf.is_dict(entry)):
+        raise ConfigError(where, entry, "must be a mapping {key, type, low, high, log, step, choices}")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ParamSpec), entry))
+    except Exception as e:  # an unknown field, a value of the wrong type
+        raise ConfigError(where, entry, str(e).splitlines()[0]) from None
 
 
 @dataclass

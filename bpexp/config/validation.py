@@ -10,8 +10,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from bpexp.config.schema import (ConfigError, DataConfig, LrFindAppConfig, ParamSpec, SweepAppConfig, TrackingConfig,
-                          TrainAppConfig)
+from bpexp.config.schema import (ConfigError, DataConfig, LrFindAppConfig, SweepAppConfig, TrackingConfig, TrainAppConfig,
+                          param_spec)
 
 
 def _need(ok: bool, key: str, value: Any, reason: str) -> None:
@@ -116,20 +116,9 @@ def check_csv(d: DataConfig) -> None:
           f"leaves {rows - n_test} training and {n_test} test rows of {rows} (need >= 2 and >= 1)")
 
 
-def param_spec(where: str, entry: Any) -> ParamSpec:
-    """One search_space entry as a ParamSpec: unknown fields and wrong types are ConfigErrors."""
-    if isinstance(entry, ParamSpec):
-        return entry
-    _need(isinstance(entry, dict) or OmegaConf.is_dict(entry), where, entry,
-          "must be a mapping {key, type, low, high, log, step, choices}")
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ParamSpec), entry))
-    except Exception as e:  # an unknown field, a value of the wrong type
-        raise ConfigError(where, entry, str(e).splitlines()[0]) from None
-
-
 def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
-    """Check the sweep config; its search_space entries become ParamSpec objects on the way."""
+    """Check the sweep config (its search_space entries are ParamSpecs from the start: the
+    schema's SweepConfig types them; a DictConfig's are typed here)."""
     validate_train(cfg)
     s = cfg.sweep
     _need(s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be >= 1")
