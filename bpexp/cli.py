@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from bpexp.recording import recorder
+from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.interrupts import Terminated, handle_sigterm
 
 COMMANDS = ("train", "sweep", "lr-find")
@@ -36,6 +37,18 @@ USAGE = """usage: bpexp {train,sweep,lr-find} [hydra overrides and flags ...]
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     handle_sigterm()  # as Ctrl-C: whatever runs is settled, then exit 143
+    try:
+        failpoint("start")
+        run(argv)
+    except KeyboardInterrupt as e:  # before a command's own handling began (start-up, composing)
+        command = argv[0] if argv and argv[0] in (*COMMANDS, "reproduce", "compare") else ""
+        print(f"bpexp{' ' + command if command else ''}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        recorder.abandon()  # a recorder process started for nothing: gone, not waited for
+        sys.exit(143 if isinstance(e, Terminated) else 130)
+
+
+def run(argv: list[str]) -> None:
     if argv and argv[0] in ("reproduce", "compare"):
         sys.exit(read_only_command(argv[0], argv[1:]))
     if not argv or argv[0] not in COMMANDS:

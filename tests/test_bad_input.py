@@ -34,6 +34,9 @@ BAD_INPUT = [
     ("sweep", ["+model.hiden=8"], "model.hiden", "8"),
     ("train", ["train.device=tpu"], "train.device", "tpu"),
     ("train", ["data.noise=-0.1"], "data.noise", "-0.1"),
+    ("train", ["train.seed=18446744073709551617"], "train.seed", "18446744073709551617"),
+    ("train", ["train.seed=-1"], "train.seed", "-1"),
+    ("train", ["data.x_min=-1e308", "data.x_max=1e308"], "data.x_min", "-1e+308"),
     # ------------------------------------------------------------- sweep values
     ("sweep", ["sweep.sampler=bayes"], "sweep.sampler", "bayes"),
     ("sweep", ["sweep.pruner=sometimes"], "sweep.pruner", "sometimes"),
@@ -45,6 +48,8 @@ BAD_INPUT = [
     ("sweep", ["sweep.register_as=.."], "sweep.register_as", ".."),
     ("sweep", ["tracking.experiment=''"], "tracking.experiment", "''"),
     ("sweep", ["tracking.experiment=" + "x" * 5000], "tracking.experiment", "5000 characters"),
+    ("sweep", ["sweep.study_name=" + "s" * 600], "sweep.study_name", "600 characters"),
+    ("sweep", ["sweep.storage=sqlite:///:memory:"], "sweep.storage", ":memory:"),
     # ------------------------------------------------------------- the search space
     ("sweep", ["~sweep.search_space.lr", "~sweep.search_space.hidden"], "sweep.search_space", "{}"),
     ("sweep", ["sweep.search_space.lr.low=5"], "sweep.search_space.lr.low", "5"),
@@ -60,6 +65,11 @@ BAD_INPUT = [
     ("sweep", ["+sweep.search_space.extra={key: model.activation, typ: categorical}"], "sweep.search_space.extra", "typ"),
     ("sweep", ["+sweep.search_space.extra={key: train.lr, log: maybe}"], "sweep.search_space.extra", "maybe"),
     ("sweep", ["+sweep.search_space.extra=5"], "sweep.search_space.extra", "5"),
+    ("sweep", ["+sweep.search_space.w={key: train.decay_every, type: int, low: 100, high: 400, step: 800}"],
+     "sweep.search_space.w.step", "800"),
+    ("sweep", ["sweep.sampler=grid", "sweep.grid_points=100000",
+               "+sweep.search_space.m={key: train.momentum, type: float, low: 0.1, high: 0.9}"],
+     "sweep.grid_points", "100000"),
     # ------------------------------------------------------------- lr-find
     ("lr-find", ["lr_find.lr_max=1e-9"], "lr_find.lr_max", "1e-09"),
     ("lr-find", ["lr_find=sharpness", "train.optimizer=adam"], "train.optimizer", "adam"),
@@ -80,6 +90,7 @@ BAD_INPUT = [
         (["data.path=ragged.csv"], "data.path", "ragged.csv"),
         (["data.path=nan.csv"], "data.inputs", "a"),
         (["data.path=."], "data.path", "."),
+        (["data.path=dup.csv"], "data.inputs", "a"),  # two columns named a: which one is a guess
     ]),
 ]
 
@@ -91,6 +102,7 @@ def bad_files(folder) -> None:
     (folder / "empty.csv").write_text("")
     (folder / "ragged.csv").write_text("a,b,y\n1,2,3\n1,2\n")
     (folder / "nan.csv").write_text("a,b,y\n1,2,3\nnan,2,3\n4,5,6\n7,8,9\n")
+    (folder / "dup.csv").write_text("a,b,a,y\n" + "".join(f"{i},{i},{i},{i}\n" for i in range(10)))
 
 
 @pytest.mark.parametrize("command,args,key,value", BAD_INPUT)
@@ -113,6 +125,7 @@ FOUND_AT_START = [  # the real command, in a process of its own (with a bound: r
     (["train", *CSV, "data.path=ragged.csv"], "data.path", "ragged.csv"),
     (["sweep", *CSV, "data.path=ragged.csv"], "data.path", "ragged.csv"),
     (["lr-find", "lr_find.lr_max=1e-9"], "lr_find.lr_max", "1e-09"),
+    (["train", "tracking.uri=ftp://host/x"], "tracking.uri", "ftp://host/x"),  # refused before any MLflow call
 ]
 
 

@@ -163,6 +163,18 @@ def test_ctrl_c_and_sigterm_fail_what_runs_then_resume(tmp_path, signame, status
     check_invariants(tmp_path, 8)
 
 
+@pytest.mark.parametrize("where,signame,status", [("start", "SIGTERM", 143), ("composing", "SIGINT", 130),
+                                                   ("composing", "SIGTERM", 143), ("failing", "SIGTERM", 143)])
+def test_a_signal_during_start_up_is_one_line(tmp_path, where, signame, status):
+    """Ctrl-C or SIGTERM from the command's first line on (composing the config, reporting bad
+    input: sweep.n_trials=0): one line, exit 130/143, no traceback, no hang, nothing written."""
+    p = popen_bpexp("sweep", "sweep.n_trials=0", cwd=tmp_path, env={"BPEXP_SIGNAL": f"{where}={signame}"})
+    out, err = p.communicate(timeout=60)  # a hang fails here
+    word = "interrupted" if signame == "SIGINT" else "terminated"
+    assert p.returncode == status and err.strip().splitlines() == [f"bpexp sweep: {word}"], (p.returncode, err)
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_ctrl_c_stops_a_huge_ask_at_the_next_trial(tmp_path):
     """sweep.batch_size=100000 asks Optuna for 100000 trials (minutes); Ctrl-C as it is about to
     ask the 20th stops the asking there: the 19 asked are failed, nothing is trained, exit 130."""

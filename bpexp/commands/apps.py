@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bpexp.runtime import failures
 from bpexp.recording import recorder
+from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.interrupts import Terminated
 from bpexp.runtime.stores import StoreError
 from bpexp.config.schema import ConfigError, register_schemas
@@ -28,6 +29,7 @@ register_schemas()
 
 
 def fail(command: str, message: str) -> None:
+    failpoint("failing")
     recorder.abandon()  # nothing will be recorded: don't wait for the recorder to start
     print(f"bpexp {command}: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -200,6 +202,7 @@ def precheck(command: str, args: list[str]) -> None:
     swept = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed if o.is_sweep_override()]
     with initialize_config_module(CONF, version_base="1.3"):
         for job in itertools.product(*swept):
+            failpoint("composing")
             checked(compose_or_fail(command, config_name, base + list(job)), COMMANDS[command][1], command)
 
 

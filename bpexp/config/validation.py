@@ -31,14 +31,15 @@ def validate_train(cfg: TrainAppConfig | DictConfig, check_data: bool = True) ->
           "model.hidden", m.hidden, "must be an integer >= 1 or a list of them (one width per hidden layer)")
     if d.source == "csv" and check_data:  # (not for a recorded config: its file may be elsewhere now)
         check_csv(d)
-    _need(math.isfinite(d.x_min), "data.x_min", d.x_min, "must be finite")
-    _need(math.isfinite(d.x_max), "data.x_max", d.x_max, "must be finite")
+    _need(math.isfinite(d.x_min) and abs(d.x_min) <= MAX_X, "data.x_min", d.x_min, f"must be within +-{MAX_X:g}")
+    _need(math.isfinite(d.x_max) and abs(d.x_max) <= MAX_X, "data.x_max", d.x_max, f"must be within +-{MAX_X:g}")
     _need(d.x_min < d.x_max, "data.x_min", d.x_min, f"must be < data.x_max={d.x_max!r}")
     _need(d.n_points >= 2, "data.n_points", d.n_points, "must be >= 2")
     _need(d.n_test >= 2, "data.n_test", d.n_test, "must be >= 2")
     _need(math.isfinite(d.noise) and d.noise >= 0, "data.noise", d.noise, "must be finite and >= 0")
     _need(_finite_positive(t.lr), "train.lr", t.lr, "must be a finite number > 0")
     _need(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
+    _need(0 <= t.seed < MAX_SEED, "train.seed", t.seed, "must be in [0, 2**63 - 2**20): torch's seeds are 64-bit")
     _need(t.log_every >= 0, "train.log_every", t.log_every, "must be >= 0 (0 = automatic)")
     _need(t.sharpness_every >= -1, "train.sharpness_every", t.sharpness_every, "must be >= -1 (0 = automatic, -1 = never)")
     _need(_finite_positive(t.diverge_above), "train.diverge_above", t.diverge_above, "must be a finite number > 0")
@@ -53,6 +54,16 @@ def validate_train(cfg: TrainAppConfig | DictConfig, check_data: bool = True) ->
     if hasattr(cfg, "tracking"):
         validate_tracking(cfg.tracking)
 
+
+# The data and the networks are float32: a target of x^3 / 25 overflows it past |x| ~ 2e13,
+# and a fit over such a range means nothing; 1e6 leaves every target function finite.
+MAX_X = 1e6
+# torch's generators take 64-bit seeds; a sweep's and a re-check's seeds follow train.seed.
+MAX_SEED = 2**63 - 2**20
+# Optuna's RDB storage keeps a study's name in a column of this many characters.
+MAX_STUDY_NAME_LENGTH = 512
+# The grid sampler holds its grid in memory, a point per combination.
+MAX_GRID = 10**6
 
 # MLflow's limits (mlflow.utils.validation; the tests compare), checked here because the main
 # process never imports MLflow: a name MLflow refuses must fail before anything trains.
@@ -129,6 +140,11 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
     _need(s.report_every >= 1, "sweep.report_every", s.report_every, "must be >= 1")
     _need(s.grid_points >= 1, "sweep.grid_points", s.grid_points, "must be >= 1")
     _need(bool(s.study_name), "sweep.study_name", s.study_name, "must not be empty")
+    _need(len(s.study_name) <= MAX_STUDY_NAME_LENGTH, "sweep.study_name", s.study_name[:40] + "...",
+          f"is {len(s.study_name)} characters long; Optuna's storage holds at most {MAX_STUDY_NAME_LENGTH}")
+    _need(s.storage is None or ":memory:" not in s.storage, "sweep.storage", s.storage,
+          "an in-memory storage ends with the command: a study there cannot resume or be shared "
+          "(use sqlite:///PATH or a database server)")
     _need(len(s.search_space) > 0, "sweep.search_space", {}, "must name at least one key")
     if s.register_as is not None:
         problem = model_name_problem(s.register_as)
@@ -162,6 +178,13 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
             for field_name in ("low", "high", "step"):
                 v = getattr(p, field_name)
                 _need(v is None or float(v).is_integer(), f"{where}.{field_name}", v, "must be a whole number for type int")
+        _need(p.step is None or p.step <= p.high - p.low, f"{where}.step", p.step,
+              f"exceeds the range [{p.low:g}, {p.high:g}]: only one value could be searched")
+    if s.sampler == "grid":
+        points = math.prod(len(p.choices) if p.type == "categorical" else s.grid_points
+                           for p in s.search_space.values())
+        _need(points <= MAX_GRID, "sweep.grid_points", s.grid_points,
+              f"makes a grid of {points:.3g} points; the grid sampler holds at most {MAX_GRID:g} in memory")
 
 
 def validate_lr_find(cfg: LrFindAppConfig | DictConfig) -> None:

@@ -5,7 +5,8 @@ environment, so that a test acts at a known moment instead of racing a running p
     BPEXP_FAULT=name[:n]              raise there what a full disk raises (OSError ENOSPC)
     BPEXP_SIGNAL=name[:n]=SIGNAL      send this process SIGNAL there (SIGINT: Ctrl-C, SIGTERM)
 
-The places: store-made (a new sqlite store made, not yet in place; in the recorder process
+The places: start (the first line of the command), composing (each config precheck composes),
+failing (reporting bad input), store-made (a new sqlite store made, not yet in place; in the recorder process
 for MLflow's), parent-created, asking (each trial asked), training, recording, told (bpexp
 sweep). No-ops otherwise: a dictionary lookup or two.
 """

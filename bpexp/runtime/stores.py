@@ -134,7 +134,15 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
                 "URI (the default, ./outputs/mlflow.db) or a tracking server")
     if "://" not in uri:
         return "not a URI (sqlite:///PATH, http(s)://HOST:PORT, postgresql://...)"
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in DATABASES:
+        return (f"{scheme}:// is not a tracking store MLflow opens (sqlite:///PATH, http(s)://HOST:PORT, "
+                "or a database: postgresql, mysql, mssql)")
     return None
+
+
+# The SQL databases MLflow's tracking store (SQLAlchemy) opens, beside sqlite and a server.
+DATABASES = ("postgresql", "mysql", "mssql", "databricks")
 
 
 def read_problem(uri: str) -> Optional[str]:

@@ -54,6 +54,8 @@ def _read_columns(path: str, inputs: tuple[str, ...], target: str, mtime_ns: int
     for name in [*inputs, target]:
         if name not in header:
             raise KeyError(name, column_names(header))
+        if header.count(name) > 1:  # which one would be read is a guess: refuse it
+            raise ColumnError(name, f"is named by {header.count(name)} columns of the header")
         where[name] = header.index(name)
     xs, ys = [], []
     for line, row in enumerate(rows[1:], start=2):
