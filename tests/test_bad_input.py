@@ -102,6 +102,7 @@ def bad_files(folder) -> None:
     (folder / "empty.csv").write_text("")
     (folder / "ragged.csv").write_text("a,b,y\n1,2,3\n1,2\n")
     (folder / "nan.csv").write_text("a,b,y\n1,2,3\nnan,2,3\n4,5,6\n7,8,9\n")
+    (folder / "folder.db").mkdir()
     (folder / "dup.csv").write_text("a,b,a,y\n" + "".join(f"{i},{i},{i},{i}\n" for i in range(10)))
 
 
@@ -126,6 +127,9 @@ FOUND_AT_START = [  # the real command, in a process of its own (with a bound: r
     (["sweep", *CSV, "data.path=ragged.csv"], "data.path", "ragged.csv"),
     (["lr-find", "lr_find.lr_max=1e-9"], "lr_find.lr_max", "1e-09"),
     (["train", "tracking.uri=ftp://host/x"], "tracking.uri", "ftp://host/x"),  # refused before any MLflow call
+    (["train", "tracking.uri=sqlite:///folder.db"], "tracking.uri", "is a folder, not a sqlite database file"),
+    (["sweep", "sweep.storage=sqlite:///folder.db"], "sweep.storage", "is a folder, not a sqlite database file"),
+    (["train", "-m", "train.lr=0.1,0.2", "hydra.sweep.dir=/proc"], "hydra.sweep.dir", "/proc"),  # root may write there
 ]
 
 

@@ -128,6 +128,8 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
             return f"no MLflow tracking server answers there ({getattr(e, 'reason', e)})"
         return None
     if sqlite_file(uri):
+        if sqlite_file(uri).is_dir():
+            return f"{sqlite_file(uri)} is a folder, not a sqlite database file"
         return writable_problem(sqlite_file(uri).parent)
     if uri.startswith("file:"):
         return ("a file:// store (MLflow's deprecated FileStore) is not supported: use a sqlite:/// "
@@ -164,6 +166,12 @@ def writable_problem(folder: Path) -> Optional[str]:
         return f"cannot create the folder {folder}: {e.strerror or e}"
     if not os.access(folder, os.W_OK):
         return f"the folder {folder} is not writable"
+    try:  # access() says yes to root everywhere, /proc included: make something there
+        import tempfile
+
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".bpexp-check-"))
+    except OSError as e:
+        return f"cannot create anything in the folder {folder}: {e.strerror or e}"
     return None
 
 

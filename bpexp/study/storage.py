@@ -101,6 +101,9 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
 
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    path = stores.sqlite_file(url)
+    if path is not None and path.is_dir():
+        raise ConfigError("sweep.storage", redaction.redact(url), f"{path} is a folder, not a sqlite database file")
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings(), stores.local_store_lock(url):
