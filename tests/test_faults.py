@@ -80,6 +80,9 @@ def test_kill_9_while_a_store_is_created_leaves_none_or_a_whole_one(tmp_path, co
     # an empty cache: the store is made by MLflow's or Optuna's own migrations, not copied
     r = run_bpexp(*args, cwd=tmp_path, env={"BPEXP_FAILPOINT": "store-made", "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert r.returncode != 0 and list((tmp_path / "outputs").glob(f"{store}.creating-*")), r.stderr
+    if command == "train":  # the recorder process died: one line that says so (not "BrokenProcessPool")
+        assert r.stderr.startswith("bpexp train: error: the recorder process (every MLflow write) died") \
+            and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "outputs" / store).exists()  # not half made: not there at all
     r = run_bpexp(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
