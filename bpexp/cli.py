@@ -6,9 +6,11 @@ and it re-imports this module as its __main__ (multiprocessing's spawn does that
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from bpexp.recording import recorder
+from bpexp.runtime import redaction
 from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.interrupts import Terminated, handle_sigterm
 
@@ -37,6 +39,8 @@ USAGE = """usage: bpexp {train,sweep,lr-find} [hydra overrides and flags ...]
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     handle_sigterm()  # as Ctrl-C: whatever runs is settled, then exit 143
+    # Passwords on the command line or in the environment: hidden in whatever is printed or recorded
+    redaction.remember(*argv, os.environ.get("MLFLOW_TRACKING_URI", ""))
     try:
         failpoint("start")
         run(argv)

@@ -121,6 +121,9 @@ FOUND_AT_START = [  # the real command, in a process of its own (with a bound: r
     (["sweep", "sweep.storage=postgresql://u:secret@127.0.0.1:1/db"], "sweep.storage", "postgresql://u:***@"),
     (["train", "tracking.uri=http://127.0.0.1:9"], "tracking.uri", "http://127.0.0.1:9"),
     (["sweep", "tracking.uri=http://u:secret@127.0.0.1:9"], "tracking.uri", "http://u:***@127.0.0.1:9"),
+    # a password with a space or a quote: hidden as well, whatever its characters
+    (["sweep", "sweep.storage='postgresql://u:my secret@127.0.0.1:1/db'"], "sweep.storage", "postgresql://u:***@"),
+    (["train", "tracking.uri='http://u:a \"secret\" x@127.0.0.1:9'"], "tracking.uri", "http://u:***@127.0.0.1:9"),
     (["sweep", "sweep.search_space.hidden.low=0", "sweep.search_space.hidden.log=false"],
      "sweep.search_space.model.hidden", "0"),  # every value a search space can produce must be a valid config
     (["train", *CSV, "data.path=ragged.csv"], "data.path", "ragged.csv"),

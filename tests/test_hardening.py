@@ -124,6 +124,39 @@ def test_secrets_never_reach_mlflow(tmp_path, monkeypatch):
     assert "postgresql://alice:***@db.example:5432/optuna" in text  # redacted, not dropped
 
 
+@pytest.mark.parametrize("password", ["se cr3t pw", "se'cr3t", 'se"cr3t', "p@ss/w rd"])
+def test_a_password_of_any_characters_never_reaches_mlflow(tmp_path, password):
+    """Redaction does not depend on a password's characters (a space or a quote ends a URL in
+    text): the command line's passwords are remembered and hidden in params, tags and files,
+    in this process and in the recorder's."""
+    from bpexp.config.schema import TrainAppConfig
+    from bpexp.recording.recorder import Recorder
+    from bpexp.recording.run_record import config_tree, run_record
+    from bpexp.results.outcome import trial_outcome
+    from bpexp.runtime import redaction
+    from bpexp.training.data import make_dataset
+    from bpexp.training.population import Member, TrainSpec, train_population
+
+    uri = f"http://alice:{password}@h:5000"
+    args = [f"tracking.uri={uri}"]
+    redaction.remember(*args)  # as bpexp.cli.main does with its arguments
+    assert password not in redaction.redact(f"tracking.uri={uri!r}: no server answers")
+    tree = config_tree(TrainAppConfig())
+    tree["tracking"]["uri"] = uri
+    data = make_dataset("sin", -5, 5, 20)
+    result = train_population([Member(4, "tanh", 0.01, 99)], data, TrainSpec(20))[0]
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    with Recorder(store, "secrets") as rec:
+        run_id = rec.new_run("r", tracking.run_tags("train", args),
+                             run_record(tree, [result], trial_outcome([result], "train_loss"), data, False)).result()
+    client = MlflowClient(store)
+    run = client.get_run(run_id)
+    client.download_artifacts(run_id, "", str(tmp_path / "dl"))
+    text = "\n".join([*run.data.params.values(), *run.data.tags.values(),
+                      *(p.read_text() for p in (tmp_path / "dl").rglob("*") if p.is_file())])
+    assert password not in text and "http://alice:***@h:5000" in text
+
+
 # ------------------------------------------------------------------ safe loading
 @pytest.fixture
 def recorded_run(tmp_path):

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bpexp.runtime import failures
 from bpexp.recording import recorder
+from bpexp.runtime import redaction
 from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.interrupts import Terminated
 from bpexp.runtime.stores import StoreError
@@ -31,7 +32,7 @@ register_schemas()
 def fail(command: str, message: str) -> None:
     failpoint("failing")
     recorder.abandon()  # nothing will be recorded: don't wait for the recorder to start
-    print(f"bpexp {command}: error: {message}", file=sys.stderr)
+    print(f"bpexp {command}: error: {redaction.redact(message)}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -39,6 +40,7 @@ def checked(cfg: DictConfig, validate: Callable, command: str):
     """The composed config as schema objects, or a one-line error and exit 2."""
     try:
         obj = OmegaConf.to_object(cfg)
+        redaction.remember(obj.tracking.uri, getattr(getattr(obj, "sweep", None), "storage", None))
         unknown_keys(cfg, obj)
         validate(obj)
         absolute_paths(obj)

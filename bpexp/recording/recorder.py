@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from bpexp.runtime import failures
+from bpexp.runtime import failures, redaction
 from bpexp.runtime import stores
 from bpexp.recording import tracking
 from bpexp import names
@@ -205,6 +205,7 @@ class Recorder:
         self.uri = uri
         self._pool, _prestarted = _prestarted, None
         self._unread: list[Future] = []  # futures of `later` calls, their errors read by `settle`
+        self._pool.submit(redaction.add_secrets, *redaction.remembered())  # first: it redacts what it writes too
         self.experiment_id: Future = self._pool.submit(_connect, uri, experiment, os.getcwd())
 
     def start_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None,

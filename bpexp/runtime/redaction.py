@@ -18,8 +18,46 @@ _SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass|secret|token|
 def redact(text: str) -> str:
     """Hide the secrets of every URL in `text`: its password (postgresql://u:secret@h/db ->
     postgresql://u:***@h/db), a token given as its user (https://TOKEN@host -> https://***@host),
-    and secret query parameters (?password=x -> ?password=***)."""
+    and secret query parameters (?password=x -> ?password=***); and every password `remember`
+    was given, wherever it stands (one with a space or a quote ends the URL pattern early)."""
+    for secret in _secrets:  # first: the URL pattern would cut such a password in two
+        text = text.replace(secret, "***")
     return _URL.sub(lambda m: _redact_url(m.group(0)), text)
+
+
+# Passwords read from the command line, the config and the environment (`remember`), longest
+# first: shorter than MIN_SECRET they are left to the URL pattern (a one-letter password would
+# star every such letter of every message).
+_secrets: list[str] = []
+MIN_SECRET = 4
+
+
+def remember(*values) -> None:
+    """Note the passwords of the URLs in these values (command-line arguments, config values),
+    read to the end of each value: a password may hold spaces, quotes, "@" and "/"."""
+    for value in values:
+        if not isinstance(value, str) or "://" not in value:
+            continue
+        for start in (m.start() for m in re.finditer(r"[a-zA-Z][a-zA-Z0-9+.\-]*\\?://", value)):
+            rest = value[start:].split("://", 1)[1]
+            userinfo, _ = split_userinfo(rest)
+            found = [userinfo.partition(":")[2]] if ":" in userinfo else []
+            found += re.findall(r"(?i)[?&;](?:password|passwd|pwd|pass|secret|token|access_token|api_key|apikey)=([^&#;]*)",
+                                rest)
+            add_secrets(*found)
+
+
+def add_secrets(*secrets: str) -> None:
+    """Hide these passwords in everything `redact` sees (the recorder process gets this
+    process's: recorder.Recorder)."""
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET and secret not in _secrets:
+            _secrets.append(secret)
+    _secrets.sort(key=len, reverse=True)
+
+
+def remembered() -> list[str]:
+    return list(_secrets)
 
 
 def split_userinfo(rest: str) -> tuple[str, str]:
