@@ -216,9 +216,10 @@ def config_and_overrides(command: str, args: list[str]) -> tuple[str, list[str]]
     for flag, value in zip(flags, flags[1:]):
         if flag in ("--config-name", "-cn"):
             config_name = value
-    for a in [a for a in overrides if a.split("=")[0].lstrip("+~").startswith("hydra")]:
+    hydra = [a for a in overrides if a.split("=")[0].lstrip("+~").startswith("hydra")]
+    for a in hydra:
         check_output_dir(command, a)
-    return config_name, [a for a in overrides if not a.split("=")[0].lstrip("+~").startswith("hydra")]
+    return config_name, [a for a in overrides if a not in hydra]
 
 
 def compose_or_fail(command: str, config_name: str, overrides: list[str]) -> DictConfig:

@@ -81,11 +81,12 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         recorder.call(study_record.record_recommendation, parent, summary).result()
         recorded.result()
         recorder.call(tracking.end_run, parent, "FINISHED").result()
-        study.set_user_attr(names.EXPERIMENT_ID, recorder.experiment_id.result())
+        experiment_id = recorder.experiment_id.result()
+        study.set_user_attr(names.EXPERIMENT_ID, experiment_id)
         dashboard_note(study, study_note(summary) + f"\n\nMLflow: the study's parent run {parent}, "
-                       f"{stores.run_url(uri, recorder.experiment_id.result(), parent)}")
+                       f"{stores.run_url(uri, experiment_id, parent)}")
         study.set_user_attr(names.RECORDED_TRIALS, trained(study))  # a rerun of the same command: nothing to do
-    print_summary(cfg, study, summary, parent, uri, recorder.experiment_id.result())
+    print_summary(cfg, study, summary, parent, uri, experiment_id)
     return summary.best_value
 
 

@@ -7,12 +7,14 @@ import re
 from typing import Any, Mapping
 
 
-# A URL in any text: a scheme, "://", then everything up to whitespace or a quote. Hydra
-# writes an override's ":" escaped (http\://u\:pw@h): that form is a URL too.
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*\\?://[^\s'\"]*")
+# A URL's start: a scheme and "://". Hydra writes an override's ":" escaped (http\://u\:pw@h):
+# that form is a URL too. In text, a URL runs to whitespace or a quote.
+_SCHEME = r"[a-zA-Z][a-zA-Z0-9+.\-]*\\?://"
+_URL = re.compile(_SCHEME + r"[^\s'\"]*")
 # Query parameters that carry a secret (PostgreSQL's ?password=, a token in an HTTP query).
-_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass|secret|token|access_token|api_key|apikey"
-                           r"|sslpassword|auth|authorization|credentials?)=)[^&#;\s'\"]*")
+_SECRET_KEYS = (r"(?:password|passwd|pwd|pass|secret|token|access_token|api_key|apikey|sslpassword|auth"
+                r"|authorization|credentials?)")
+_SECRET_QUERY = re.compile(r"(?i)([?&;]" + _SECRET_KEYS + r"=)[^&#;\s'\"]*")
 
 
 def redact(text: str) -> str:
@@ -38,12 +40,11 @@ def remember(*values) -> None:
     for value in values:
         if not isinstance(value, str) or "://" not in value:
             continue
-        for start in (m.start() for m in re.finditer(r"[a-zA-Z][a-zA-Z0-9+.\-]*\\?://", value)):
+        for start in (m.start() for m in re.finditer(_SCHEME, value)):
             rest = value[start:].split("://", 1)[1]
             userinfo, _ = split_userinfo(rest)
             found = [userinfo.partition(":")[2]] if ":" in userinfo else []
-            found += re.findall(r"(?i)[?&;](?:password|passwd|pwd|pass|secret|token|access_token|api_key|apikey)=([^&#;]*)",
-                                rest)
+            found += re.findall(r"(?i)[?&;]" + _SECRET_KEYS + r"=([^&#;]*)", rest)
             add_secrets(*found)
 
 

@@ -127,10 +127,9 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
         except (urllib.error.URLError, OSError) as e:
             return f"no MLflow tracking server answers there ({getattr(e, 'reason', e)})"
         return None
-    if sqlite_file(uri):
-        if sqlite_file(uri).is_dir():
-            return f"{sqlite_file(uri)} is a folder, not a sqlite database file"
-        return writable_problem(sqlite_file(uri).parent)
+    path = sqlite_file(uri)
+    if path:
+        return folder_in_place(path) or writable_problem(path.parent)
     if uri.startswith("file:"):
         return ("a file:// store (MLflow's deprecated FileStore) is not supported: use a sqlite:/// "
                 "URI (the default, ./outputs/mlflow.db) or a tracking server")
@@ -145,6 +144,11 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
 
 # The SQL databases MLflow's tracking store (SQLAlchemy) opens, beside sqlite and a server.
 DATABASES = ("postgresql", "mysql", "mssql", "databricks")
+
+
+def folder_in_place(path: Path) -> Optional[str]:
+    """Why a sqlite store cannot be at `path` because a folder is (MLflow's and Optuna's), or None."""
+    return f"{path} is a folder, not a sqlite database file" if path.is_dir() else None
 
 
 def read_problem(uri: str) -> Optional[str]:

@@ -23,7 +23,7 @@ from bpexp.config.validation import validate_train
 # ----------------------------------------------------------------------------- config
 def searched(space: Mapping[str, ParamSpec]) -> list[tuple[str, ParamSpec]]:
     """(dotted config key, spec) of every searched value of sweep.search_space (its entries
-    made ParamSpecs by validation.validate_sweep)."""
+    ParamSpecs since the config was made: config/schema.py, SweepConfig)."""
     return [(spec.key or name, spec) for name, spec in space.items()]
 
 
@@ -132,7 +132,7 @@ def make_sampler(s: SweepConfig) -> optuna.samplers.BaseSampler:
     # kept asking for lr = 1 on the default study with plain lrs; docs/findings.md, "How many trials").
     if s.sampler == "tpe":
         # constant_liar: trials asked while others of the batch run are steered away from them.
-        # 8 random start-up trials, not Optuna's 10: told 4 at a time (bpexp/study/session.py: batch_plan),
+        # 8 random start-up trials, not Optuna's 10: told 4 at a time (bpexp/study/batches.py: batch_plan),
         # 10 means 12, and 8 measured better at 20 trials (docs/findings.md, "How many trials").
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                           n_startup_trials=TPE_STARTUP_TRIALS)
@@ -151,7 +151,7 @@ TPE_STARTUP_TRIALS = 8
 def blind_trials(sampler: Sampler) -> float:
     """How many of a study's first trials its sampler draws without reading any result: its
     random start-up trials (Optuna's defaults: GP 10, CMA-ES 1), or all of them (random, grid).
-    Telling those one batch at a time teaches the sampler nothing (bpexp/study/session.py: batch_plan)."""
+    Telling those one batch at a time teaches the sampler nothing (bpexp/study/batches.py: batch_plan)."""
     return {"tpe": TPE_STARTUP_TRIALS, "gp": 10, "cmaes": 1}.get(str(sampler), math.inf)
 
 

@@ -101,9 +101,9 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
 
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    path = stores.sqlite_file(url)
-    if path is not None and path.is_dir():
-        raise ConfigError("sweep.storage", redaction.redact(url), f"{path} is a folder, not a sqlite database file")
+    problem = stores.sqlite_file(url) and stores.folder_in_place(stores.sqlite_file(url))
+    if problem:
+        raise ConfigError("sweep.storage", redaction.redact(url), problem)
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings(), stores.local_store_lock(url):
