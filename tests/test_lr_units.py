@@ -96,3 +96,33 @@ def test_absolute_lrs_are_left_alone():
     trials = asked(cfg, study, [4])
     lr_units.set_lrs(cfg, trials, None, {})
     assert set(trials[0].params) == {"train.lr", "model.hidden"} and 0.001 <= trials[0].params["train.lr"] <= 1
+
+
+def test_train_lr_is_one_dimension_of_the_study_for_importances_but_never_sampled(monkeypatch):
+    """Every trial records train.lr with one distribution (lr_units.lr_distribution), so that
+    importances (Optuna's, optuna-dashboard's) see the lr: with one point per trial they read it
+    as a constant and gave it 0.00. The sampler never draws it: train.lr is multiple x suggestion."""
+    from bpexp.study.search_space import make_sampler
+
+    cfg = sweep_config("sweep.n_trials=20")
+    data = dataset_from_config(cfg.data)
+    study = optuna.create_study(sampler=make_sampler(cfg.sweep))
+    tested: dict = {}
+    for i in range(12):
+        (t,) = asked(cfg, study, [3 + i % 4])
+        lr_units.set_lrs(cfg, [t], data, tested)
+        assert t.distributions["train.lr"] == lr_units.lr_distribution(cfg.sweep.search_space["lr"])
+        assert t.params["train.lr"] == pytest.approx(t.params["train.lr / lr_find"] * t.user_attrs["bpexp.suggested_lr"],
+                                                     rel=1e-15)
+        study.tell(t, abs(t.params["train.lr"] - 0.25))  # a loss that only the lr decides
+    importances = optuna.importance.get_param_importances(study)
+    assert importances["train.lr"] > 0.1 and set(importances) == {"train.lr", "train.lr / lr_find", "model.hidden"}
+    # a study begun when train.lr was a point per trial goes on that way (Optuna refuses to mix them)
+    old = optuna.create_study(sampler=make_sampler(cfg.sweep))
+    (t,) = asked(cfg, old, [3])
+    t.suggest_float("train.lr", 0.1, 0.1)
+    old.tell(t, 1.0)
+    (t,) = asked(cfg, old, [4])
+    lr_units.set_lrs(cfg, [t], data, tested)
+    assert t.distributions["train.lr"].single() and t.params["train.lr"] == pytest.approx(
+        t.params["train.lr / lr_find"] * t.user_attrs["bpexp.suggested_lr"], rel=1e-15)

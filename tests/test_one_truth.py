@@ -32,8 +32,9 @@ SEEDS = (102, 103, 104)
 def test_a_study_reads_the_same_everywhere(tmp_path):
     r = run_bpexp("sweep", *GRID, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert ("8 trained: 4 converged, 1 partly diverged (a minority of seeds diverged), "
-            "3 diverged (the median seed diverged: PRUNED in Optuna); 0 pruned, 0 failed") in r.stdout
+    assert ("8 trained: 4 converged, 1 partly diverged (a minority of seeds diverged), 0 not fit (loss above 0.1 "
+            "of a constant prediction's), 3 diverged (the median seed diverged: PRUNED in Optuna); 0 pruned, "
+            "0 failed") in r.stdout
     assert "?workflowType=machine_learning" in r.stdout
 
     study = optuna.load_study(study_name="lr_hidden", storage=f"sqlite:///{tmp_path}/outputs/optuna.db")

@@ -95,8 +95,13 @@ def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):
     report = client.get_run(out.split("-")[1])
     assert report.data.tags["bpexp.role"] == "report" and report.info.status == "FINISHED"
     assert len(client.list_artifacts(report.info.run_id, "compare")) == 5
-    again = bpexp("compare")  # the first report run is not compared
+    again = bpexp("compare")  # the first report run is not compared...
     assert again.returncode == 0 and "12 runs compared" in again.stdout
+    # ...and the same comparison again writes over the same report run: no run more per call
+    assert f"on MLflow run {report.info.run_id}" in again.stdout
+    assert len(client.search_runs([report.info.experiment_id], "tags.`bpexp.role` = 'report'")) == 1
+    other = bpexp("compare", "--metric", "test_loss")  # another comparison: a report of its own
+    assert other.returncode == 0 and f"on MLflow run {report.info.run_id}" not in other.stdout
 
 
 @pytest.mark.slow

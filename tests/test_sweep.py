@@ -206,6 +206,31 @@ def test_one_verdict_per_trial_from_its_seeds():
     assert (o.verdict, o.value) == ("pruned", None)
 
 
+def test_a_fit_that_never_learned_is_not_fit_and_a_seed_far_above_the_median_is_stuck():
+    """Not fit: no seed diverged, the value above a tenth of the constant prediction's loss.
+    Stuck: a seed that trained to the end above 10x its config's median (bpexp/results/outcome.py)."""
+    from bpexp.results.outcome import trial_outcome
+    from bpexp.training.data import constant_loss, make_dataset
+
+    sin = make_dataset("sin", -5, 5, 20)
+    assert constant_loss(sin, "train_loss") == pytest.approx(0.5444, abs=1e-4)  # the mean of sin^2 on 20 points
+    flat = [_result(1, 0.30), _result(2, 0.27), _result(3, 0.26)]
+    o = trial_outcome(flat, "train_loss", 0.544)
+    assert (o.verdict, o.stuck_seeds) == ("not fit", ()) and o.value == pytest.approx(0.27)  # a value: COMPLETE
+    assert trial_outcome(flat, "train_loss", 2.8).verdict == "converged"  # 0.27 < 0.28: a tenth of 2.8
+    assert trial_outcome(flat, "train_loss").verdict == "converged"  # no constant loss: never "not fit"
+    # a diverged seed keeps the trial "partly diverged": it places the edge of stability
+    assert trial_outcome(flat[:2] + [_result(3, float("nan"), "diverged")], "train_loss", 0.544).verdict == \
+        "partly diverged"
+    seeds = [_result(1, 7.4e-4), _result(2, 0.271), _result(3, 7.2e-4), _result(4, 7.3e-4), _result(5, 7.0e-3)]
+    o = trial_outcome(seeds, "train_loss", 0.544)
+    assert o.verdict == "converged" and o.value == pytest.approx(7.4e-4)
+    assert o.stuck_seeds == (2,) and o.failed_seeds == (2,)  # 7.0e-3 is 9.5x the median: slow, not stuck
+    assert o.label == "converged (1 of 5 seeds stuck)"
+    assert o.mean == pytest.approx((7.4e-4 + 0.271 + 7.2e-4 + 7.3e-4 + 7.0e-3) / 5)
+    assert o.quantile(1.0) == pytest.approx(0.271) and o.quantile(0.5) == pytest.approx(7.4e-4)
+
+
 def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypatch):
     from bpexp.runtime import liveness
     from bpexp.study import workers

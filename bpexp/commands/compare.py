@@ -2,7 +2,8 @@
 
 Takes an experiment (every train run and sweep trial in it), a sweep's parent run (its
 trials), or run ids. Prints a ranked table, draws four figures, writes them and the table
-under outputs/compare-<run id>/ and records them on a run of their own (bpexp.role=report):
+under outputs/compare-<run id>/ and records them on a run of their own (bpexp.role=report;
+comparing the same runs again writes over the same report run):
 
 - loss curves overlaid (the best runs' train_loss histories);
 - final loss vs learning rate, coloured by hidden units, diverged runs marked on top;
@@ -32,7 +33,7 @@ from bpexp.recording import plots
 from bpexp.results import stability
 from bpexp.runtime import stores
 from bpexp.recording import tracking
-from bpexp.results.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED
+from bpexp.results.outcome import CONVERGED, DIVERGED, NOT_FIT, PARTLY_DIVERGED, PRUNED, VALUED
 from bpexp import names
 from bpexp.runtime import redaction
 
@@ -86,11 +87,11 @@ def row_of(run, metric: str) -> Row | None:
     gone = set(tags["diverged_seeds"].split(",")) if tags.get("diverged_seeds") else set()
     seed_values = [v for k, v in sorted(m.items())  # the seeds that converged; never a "..._diverged" curve
                    if re.fullmatch(rf"{metric}_seed_(\d+)", k) and k[len(f"{metric}_seed_"):] not in gone]
-    value = m.get(metric, math.nan) if status in (CONVERGED, PARTLY_DIVERGED) else math.nan
+    value = m.get(metric, math.nan) if status in VALUED else math.nan
     return Row(run.info.run_id, run.info.run_name, dict(run.data.params), float(value),
                seed_values or ([float(value)] if math.isfinite(value) else []), status,
                len(gone) or int(status == DIVERGED), m.get("sharpness_init"),
-               m.get("sharpness") if status in (CONVERGED, PARTLY_DIVERGED) else None)
+               m.get("sharpness") if status in VALUED else None)
 
 
 def select_runs(client, experiment: str | None, parent: str | None, run_ids: list[str]) -> list:
@@ -104,12 +105,12 @@ def select_runs(client, experiment: str | None, parent: str | None, run_ids: lis
     return tracking.search_all(client, exp.experiment_id)
 
 
-ORDER = {CONVERGED: 0, PARTLY_DIVERGED: 1, PRUNED: 2, DIVERGED: 3}
+ORDER = {CONVERGED: 0, PARTLY_DIVERGED: 1, NOT_FIT: 2, PRUNED: 3, DIVERGED: 4}
 
 
 def rank(rows: list[Row]) -> list[Row]:
     """Converged best first, then trials some seeds of which diverged, pruned, diverged."""
-    return sorted(rows, key=lambda r: (ORDER.get(r.status, 4), not math.isfinite(r.value), r.value))
+    return sorted(rows, key=lambda r: (ORDER.get(r.status, 5), not math.isfinite(r.value), r.value))
 
 
 def table(rows: list[Row], metric: str, top: int) -> str:
@@ -158,7 +159,10 @@ def print_recommendation(parent) -> None:
                            if k.startswith("recommended.") and k != "recommended.trial_number")
         print(f"\nrecommended after re-checking the best trials on fresh seeds: trial #{tags['recommended.trial_number']} "
               f"({params}), median over its own and the fresh seeds {metrics['recommended_value']:.4g}"
-              + (f", worst seed {metrics['recommended_worst_seed']:.4g}" if "recommended_worst_seed" in metrics else ""))
+              + (f", mean {metrics['recommended_mean']:.4g}" if "recommended_mean" in metrics else "")
+              + (f", worst seed {metrics['recommended_worst_seed']:.4g}" if "recommended_worst_seed" in metrics else "")
+              + (f", {metrics['recommended_seeds_failed']:.0f} seeds failed" if "recommended_seeds_failed" in metrics
+                 else ""))
 
 
 def print_stability(found: dict) -> None:
@@ -177,7 +181,7 @@ def figures(client, rows: list[Row], metric: str, curves: int) -> dict[str, byte
             ep, loss = map(np.array, zip(*pts))
             history.append((f"{r.name} (lr {r.lr:.3g}, h {r.hidden})", ep, loss))
     figs["loss_curves.png"] = plots.loss_plot(history, f"train_loss of the {len(history)} best runs")
-    ok = [r for r in rows if r.status == CONVERGED and math.isfinite(r.value)]
+    ok = [r for r in rows if r.status in (CONVERGED, NOT_FIT) and math.isfinite(r.value)]
     half = [r for r in rows if r.status == PARTLY_DIVERGED and math.isfinite(r.value)]
     div = [r for r in rows if r.status == DIVERGED]
     hid = lambda rs: [r.units for r in rs]  # noqa: E731
@@ -224,9 +228,12 @@ def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[
     print_stability(stability_of(rows))
     figs = figures(client, rows, metric, curves)
     exp_id = client.get_run(rows[0].run_id).info.experiment_id
-    what = {names.COMPARED: parent or (experiment if not run_ids else ",".join(run_ids))[:5000]}
-    report = tracking.start_run(client, exp_id, "compare", {**tracking.run_tags("compare", argv),
-                                                            names.ROLE: "report", **what})
+    what = {names.COMPARED: parent or (experiment if not run_ids else ",".join(run_ids))[:5000],
+            names.COMPARED_METRIC: metric}
+    report = report_run(client, exp_id, what)
+    if report is None:
+        report = tracking.start_run(client, exp_id, "compare", {**tracking.run_tags("compare", argv),
+                                                                names.ROLE: "report", **what})
     out = os.path.join("outputs", f"compare-{report}")
     os.makedirs(out, exist_ok=True)
     files = {**figs, "table.csv": csv_table(rows, metric)}
@@ -237,6 +244,16 @@ def compare(uri: str, experiment: str | None, parent: str | None, run_ids: list[
     client.set_terminated(report, "FINISHED")
     print(f"{len(rows)} runs compared; figures and table in {out}/ and on MLflow run {report}")
     return 0
+
+
+def report_run(client, experiment_id: str, what: dict) -> str | None:
+    """The report run an earlier compare of the same runs by the same metric made, to write
+    this one's figures and table over (a compare run again is the same report, not one more
+    run in the run list); None if there is none."""
+    for run in tracking.search_all(client, experiment_id, f"tags.`{names.ROLE}` = 'report'"):
+        if all(run.data.tags.get(k) == v for k, v in what.items()):
+            return run.info.run_id
+    return None
 
 
 def main(argv: list[str]) -> int:

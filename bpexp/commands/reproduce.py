@@ -24,7 +24,7 @@ from bpexp.recording import weights
 from bpexp.config.schema import ConfigError
 from bpexp.config.validation import load_train_config
 from bpexp.training.csv_data import file_sha256
-from bpexp.training.data import dataset_from_config
+from bpexp.training.data import constant_loss, dataset_from_config
 from bpexp.training.network import init_weights
 from bpexp.training.population import train_population
 from bpexp.results.outcome import trial_outcome
@@ -248,7 +248,7 @@ def report(r: Recorded, results) -> int:
     diffs = {f"seed {res.member.seed} train_loss curve": max_rel_diff(measured(res)[1], r.losses[res.member.seed])
              for res in results}
     diffs.update({f"final {k}": max_rel_diff(first.final_weights[k].numpy(), r.final[k]) for k in r.final})
-    outcome = trial_outcome(results, r.metric)
+    outcome = trial_outcome(results, r.metric, constant_loss(r.data, r.metric))
     if r.value is not None or outcome.value is not None:
         diffs[f"the value ({r.metric})"] = max_rel_diff(np.float64(np.nan if outcome.value is None else outcome.value),
                                                       np.float64(np.nan if r.value is None else r.value))

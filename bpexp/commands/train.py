@@ -10,7 +10,7 @@ from bpexp.runtime import stores
 from bpexp.recording import tracking
 from bpexp.config.environment import check_device, check_memory, check_tracking_uri
 from bpexp.config.schema import TrainAppConfig
-from bpexp.training.data import dataset_from_config
+from bpexp.training.data import constant_loss, dataset_from_config
 from bpexp.training.network import shape_name
 from bpexp.results.outcome import trial_outcome
 from bpexp.training.population import train_population
@@ -30,7 +30,7 @@ def train(cfg: TrainAppConfig, args: Sequence[str] = ()) -> float:
         with recorder.run(name, tracking.run_tags("train", args)) as run:
             data = dataset_from_config(cfg.data)
             result = train_population([member_of(cfg)], data, train_spec(cfg.train))[0]
-            outcome = trial_outcome([result], "train_loss")
+            outcome = trial_outcome([result], "train_loss", constant_loss(data, "train_loss"))
             recorder.record(run.result(), run_record(config_tree(cfg), [result], outcome, data,
                                                      cfg.tracking.log_plots)).result()
     if outcome.value is None:

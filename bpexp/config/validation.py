@@ -133,10 +133,12 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
     validate_train(cfg)
     s = cfg.sweep
     _need(s.n_trials >= 1, "sweep.n_trials", s.n_trials, "must be >= 1")
-    _need(s.seeds >= 1, "sweep.seeds", s.seeds, "must be >= 1")
+    _need(1 <= s.seeds <= 2**16, "sweep.seeds", s.seeds, "must be in [1, 65536]")
     _need(s.batch_size >= 0, "sweep.batch_size", s.batch_size, "must be >= 0 (0 = automatic)")
     _need(s.sequential_trials >= 0, "sweep.sequential_trials", s.sequential_trials, "must be >= 0")
     _need(s.recheck >= 0, "sweep.recheck", s.recheck, "must be >= 0 (0 = off)")
+    _need(1 <= s.recheck_seeds <= 2**16, "sweep.recheck_seeds", s.recheck_seeds,
+          "must be in [1, 65536] (sweep.recheck=0 turns the re-check off)")
     _need(s.report_every >= 1, "sweep.report_every", s.report_every, "must be >= 1")
     _need(s.grid_points >= 1, "sweep.grid_points", s.grid_points, "must be >= 1")
     _need(bool(s.study_name), "sweep.study_name", s.study_name, "must not be empty")

@@ -207,26 +207,34 @@ def stability_plot(found: dict) -> bytes:
     return _png(fig)
 
 
-def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, title: str) -> bytes:
+def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, title: str,
+                stuck_above: Sequence[float] = ()) -> bytes:
     """Each config's per-seed values as dots over a bar from the lowest to the highest, the
-    median as a tick; diverged seeds (inf) as x at the right edge."""
+    median as a tick; diverged seeds (inf) as x at the right edge; with stuck_above (a bound
+    per group), the seeds above their group's bound as red circles (stuck seeds)."""
     fig = Figure(figsize=(6, 0.8 + 0.35 * max(1, len(groups))))
     ax = fig.add_subplot()
-    gone = []
+    gone, stuck_drawn = [], False
     for i, (_, values) in enumerate(groups):
         every = np.asarray(values, dtype=float)
         v = every[np.isfinite(every) & (every > 0)]
         gone += [i] * int(np.sum(np.isinf(every)))
         if len(v):
             ax.plot([v.min(), v.max()], [i, i], color="0.7", lw=3)
-            ax.scatter(v, [i] * len(v), s=14, c="tab:blue", zorder=3)
+            high = v > stuck_above[i] if i < len(stuck_above) else np.zeros(len(v), bool)
+            ax.scatter(v[~high], [i] * int(np.sum(~high)), s=14, c="tab:blue", zorder=3)
+            if high.any():
+                ax.scatter(v[high], [i] * int(np.sum(high)), s=30, facecolors="none", edgecolors="tab:red",
+                           zorder=4, label="a seed stuck" if not stuck_drawn else None)
+                stuck_drawn = True
         median = np.median(every)  # a diverged seed (inf) counts as worse than any loss
         if np.isfinite(median):
             ax.scatter([median], [i], s=30, marker="|", c="k", zorder=4)
     if gone:  # diverged seeds: a red x at the right edge of their row
         ax.scatter([0.98] * len(gone), gone, c="tab:red", marker="x", s=25, zorder=4,
                    transform=ax.get_yaxis_transform(), label="a seed diverged")
-        ax.legend(loc="lower right", fontsize=7)
+    if gone or stuck_drawn:  # beside the plot: inside it would cover seeds
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     ax.set_yticks(range(len(groups)), [name for name, _ in groups], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")

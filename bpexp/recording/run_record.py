@@ -35,7 +35,7 @@ from bpexp.recording import weights
 from bpexp.training.csv_data import file_copy
 from bpexp.training.data import Dataset
 from bpexp.training.network import forward, stack
-from bpexp.results.outcome import DIVERGED, PRUNED, Outcome, final_metric
+from bpexp.results.outcome import DIVERGED, PRUNED, STUCK_RATIO, Outcome, final_metric
 from bpexp.training.population import MemberResult
 from bpexp.recording.recorder import RunRecord
 from bpexp import names
@@ -113,6 +113,7 @@ def metric_rows(results: Sequence[MemberResult], outcome: Outcome, metric: str) 
         if outcome.spread is not None:
             rows.append((f"{metric}_spread", outcome.spread, last))
         rows.append(("seeds_diverged", float(len(outcome.diverged_seeds)), last))
+        rows.append(("seeds_stuck", float(len(outcome.stuck_seeds)), last))
     return [row for row in rows if np.isfinite(row[1])]  # +inf: the median seed had diverged
 
 
@@ -122,6 +123,8 @@ def outcome_tags(results: Sequence[MemberResult], outcome: Outcome) -> dict:
         stopped = {r.member.seed: r.stopped_at for r in results}
         tags["diverged_seeds"] = ",".join(map(str, outcome.diverged_seeds))
         tags["diverged_epoch"] = min(stopped[s] for s in outcome.diverged_seeds)
+    if outcome.stuck_seeds:
+        tags["stuck_seeds"] = ",".join(map(str, outcome.stuck_seeds))
     if outcome.verdict == PRUNED:
         tags["pruned_epoch"] = results[0].stopped_at
     return tags
@@ -143,7 +146,8 @@ def run_note(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> 
             elif r.status == "pruned":
                 lines.append(f"- seed {r.member.seed}: pruned at epoch {r.stopped_at}")
             else:
-                lines.append(f"- seed {r.member.seed}: {metric} {final_metric(r, metric)!r}")
+                stuck = f" (stuck: above {STUCK_RATIO:g}x the median)" if r.member.seed in outcome.stuck_seeds else ""
+                lines.append(f"- seed {r.member.seed}: {metric} {final_metric(r, metric)!r}{stuck}")
     return "\n".join(lines).strip()
 
 

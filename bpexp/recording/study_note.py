@@ -3,7 +3,8 @@
 MLflow's metric bars round ~7e-4 to "0.00"."""
 from __future__ import annotations
 
-from bpexp.results.summary import StudySummary
+from bpexp.results.outcome import CONVERGED, DIVERGED, NOT_FIT, NOT_FIT_FRACTION, PARTLY_DIVERGED, TRAINED
+from bpexp.results.summary import RECHECK_RULE, StudySummary, ranked
 
 
 def study_note(summary: StudySummary) -> str:
@@ -14,29 +15,32 @@ def study_note(summary: StudySummary) -> str:
     if n is not None:
         r = s.recheck[n]
         seeds = len(r.seeds)
-        worst = f", worst seed {r.worst!r}" if r.worst is not None else ""
         lines += [f"### Recommended: trial #{n}: {_params(r.params)}", "",
-                  f"{metric} **{r.value!r}**: the median over its {seeds} seeds (the study's and "
-                  f"{len(s.recheck_seeds)} fresh ones, {_seeds(s.recheck_seeds)}){worst}; "
-                  f"{len(r.diverged_seeds)} of {seeds} seeds diverged.", "",
-                  f"The rule: the {len(s.recheck)} best trials were trained again on the fresh seeds; of those whose "
-                  "every seed converged, the one whose worst seed is best (recheck.csv, recommended_config.yaml).", ""]
-        lines += ["| trial | params | median | worst seed | diverged seeds | value on the study's seeds |",
-                  "|---|---|---|---|---|---|"]
-        for m, q in s.recheck.items():
+                  f"{metric} over its {seeds} seeds (the study's and {len(s.recheck_seeds)} fresh ones, "
+                  f"{_seeds(s.recheck_seeds)}): median **{r.value!r}**, mean {_num(r.mean)}, 90th percentile "
+                  f"{_num(r.q90)}, worst {_num(r.worst)}; {r.failures()}.", "",
+                  f"The rule: the {len(s.recheck)} best trials were trained again on the fresh seeds; recommended: "
+                  f"{RECHECK_RULE} (recheck.csv, recheck_seeds.csv, plots/recheck_seeds.png, recommended_config.yaml).", ""]
+        rejected = [(m, q) for m, q in ranked(s.recheck) if m != n and q.failed]
+        for m, q in rejected:
+            lines.append(f"Not chosen: #{m} ({_params(q.params)}): {q.failures()}.")
+        lines += [""] if rejected else []
+        lines += ["| trial | params | median | mean | 90th percentile | worst seed | failed seeds | value on the study's seeds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for m, q in ranked(s.recheck):
             lines.append(f"| {'**#%d**' % m if m == n else '#%d' % m} | {_params(q.params)} | {_num(q.value)} | "
-                         f"{_num(q.worst)} | {len(q.diverged_seeds)} of {len(q.seeds)} | {_num(q.study_value)} |")
+                         f"{_num(q.mean)} | {_num(q.q90)} | {_num(q.worst)} | {q.failed} of {len(q.seeds)} | "
+                         f"{_num(q.study_value)} |")
         lines.append("")
-    elif s.recheck:
-        lines += ["### No recommendation: every re-checked trial's median seed diverged on the fresh seeds", ""]
     if s.best_number is not None:
         lines += [f"Best trial on the study's own seeds: #{s.best_number}, {metric} {s.best_value!r} "
                   f"({_params(s.best_params)}).", ""]
     else:
         lines += ["No trial has a value: every one diverged or was pruned.", ""]
-    trained = c.get("converged", 0) + c.get("partly diverged", 0) + c.get("diverged", 0)
-    lines += [f"{trained} trials trained: {c.get('converged', 0)} converged, {c.get('partly diverged', 0)} partly "
-              f"diverged (a minority of seeds diverged), {c.get('diverged', 0)} diverged (the median seed diverged: "
+    trained = sum(c.get(v, 0) for v in TRAINED)
+    lines += [f"{trained} trials trained: {c.get(CONVERGED, 0)} converged, {c.get(PARTLY_DIVERGED, 0)} partly "
+              f"diverged (a minority of seeds diverged), {c.get(NOT_FIT, 0)} not fit (the loss stayed above "
+              f"{NOT_FIT_FRACTION:g} of a constant prediction's), {c.get(DIVERGED, 0)} diverged (the median seed diverged: "
               f"PRUNED in Optuna, with constraint `diverged`); {c.get('pruned', 0)} pruned, {c.get('failed', 0)} "
               "failed. Every trial: trials.csv.", ""]
     if any(st.measured or st.predicted_init for st in s.stability.values()):

@@ -11,8 +11,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from bpexp.results import stability
-from bpexp.results.outcome import recheck_rank
-from bpexp.results.summary import StudySummary
+from bpexp.results.summary import StudySummary, ranked
 from bpexp.recording.study_note import study_note
 from bpexp.runtime.redaction import redact_tree
 from bpexp.runtime.stores import StoreError
@@ -146,61 +145,87 @@ def finished_runs(client, run_ids: Mapping[int, str]) -> dict[int, Any]:
     return runs
 
 
-def record_recommendation(client, parent_run_id: str, summary: StudySummary) -> None:
+def record_recommendation(client, parent_run_id: str, summary: StudySummary, figures: bool = True) -> None:
     """The re-check and the recommendation (`record_recheck`), once the re-check is done, and
     the study's answer as the parent's description (recording/study_note.py)."""
     if summary.recheck:
-        log_files(client, parent_run_id, record_recheck(client, parent_run_id, summary))
+        log_files(client, parent_run_id, record_recheck(client, parent_run_id, summary, figures))
     client.set_tag(parent_run_id, names.NOTE, study_note(summary))
 
 
-def record_recheck(client, parent_run_id: str, summary: StudySummary) -> dict[str, str]:
-    """The re-check (bpexp/study/recheck.py): on each re-checked child run, `recheck_<metric>` (its
-    value over its own and the fresh seeds: the median), `recheck_<metric>_worst_seed` (the
-    worst of them, if every seed converged), each fresh seed's final metric and
-    `recheck_seeds_diverged`, tag `bpexp.recheck` (the verdict over all seeds); on the parent,
-    `recommended.*` tags, `recommended_value` and `recommended_worst_seed`. Returns the parent's files."""
+def record_recheck(client, parent_run_id: str, summary: StudySummary, figures: bool = True) -> dict[str, Any]:
+    """The re-check (bpexp/study/recheck.py). On each re-checked child run: `recheck_<metric>`
+    (the median over its own and the fresh seeds), `recheck_<metric>_mean`, `_q90` and
+    `_worst_seed` (where finite), `recheck_<metric>_by_seed` (each seed's final metric, the
+    step being the seed: one chart over the seeds), `recheck_seeds_failed`, `_diverged` and
+    `_stuck`, tag `bpexp.recheck` (the verdict over all seeds). On the parent: `recommended.*`
+    tags, `recommended_value` (median), `recommended_mean`, `recommended_q90`,
+    `recommended_worst_seed`, `recommended_seeds_failed`. Returns the parent's files:
+    recheck.csv (a config a row, ranked), recheck_seeds.csv (a seed a row) and
+    plots/recheck_seeds.png (each config's seeds, failures marked)."""
     import csv
     import io
 
     import yaml
 
-    metric, fresh = summary.metric, summary.recheck_seeds
+    metric = summary.metric
     for n, r in summary.recheck.items():
         if not r.run_id:
             continue
-        rows = [(f"recheck_{metric}_seed_{s}", r.seed_values[str(s)], 0) for s in fresh if str(s) in r.seed_values]
-        rows.append(("recheck_seeds_diverged", float(len(r.diverged_seeds)), 0))
-        if r.value is not None:
-            rows.append((f"recheck_{metric}", r.value, 0))
-        if r.worst is not None:
-            rows.append((f"recheck_{metric}_worst_seed", r.worst, 0))
+        rows = [(f"recheck_{metric}_by_seed", v, int(s)) for s, v in r.seed_values.items()]
+        rows += [("recheck_seeds_failed", float(r.failed), 0), ("recheck_seeds_diverged", float(len(r.diverged_seeds)), 0),
+                 ("recheck_seeds_stuck", float(len(r.stuck_seeds)), 0)]
+        rows += [(f"recheck_{metric}{suffix}", v, 0) for suffix, v in
+                 (("", r.value), ("_mean", r.mean), ("_q90", r.q90), ("_worst_seed", r.worst)) if v is not None]
         log_all(client, r.run_id, metrics=rows, tags={names.RECHECK: r.verdict})
     n = summary.recommended_number
-    files = {}
+    files: dict[str, Any] = {}
     if n is not None:
         r = summary.recheck[n]
-        worst = [("recommended_worst_seed", r.worst, 0)] if r.worst is not None else []
-        log_all(client, parent_run_id, metrics=[("recommended_value", r.value, 0), *worst],
+        log_all(client, parent_run_id,
+                metrics=[(f"recommended_{k}", v, 0) for k, v in (("value", r.value), ("mean", r.mean), ("q90", r.q90),
+                                                                  ("worst_seed", r.worst)) if v is not None]
+                + [("recommended_seeds_failed", float(r.failed), 0)],
                 tags={"recommended.trial_number": n, **{f"recommended.{k}": v for k, v in r.params.items()}})
         files["recommended_config.yaml"] = yaml.safe_dump(redact_tree(summary.recommended_config), sort_keys=False)
+    keys, order = summary.keys, ranked(summary.recheck)
+    num = lambda v: "" if v is None else repr(v)  # noqa: E731
+    seeds = lambda v: " ".join(map(str, v))  # noqa: E731
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
-    keys = summary.keys
-    # What a reader needs first comes first (MLflow's preview shows the leftmost columns);
-    # the recommended trial first, then in the order the recommendation ranks them
-    # (bpexp/study/recheck.py: best_of), those that diverged last.
-    out.writerow(["number", "recommended", "recheck_worst_seed", "recheck_value", "recheck_outcome", "value", *keys, "seeds",
-                  "diverged_seeds", "mlflow_run_id"])
-    order = sorted(summary.recheck.items(), key=lambda kv: (
-        kv[0] != n, kv[1].value is None, *recheck_rank(len(kv[1].diverged_seeds),
-                                                          kv[1].worst, kv[1].value or 0.0, kv[0])))
-    num = lambda v: "" if v is None else repr(v)  # noqa: E731
+    # What a reader needs first comes first (MLflow's preview shows the leftmost columns), in
+    # the order the recommendation ranks them (bpexp/study/recheck.py: best_of).
+    out.writerow(["number", "recommended", "seeds_failed", "recheck_mean", "recheck_value", "recheck_q90",
+                  "recheck_worst_seed", "recheck_outcome", "value", *keys, "n_seeds", "diverged_seeds", "stuck_seeds",
+                  "seeds", "mlflow_run_id"])
     for m, r in order:
-        out.writerow([m, int(m == n), num(r.worst), num(r.value), r.verdict, repr(r.study_value),
-                      *(json.dumps(v) if isinstance(v := r.params.get(k, ""), list) else v for k in keys),
-                      " ".join(map(str, r.seeds)), " ".join(map(str, r.diverged_seeds)), r.run_id])
+        out.writerow([m, int(m == n), r.failed, num(r.mean), num(r.value), num(r.q90), num(r.worst), r.verdict,
+                      num(r.study_value), *(json.dumps(v) if isinstance(v := r.params.get(k, ""), list) else v
+                                            for k in keys),
+                      len(r.seeds), seeds(r.diverged_seeds), seeds(r.stuck_seeds), seeds(r.seeds), r.run_id])
     files["recheck.csv"] = buf.getvalue()
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["number", "seed", "fresh", metric, "seed_outcome"])
+    fresh = set(summary.recheck_seeds)
+    for m, r in order:
+        for s in r.seeds:
+            v = r.seed_values.get(str(s))
+            what = "diverged" if s in r.diverged_seeds else "stuck" if s in r.stuck_seeds else "trained"
+            out.writerow([m, s, int(s in fresh), num(v), what])
+    files["recheck_seeds.csv"] = buf.getvalue()
+    if figures:
+        from bpexp.recording import plots
+        from bpexp.results.outcome import STUCK_RATIO
+
+        groups = [(f"{'* ' if m == n else ''}#{m} " + " ".join(
+            f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+            for k, v in r.params.items() if not k.endswith(" / lr_find")),
+            [*r.seed_values.values(), *[float("inf")] * len(r.diverged_seeds)]) for m, r in order]
+        bounds = [STUCK_RATIO * r.value if r.value is not None else float("inf") for _, r in order]
+        files["plots/recheck_seeds.png"] = plots.spread_plot(
+            groups, f"final {metric} of each seed (log)",
+            f"re-checked configs over {len(order[0][1].seeds)} seeds (* recommended)", stuck_above=bounds)
     return files
 
 

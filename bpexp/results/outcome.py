@@ -13,7 +13,21 @@ as sweep.metric says), and `trial_outcome` reads one of four verdicts from the s
   the value is still a measured loss (with 3 seeds: 1 diverged, value = the worse of the two
   others);
 - diverged: the median seed diverged (with 3 seeds: 2 or 3 diverged); there is no value;
+- not fit: no seed diverged, but the value stayed above a tenth of what a
+  network that learned nothing scores (the loss of predicting the training targets' mean:
+  NOT_FIT_FRACTION of `constant_loss`, i.e. R^2 below 0.9): a flat or half-drawn curve, too
+  few units, or an lr too small for the epochs. It has a value and is ranked by it like the
+  two above, but it is not called "converged" where a user reads "fit";
 - pruned: the pruner stopped the trial; no final loss either.
+
+A converged seed can still be *stuck*: trained to the end, no divergence, but caught in a
+local minimum far above where the same config's other seeds end (`stuck_seeds`: more than
+STUCK_RATIO times the config's median). Measured on the default data (docs/findings.md,
+"Stuck seeds"; 64 unseen seeds per config, 1-8 units, lr 0.02-0.5): the seeds of a config that
+fit end within ~3x of their median at lr >= 0.07 (within ~8x at the smallest lrs, where they
+are still descending), while stuck ones sit 20x-950x above it (3 units, lr 0.3: 8 of 64 seeds
+at MSE ~0.27, 365x the median 7.4e-4). 10x lies in that gap. Diverged and stuck seeds are the
+seed *failures* a recommendation is judged by (bpexp/study/recheck.py).
 
 A train run is the one-seed case. The CLI summary, the child runs' tags and metrics, the
 parent's counts, trials.csv, `bpexp compare`, and Optuna's state and value all come from here:
@@ -44,6 +58,7 @@ class Verdict(str, Enum):
     CONVERGED = "converged"
     PARTLY_DIVERGED = "partly diverged"
     DIVERGED = "diverged"
+    NOT_FIT = "not fit"
     PRUNED = "pruned"
 
     __hash__ = str.__hash__  # Enum's own hashes the member's name: "converged" would miss in a dict
@@ -53,8 +68,11 @@ class Verdict(str, Enum):
         return self.value
 
 
-CONVERGED, PARTLY_DIVERGED, DIVERGED, PRUNED = Verdict
-TRAINED = (CONVERGED, PARTLY_DIVERGED, DIVERGED)  # trained to an outcome: what sweep.n_trials counts
+CONVERGED, PARTLY_DIVERGED, DIVERGED, NOT_FIT, PRUNED = Verdict
+TRAINED = (CONVERGED, PARTLY_DIVERGED, NOT_FIT, DIVERGED)  # trained to an outcome: what sweep.n_trials counts
+VALUED = (CONVERGED, PARTLY_DIVERGED, NOT_FIT)  # with a measured value: Optuna's COMPLETE trials
+NOT_FIT_FRACTION = 0.1  # not fit: the value above this fraction of the constant prediction's loss
+STUCK_RATIO = 10.0  # a stuck seed: its final loss above this multiple of its config's median
 CONSTRAINT = "diverged"  # the trial's Optuna constraint: 1 for a diverged trial, feasible (0) otherwise
 
 
@@ -92,6 +110,34 @@ class Outcome:
     curves: Curves
 
     @property
+    def stuck_seeds(self) -> tuple[int, ...]:
+        """The seeds that trained to the end far above the config's median (STUCK_RATIO): stuck
+        in a local minimum. None without a value; none with a single seed (it is its median)."""
+        if self.value is None:
+            return ()
+        return tuple(s for s, v in self.seed_values.items() if v > STUCK_RATIO * self.value)
+
+    @property
+    def failed_seeds(self) -> tuple[int, ...]:
+        """Seeds a user would not want: diverged or stuck."""
+        return self.diverged_seeds + self.stuck_seeds
+
+    @property
+    def mean(self) -> Optional[float]:
+        """The mean final metric over the seeds; +inf if any seed diverged (its network is lost)."""
+        if self.diverged_seeds:
+            return math.inf
+        return float(np.mean(list(self.seed_values.values()))) if self.seed_values else None
+
+    def quantile(self, q: float) -> Optional[float]:
+        """The q-quantile of the final metric over every seed, a diverged seed counting +inf:
+        the higher of the two seeds it falls between (with 35 seeds, 0.9 is the 4th worst)."""
+        if not self.seed_values:
+            return None
+        v = [*self.seed_values.values(), *[math.inf] * len(self.diverged_seeds)]
+        return float(np.quantile(np.asarray(v), q, method="higher"))
+
+    @property
     def spread(self) -> Optional[float]:
         """max - min of the converged seeds' final metric (with two or more of them)."""
         v = list(self.seed_values.values())
@@ -100,12 +146,13 @@ class Outcome:
     @property
     def label(self) -> str:
         """For people: 'converged', '1 of 3 seeds diverged', 'diverged (2 of 3 seeds)', 'pruned'."""
-        k, n = len(self.diverged_seeds), len(self.seeds)
+        k, n, j = len(self.diverged_seeds), len(self.seeds), len(self.stuck_seeds)
+        stuck = f"{j} of {n} seeds stuck" if j else ""
         if self.verdict == PARTLY_DIVERGED:
-            return f"{k} of {n} seeds diverged"
+            return f"{k} of {n} seeds diverged" + (f", {stuck}" if stuck else "")
         if self.verdict == DIVERGED and k < n:
             return f"diverged ({k} of {n} seeds)"
-        return self.verdict
+        return f"{self.verdict} ({stuck})" if stuck else self.verdict
 
 
 def median_curves(results: Sequence) -> Curves:
@@ -129,8 +176,10 @@ def median_curves(results: Sequence) -> Curves:
                   np.asarray(sharp_epochs), stacked(lambda r: r.sharpness, sharp_epochs))
 
 
-def trial_outcome(results: Sequence, metric: str) -> Outcome:
-    """The verdict over a trial's seeds (MemberResults of one config, seeds differing)."""
+def trial_outcome(results: Sequence, metric: str, constant_loss: Optional[float] = None) -> Outcome:
+    """The verdict over a trial's seeds (MemberResults of one config, seeds differing).
+    constant_loss: the metric of the constant prediction (bpexp/training/data.py), for the
+    not-fit verdict; None: never "not fit"."""
     seeds = tuple(r.member.seed for r in results)
     diverged = tuple(r.member.seed for r in results if r.status == "diverged")
     curves = median_curves(results)
@@ -140,14 +189,18 @@ def trial_outcome(results: Sequence, metric: str) -> Outcome:
     last = float((curves.train if metric == "train_loss" else curves.test)[-1])
     if not math.isfinite(last):  # the median seed diverged
         return Outcome(DIVERGED, seeds, diverged, None, finals, curves)
-    return Outcome(PARTLY_DIVERGED if diverged else CONVERGED, seeds, diverged, last, finals, curves)
+    if diverged:  # before "not fit": a seed that diverged says where the lr stops training (results/stability.py)
+        return Outcome(PARTLY_DIVERGED, seeds, diverged, last, finals, curves)
+    if constant_loss is not None and last > NOT_FIT_FRACTION * constant_loss:
+        return Outcome(NOT_FIT, seeds, diverged, last, finals, curves)
+    return Outcome(CONVERGED, seeds, diverged, last, finals, curves)
 
 
-def recheck_rank(diverged: int, worst: Optional[float], value: float, number: int) -> tuple:
-    """Where a re-checked config ranks, best first (bpexp/study/recheck.py: best_of, and recheck.csv):
-    every seed converged before any diverged, by the worst seed; then the fewest diverged
-    seeds, by the value."""
-    return diverged, worst if worst is not None else value, number
+def recheck_rank(failed: int, mean: Optional[float], number: int) -> tuple:
+    """Where a re-checked config ranks, best first (bpexp/study/recheck.py: best_of, and
+    recheck.csv): the fewest failed seeds (diverged or stuck), then the lowest mean over its
+    seeds, then the trial number."""
+    return failed, math.inf if mean is None else mean, number
 
 
 def final_metric(result, metric: str) -> float:
@@ -175,6 +228,7 @@ def optuna_attrs(outcome: Outcome) -> dict:
     study's stability figure."""
     c = outcome.curves
     return {names.OUTCOME: outcome.verdict, names.DIVERGED_SEEDS: list(outcome.diverged_seeds),
+            names.STUCK_SEEDS: list(outcome.stuck_seeds),
             names.SHARPNESS: [c.sharpness_init, c.sharpness_end]}
 
 

@@ -23,7 +23,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from bpexp.results.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED
+from bpexp.results.outcome import CONVERGED, DIVERGED, NOT_FIT, PARTLY_DIVERGED
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,14 @@ def per_width(points: Iterable[Point]) -> dict[str, Stability]:
     """The measured bracket and the predictions for each width (pruned runs say nothing)."""
     by: dict[str, list[Point]] = {}
     for p in points:
-        if p.verdict in (CONVERGED, PARTLY_DIVERGED, DIVERGED):
+        if p.verdict in (CONVERGED, NOT_FIT, PARTLY_DIVERGED, DIVERGED):
             by.setdefault(p.width, []).append(p)
     out = {}
     for w, ps in by.items():
-        good = [p.lr for p in ps if p.verdict == CONVERGED]
+        good = [p.lr for p in ps if p.verdict in (CONVERGED, NOT_FIT)]  # every seed trained to the end
         bad = [p.lr for p in ps if p.verdict in (DIVERGED, PARTLY_DIVERGED)]
         init = [p.sharpness_init for p in ps if _positive(p.sharpness_init)]
-        ends = tuple((p.lr, 2 / p.sharpness_end) for p in ps if p.verdict == CONVERGED and _positive(p.sharpness_end))
+        ends = tuple((p.lr, 2 / p.sharpness_end) for p in ps if p.verdict in (CONVERGED, NOT_FIT) and _positive(p.sharpness_end))
         out[w] = Stability(max(good) if good else None, min(bad) if bad else None, len(good), len(bad),
                            2 / statistics.median(init) if init else None, max(ends)[1] if ends else None, ends)
     return dict(sorted(out.items(), key=lambda kv: (units(kv[0]), kv[0])))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from bpexp.results.outcome import STUCK_RATIO, recheck_rank
+
 
 @dataclass(frozen=True)
 class TrialRow:
@@ -26,13 +28,51 @@ class Rechecked:
 
     verdict: str
     value: Optional[float]  # the median over every seed; None if the median seed diverged
-    worst: Optional[float]  # the worst seed, if every seed converged
+    worst: Optional[float]  # the worst seed, if no seed diverged
     seeds: list[int]
     diverged_seeds: list[int]
     seed_values: dict[str, float]  # seed (as text: Optuna's JSON) -> its final metric
     params: dict[str, Any]
     study_value: Optional[float]  # its value in the study, on the study's seeds
     run_id: str
+    mean: Optional[float] = None  # the mean over every seed, if no seed diverged: what the recommendation minimises
+    q90: Optional[float] = None  # the 90th percentile over every seed, if finite
+    stuck_seeds: list[int] = field(default_factory=list)  # stuck far above the median (results/outcome.py)
+
+    @property
+    def failed(self) -> int:
+        """Seeds that failed: diverged or stuck (the recommendation's first criterion)."""
+        return len(self.diverged_seeds) + len(self.stuck_seeds)
+
+    def failures(self) -> str:
+        """In words: '0 of 35 seeds failed', '1 of 35 seeds stuck (at 0.271)', '2 of 35 diverged, 1 stuck'."""
+        n, parts = len(self.seeds), []
+        if self.diverged_seeds:
+            parts.append(f"{len(self.diverged_seeds)} diverged")
+        if self.stuck_seeds:
+            at = sorted(self.seed_values[str(s)] for s in self.stuck_seeds)
+            parts.append(f"{len(self.stuck_seeds)} stuck (at {at[0]:.3g}" + (f"-{at[-1]:.3g})" if len(at) > 1 else ")"))
+        return f"0 of {n} seeds failed" if not parts else f"{self.failed} of {n} seeds failed: " + ", ".join(parts)
+
+    def describe(self) -> str:
+        """Its figures over its seeds, in one line: 'median 7.22e-04, mean 7.5e-04, 90th
+        percentile 9.1e-04, worst 1.5e-03; 0 of 35 seeds failed'."""
+        if self.value is None:
+            return f"the median seed diverged; {self.failures()}"
+        figures = [f"median {self.value:.3g}", *([f"mean {self.mean:.3g}"] if self.mean is not None else []),
+                   *([f"90th percentile {self.q90:.3g}"] if self.q90 is not None else []),
+                   *([f"worst {self.worst:.3g}"] if self.worst is not None else [])]
+        return ", ".join(figures) + "; " + self.failures()
+
+
+RECHECK_RULE = (f"the fewest failed seeds (diverged, or stuck above {STUCK_RATIO:g}x the config's median), then the lowest "
+                "mean loss over the seeds")
+
+
+def ranked(recheck: dict[int, Rechecked]) -> list[tuple[int, Rechecked]]:
+    """The re-checked trials in the order the recommendation ranks them (bpexp/study/recheck.py:
+    best_of), those whose median seed diverged last."""
+    return sorted(recheck.items(), key=lambda kv: (kv[1].value is None, *recheck_rank(kv[1].failed, kv[1].mean, kv[0])))
 
 
 @dataclass

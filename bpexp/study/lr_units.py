@@ -15,8 +15,9 @@ So a trial samples the multiple ("train.lr / lr_find") with the other keys, then
 without the lr is range-tested (one population for the batch, or for every config the study
 can try in its first batch, `every_config`; a config already tested is not tested again: the
 test is deterministic, so every worker and every resume finds the same lr),
-and the trial's `train.lr` parameter is set to multiple x suggestion: a parameter of a single
-value, which Optuna stores without asking the sampler. train.lr, in Optuna, MLflow, the CSVs
+and the trial's `train.lr` parameter is set to multiple x suggestion (`set_lr`: the sampler is
+not asked, search_space.DerivedParams hands the value over), with one distribution for every
+trial (`lr_distribution`), so that importances see the lr as the dimension it is. train.lr, in Optuna, MLflow, the CSVs
 and the figures, is then the lr the trial trained with; the multiple is a parameter of its
 own, and the suggestion is the trial's user attribute and its child run's tag `bpexp.suggested_lr`
 (the tag `bpexp lr-find` gives its run).
@@ -29,7 +30,9 @@ from dataclasses import asdict, replace
 from typing import Sequence
 
 from bpexp.config.schema import LrFindConfig, SweepAppConfig
-from bpexp.study.range_test import range_tests
+import optuna
+
+from bpexp.study.range_test import DIVIDE_BY, range_tests
 from bpexp.study.search_space import choices, param_name, searched, trial_config
 from bpexp import names
 
@@ -56,6 +59,31 @@ def set_lrs(cfg: SweepAppConfig, trials: Sequence, data, tested: dict) -> None:
         unit = tested[ident[t.number]]
         lr = t.params[param_name(key, p)] * unit
         t.set_user_attr(names.SUGGESTED_LR, unit)
+        set_lr(t, key, lr, lr_distribution(p))
+
+
+def lr_distribution(p) -> optuna.distributions.FloatDistribution:
+    """train.lr's distribution in Optuna, the same for every trial: every lr the multiples
+    [p.low, p.high] of any suggestion can make (the range test suggests between its lr_min
+    divided by the largest DIVIDE_BY and its lr_max)."""
+    f = LrFindConfig()
+    return optuna.distributions.FloatDistribution(p.low * f.lr_min / max(DIVIDE_BY.values()), p.high * f.lr_max,
+                                                  log=True)
+
+
+def set_lr(t, key: str, lr: float, distribution) -> None:
+    """The trial's lr as its parameter `key`, with `distribution` (search_space.DerivedParams
+    hands the value over). A study begun before it had train.lr with a distribution of one
+    point per trial; Optuna refuses a log distribution for the same name there: so there too."""
+    sampler = t.study.sampler
+    if not hasattr(sampler, "derive") or not distribution._contains(distribution.to_internal_repr(lr)):
+        t.suggest_float(key, lr, lr)
+        return
+    sampler.derive(t.number, key, lr)
+    try:
+        t.suggest_float(key, distribution.low, distribution.high, log=True)
+    except ValueError:  # "Cannot set different log configuration to the same parameter name"
+        sampler.values.pop((t.number, key), None)
         t.suggest_float(key, lr, lr)
 
 

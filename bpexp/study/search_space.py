@@ -125,6 +125,51 @@ def check_search_space(cfg: SweepAppConfig) -> None:
 
 
 def make_sampler(s: SweepConfig) -> optuna.samplers.BaseSampler:
+    """The sweep.sampler, made so that a parameter bpexp derives (train.lr from its multiple of
+    the range test's suggestion: bpexp/study/lr_units.py) is never the sampler's to draw."""
+    base = _sampler(s)
+    derived = {k for k, p in searched(s.search_space) if p.unit}
+    return DerivedParams(base, derived) if derived else base
+
+
+class DerivedParams(optuna.samplers.BaseSampler):
+    """A sampler with parameters it does not draw: their values come from the trial's other
+    parameters (`derive`, before the trial suggests them). Every trial records such a parameter
+    with the same distribution (one that holds every value it can take), so that Optuna's
+    importances and optuna-dashboard see it as a dimension of the study (with a distribution of
+    one point per trial they read it as constant: importance 0.00). Taken out of the sampler's
+    relative search space, it leaves the sampler exactly the space it had when each trial's
+    distribution differed (tests/test_lr_units.py: the same trials, bit for bit)."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, names: set[str]):
+        self.base, self.names, self.values = base, set(names), {}
+
+    def derive(self, number: int, name: str, value: float) -> None:
+        self.values[(number, name)] = value
+
+    def infer_relative_search_space(self, study, trial):
+        space = self.base.infer_relative_search_space(study, trial)
+        return {k: d for k, d in space.items() if k not in self.names}
+
+    def sample_relative(self, study, trial, search_space):
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name in self.names:
+            return self.values.pop((trial.number, param_name))
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+def _sampler(s: SweepConfig) -> optuna.samplers.BaseSampler:
     seed = s.sampler_seed
     # A diverged trial is told PRUNED, with no value, and a violated constraint (Session.tell,
     # bpexp/results/outcome.py): TPE ranks it below every feasible trial, so it learns where the lr is too

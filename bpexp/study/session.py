@@ -38,6 +38,7 @@ from bpexp.study.batches import Batch, BatchPlan, ask, batch_plan, train_batch, 
 from bpexp.study.mirror import Mirror
 from bpexp.study.search_space import blind_trials, trial_config
 from bpexp.study.workers import POLL_S, Heartbeat, count, fail_stale_trials, tell, trained
+from bpexp.training.data import constant_loss
 
 
 @dataclass
@@ -130,7 +131,8 @@ class Session:
         lr_units.set_lrs(cfg, batch.trials, self.data, self.tested)
         batch.configs = {t.number: trial_config(cfg, t.params) for t in batch.trials}
         batch.results = train_batch(cfg, batch.trials, batch.configs, self.data)
-        batch.outcomes = {n: trial_outcome(rs, cfg.sweep.metric) for n, rs in batch.results.items()}
+        constant = constant_loss(self.data, str(cfg.sweep.metric))
+        batch.outcomes = {n: trial_outcome(rs, cfg.sweep.metric, constant) for n, rs in batch.results.items()}
 
     # ------------------------------------------------------------------ record
     def record(self, batch: Batch) -> None:

@@ -10,9 +10,10 @@ import optuna
 from bpexp.results import stability
 from bpexp.runtime import stores
 from bpexp.config.schema import SweepAppConfig, storage_default
-from bpexp.results.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, PRUNED, verdict_of
+from bpexp.results.outcome import (CONVERGED, DIVERGED, NOT_FIT, NOT_FIT_FRACTION, PARTLY_DIVERGED, PRUNED, TRAINED,
+                                   VALUED, verdict_of)
 from bpexp.recording.run_record import config_tree
-from bpexp.results.summary import Rechecked, StudySummary, TrialRow
+from bpexp.results.summary import RECHECK_RULE, Rechecked, StudySummary, TrialRow, ranked
 from bpexp.study.recheck import recheck_seeds
 from bpexp.study.search_space import searched, trial_config
 from bpexp import names
@@ -30,7 +31,7 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> StudySummary:
         init, end = t.user_attrs.get(names.SHARPNESS, [None, None])
         points.append(stability.Point(stability.width_of(t.params.get("model.hidden", cfg.model.hidden)),
                                       float(t.params.get("train.lr", cfg.train.lr)), rows[-1].outcome, init, end))
-    valued = [r for r in rows if r.outcome in (CONVERGED, PARTLY_DIVERGED)]  # Optuna's COMPLETE trials
+    valued = [r for r in rows if r.outcome in VALUED]  # Optuna's COMPLETE trials
     best = min(valued, key=lambda r: (r.value, r.number)) if valued else None  # as study.best_trial
     summary = StudySummary(
         study_name=study.study_name,
@@ -44,8 +45,7 @@ def study_summary(study: optuna.Study, cfg: SweepAppConfig) -> StudySummary:
         # for the importance figure, which the recorder process computes (bpexp/recording/study_record.py)
         optuna_trials=trials if len(valued) >= 2 and cfg.tracking.log_plots else [],
         stability=stability.per_width(points),
-        counts={v: sum(1 for r in rows if r.outcome == v) for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED, PRUNED,
-                                                                       "failed")},
+        counts={v: sum(1 for r in rows if r.outcome == v) for v in (*TRAINED, PRUNED, "failed")},
         n_trials=cfg.sweep.n_trials,
     )
     return with_recheck(summary, study, cfg)
@@ -58,7 +58,7 @@ def with_recheck(summary: StudySummary, study: optuna.Study, cfg: SweepAppConfig
     by_number = {r.number: r for r in summary.trials}
     rechecked = {int(n): Rechecked(v["verdict"], v["value"], v.get("worst"), v["seeds"], v["diverged_seeds"],
                                    v["seed_values"], by_number[int(n)].params, by_number[int(n)].value,
-                                   by_number[int(n)].run_id)
+                                   by_number[int(n)].run_id, v.get("mean"), v.get("q90"), v.get("stuck_seeds", []))
                  for n, v in study.user_attrs.get(names.RECHECK, {}).items() if int(n) in by_number}
     recommended = study.user_attrs.get(names.RECOMMENDED)
     recommended = recommended if recommended in rechecked else None
@@ -72,8 +72,9 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
                   experiment_id: str) -> None:
     c = summary.counts
     storage = cfg.sweep.storage or storage_default()
-    print(f"\nstudy '{study.study_name}': {sum(c[v] for v in (CONVERGED, PARTLY_DIVERGED, DIVERGED))} trained: "
+    print(f"\nstudy '{study.study_name}': {sum(c[v] for v in TRAINED)} trained: "
           f"{c[CONVERGED]} converged, {c[PARTLY_DIVERGED]} partly diverged (a minority of seeds diverged), "
+          f"{c[NOT_FIT]} not fit (loss above {NOT_FIT_FRACTION:g} of a constant prediction's), "
           f"{c[DIVERGED]} diverged (the median seed diverged: PRUNED in Optuna); {c[PRUNED]} pruned, "
           f"{c['failed']} failed")
     if summary.best_number is None:
@@ -86,16 +87,17 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
     if summary.recheck:
         fresh = summary.recheck_seeds
         seeds = f"seeds {fresh[0]}-{fresh[-1]}" if len(fresh) > 1 else f"seed {fresh[0]}"
-        print(f"re-checked the {len(summary.recheck)} best trials on fresh {seeds}: ", end="")
+        print(f"re-checked the {len(summary.recheck)} best trials on {len(next(iter(summary.recheck.values())).seeds)} "
+              f"seeds each (the study's and {len(fresh)} fresh ones, {seeds}):")
+        for m, r in ranked(summary.recheck):
+            print(f"  {'recommended' if m == n else 'not chosen '} #{m}: {r.describe()}")
+            print(f"  {'':11}  " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in r.params.items()))
         if n is None:
-            print("every one diverged there; no recommendation (see recheck.csv on the parent run)")
+            print("every one's median seed diverged there: no recommendation (recheck.csv on the parent run)")
         else:
-            r = summary.recheck[n]
-            worst = f", worst seed {r.worst:.6g}" if r.worst is not None else ""
-            print(f"recommended trial #{n}: {cfg.sweep.metric} = {r.value:.6g} (median over its "
-                  f"{len(r.seeds)} seeds{worst}{', ' + str(len(r.diverged_seeds)) + ' diverged' if r.diverged_seeds else ''})")
-            print_params(r.params)
-            print("  (the rule: of the re-checked trials whose every seed converged, the one whose worst seed is best)")
+            print(f"recommended trial #{n} (the rule: {RECHECK_RULE}):")
+            print_params(summary.recheck[n].params)
     if any(s.measured or s.predicted_init for s in summary.stability.values()):
         print(f"where each width's learning rate stops training, measured and predicted by sharpness: "
               f"stability.csv{' and plots/stability.png' if cfg.tracking.log_plots else ''} on the parent run, "

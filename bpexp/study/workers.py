@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from bpexp.recording import study_record
 from bpexp.runtime.liveness import worker_alive
-from bpexp.results.outcome import CONVERGED, DIVERGED, PARTLY_DIVERGED, verdict_of
+from bpexp.results.outcome import TRAINED, verdict_of
 from bpexp.recording.recorder import Recorder
 from bpexp import names
 
@@ -99,8 +99,8 @@ def count(study: optuna.Study, *states: TrialState) -> int:
 
 def counts(trial) -> bool:
     """Whether a trial counts towards sweep.n_trials: trained to an outcome (converged, partly
-    diverged or diverged); pruned trials and trials that failed for other reasons come on top."""
-    return verdict_of(trial) in (CONVERGED, PARTLY_DIVERGED, DIVERGED)
+    diverged, not fit or diverged); pruned trials and trials that failed for other reasons come on top."""
+    return verdict_of(trial) in TRAINED
 
 
 def trained(study: optuna.Study) -> int:
