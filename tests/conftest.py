@@ -148,9 +148,9 @@ def mlflow_runs(tmp_path, uri=None):
 
 
 def check_invariants(tmp_path, n_trials, uri=None):
-    """The sweep's invariants: n_trials trained (converged, partly diverged or diverged), one
-    FINISHED child run per finished trial and none for failed ones, unique trial numbers,
-    one parent run, nothing RUNNING."""
+    """The sweep's invariants: n_trials trained (converged, partly diverged, not fit or
+    diverged), one FINISHED child run per finished trial and none for failed ones, unique trial
+    numbers, one parent run, nothing RUNNING, every child run's trial state and verdict Optuna's."""
     from collections import Counter
 
     from optuna.trial import TrialState
@@ -169,6 +169,10 @@ def check_invariants(tmp_path, n_trials, uri=None):
         expected = 1 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else 0
         assert finished[t.number] == expected, (t.number, t.state)
     assert not [c for c in children if c.info.status == "RUNNING"]
+    for c in children:  # one truth after faults too: each run's tags say what Optuna holds
+        t = study.trials[int(c.data.tags["optuna.trial_number"])]
+        assert c.data.tags.get("optuna.trial_state") == t.state.name, (t.number, t.state, c.data.tags)
+        assert c.data.tags.get("bpexp.outcome") == (verdict_of(t) or "failed"), (t.number, t.state, c.data.tags)
     return study, client, parents[0], children
 
 

@@ -434,6 +434,8 @@ def test_runs_of_a_worker_dead_on_another_host_follow_their_trials(tmp_path):
     study_record.settle_child_runs(client, parent, {0: "FAIL", 1: "COMPLETE", 2: "RUNNING"}, set())
     status = {n: client.get_run(r).info.status for n, r in runs.items()}
     assert status == {0: "KILLED", 1: "FINISHED", 2: "RUNNING"}
+    tags = client.get_run(runs[0]).data.tags  # the failed trial's run says FAIL, as Optuna does
+    assert tags["optuna.trial_state"] == "FAIL" and tags["bpexp.outcome"] == "failed"
 
 
 def test_a_store_from_the_template_is_the_store_mlflow_makes(tmp_path, monkeypatch):

@@ -135,7 +135,11 @@ def _new_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: in
         _record(run_id, record, end_status)
     except BaseException as e:  # half recorded: say so on the run rather than leave it RUNNING
         try:
-            tracking.end_run(_client, run_id, "FAILED", f"recording failed: {type(e).__name__}: {e}")
+            reason = f"recording failed: {type(e).__name__}: {e}"
+            if names.TRIAL_NUMBER in tags:  # the sweep fails its trial (Session.settle): so do its tags
+                tracking.end_failed_trial_runs(_client, [run_id], reason, "FAILED")
+            else:
+                tracking.end_run(_client, run_id, "FAILED", reason)
         except Exception:
             pass
         raise

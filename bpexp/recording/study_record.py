@@ -15,7 +15,7 @@ from bpexp.results.summary import StudySummary, ranked
 from bpexp.recording.study_note import study_note
 from bpexp.runtime.redaction import redact_tree
 from bpexp.runtime.stores import StoreError
-from bpexp.recording.tracking import child_runs, end_run, log_all, log_files, start_run
+from bpexp.recording.tracking import child_runs, end_failed_trial_runs, log_all, log_files, start_run
 from bpexp.recording.best_model import log_best_model, param_importances
 from bpexp import names
 
@@ -71,11 +71,11 @@ def settle_child_runs(client, parent_run_id: str, trial_states: Mapping[int, str
             continue
         state = "FAIL" if state == "RUNNING" else state
         try:
-            client.set_tag(run.info.run_id, names.TRIAL_STATE, state)
             if state in ("COMPLETE", "PRUNED"):
+                client.set_tag(run.info.run_id, names.TRIAL_STATE, state)
                 client.set_terminated(run.info.run_id, "FINISHED")
             else:
-                end_run(client, run.info.run_id, "KILLED", "the worker stopped before the trial ended")
+                end_failed_trial_runs(client, [run.info.run_id], "the worker stopped before the trial ended")
         except Exception:  # another worker settled it at the same moment
             continue
 

@@ -236,6 +236,18 @@ def end_runs(client, run_ids, status: str) -> None:
         client.set_terminated(run_id, status)
 
 
+FAILED_TRIAL = {names.TRIAL_STATE: "FAIL", names.OUTCOME: "failed"}  # as Optuna and trials.csv have it
+
+
+def end_failed_trial_runs(client, run_ids, reason: str, status: str = "KILLED") -> None:
+    """End the runs of trials Optuna holds as FAIL (stopped by a signal, failed as stale, their
+    recording failed): their tags say so, as Optuna and trials.csv do, not the state and verdict
+    they were created with (the metrics stay: what was measured before the trial was failed)."""
+    for run_id in run_ids:
+        log_all(client, run_id, tags=FAILED_TRIAL)
+        end_run(client, run_id, status, reason)
+
+
 def search_all(client, experiment_id: str, query: str = "") -> list:
     """Every run of the experiment that matches the query, page by page."""
     runs, token = [], None

@@ -192,7 +192,7 @@ class Session:
         if rec is not None:
             rec.recorder.later(tracking.end_runs, finished, "FINISHED")  # errors surface at recorder.settle()
             if killed:
-                rec.recorder.later(tracking.end_runs, killed, "KILLED")
+                rec.recorder.later(tracking.end_failed_trial_runs, killed, "another worker failed its trial as stale")
             if improved:
                 rec.recorder.later(tracking.log_all, rec.parent, metrics=improved)
         if self.progress is not None:
@@ -225,7 +225,11 @@ class Session:
         for status, run_ids in ends.items():
             if run_ids and self.recording is not None:
                 try:
-                    self.recording.recorder.call(tracking.end_runs, run_ids, status).result(timeout=left())
+                    if status == "KILLED":
+                        self.recording.recorder.call(tracking.end_failed_trial_runs, run_ids,
+                                                     "the sweep stopped before its trial was told").result(timeout=left())
+                    else:
+                        self.recording.recorder.call(tracking.end_runs, run_ids, status).result(timeout=left())
                 except Exception:
                     pass  # RUNNING until the next sweep on this study settles them by their trials
 
