@@ -480,3 +480,31 @@ def test_a_store_killed_mid_write_is_recovered_not_refused(tmp_path):
     assert (tmp_path / "mlflow.db-journal").stat().st_size > 0  # hot: the write was cut short
     assert stores.sqlite_state(db, "runs") == "ok"
     assert not MlflowClient(f"sqlite:///{db}").get_experiment("0").tags  # rolled back
+
+
+def test_a_worker_frozen_past_the_grace_period_wakes_to_a_study_others_went_on_with(tmp_path, monkeypatch):
+    """A worker frozen mid-batch (SIGSTOP, a paused VM) past the heartbeat's grace: another
+    worker fails its trials as stale. Woken, it finds them failed when it tells them: its runs end
+    KILLED as their trials did (not an error that ends the shared parent FAILED), and it goes on to
+    the study's end: n_trials trained, the parent FINISHED, every invariant."""
+    from bpexp.study import session
+
+    real, hits, failed = session.failpoint, [], []
+
+    def frozen_then_woken(name: str) -> None:  # at the 2nd batch's tell: another worker failed its trials
+        hits.append(name)
+        if name == "recording" and hits.count("recording") == 2:
+            other = load(tmp_path)
+            for t in other.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                other.tell(t.number, state=TrialState.FAIL)
+                failed.append(t.number)
+        real(name)
+
+    monkeypatch.setattr(session, "failpoint", frozen_then_woken)
+    r = run_bpexp("sweep", "sweep.n_trials=6", "sweep.batch_size=2", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, _, parent, children = check_invariants(tmp_path, 6)
+    assert parent.info.status == "FINISHED"
+    assert failed and failed == [t.number for t in study.trials if t.state == TrialState.FAIL]
+    assert all(c.info.status == "KILLED" for c in children
+                                    if int(c.data.tags["optuna.trial_number"]) in failed)

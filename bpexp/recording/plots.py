@@ -212,7 +212,7 @@ def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, titl
     """Each config's per-seed values as dots over a bar from the lowest to the highest, the
     median as a tick; diverged seeds (inf) as x at the right edge; with stuck_above (a bound
     per group), the seeds above their group's bound as red circles (stuck seeds)."""
-    fig = Figure(figsize=(6, 0.8 + 0.35 * max(1, len(groups))))
+    fig = Figure(figsize=(7, max(3.0, 0.8 + 0.4 * len(groups))))
     ax = fig.add_subplot()
     gone, stuck_drawn = [], False
     for i, (_, values) in enumerate(groups):

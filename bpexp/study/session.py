@@ -175,10 +175,16 @@ class Session:
             outcome: Outcome = batch.outcomes[t.number]
             state, value = optuna_state(outcome)
             links = rec.recorder.run_links(run_id) if rec is not None else {}
-            for k, v in {**optuna_attrs(outcome), **links}.items():
-                t.set_user_attr(k, v)
-            t.set_constraint(CONSTRAINT, optuna_constraint(outcome))  # TPE and GP read it
-            told = tell(study, t, value, state)
+            try:
+                for k, v in {**optuna_attrs(outcome), **links}.items():
+                    t.set_user_attr(k, v)
+                t.set_constraint(CONSTRAINT, optuna_constraint(outcome))  # TPE and GP read it
+                told = tell(study, t, value, state)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # This worker was frozen (SIGSTOP, a paused VM) past the heartbeat's grace: another
+                # worker failed the trial as stale and may have finished the study. Not this
+                # worker's error: its run ends KILLED as its trial did, and the study goes on.
+                told = TrialState.FAIL
             # Another worker may have failed it as stale meanwhile (a heartbeat missed under load):
             # Optuna's state is the record, so its run ends KILLED, never FINISHED for a failed trial.
             if told != state:
