@@ -4,7 +4,7 @@ so they never change; tests spell them out as literals, as a user would.
 """
 
 # ------------------------------------------------------------------ both MLflow tags and Optuna attributes
-WORKER = "bpexp.worker"  # host:pid of the process that owns a run or a RUNNING trial (runtime/liveness.py)
+WORKER = "bpexp.worker"  # host:pid@boot.pidns of the process that owns a run or a RUNNING trial (runtime/liveness.py)
 OUTCOME = "bpexp.outcome"  # the verdict: results/outcome.py's Verdict
 SUGGESTED_LR = "bpexp.suggested_lr"  # the range test's suggested lr for the trial's config (lr_units)
 RECHECK = "bpexp.recheck"  # a re-checked trial's verdict on fresh seeds (tag); every re-check (study attr)

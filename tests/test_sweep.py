@@ -243,10 +243,16 @@ def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypat
     live.set_user_attr("bpexp.worker", liveness.THIS_WORKER)
     elsewhere = study.ask()
     elsewhere.set_user_attr("bpexp.worker", "another-host:1")  # Optuna's heartbeat covers it
+    # the same host name, another PID namespace (a hostNetwork pod): its pid means nothing here
+    other_ns = study.ask()
+    other_ns.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{2**22 + 12345}@{liveness.PLACE}x")
+    dead_here = study.ask()  # this host, boot and namespace, no such pid: provably gone
+    dead_here.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{2**22 + 12345}@{liveness.PLACE}")
     workers.fail_stale_trials(study)
     states = {t.number: t.state for t in study.trials}
-    assert states[dead.number] == TrialState.FAIL
+    assert states[dead.number] == states[dead_here.number] == TrialState.FAIL
     assert states[unclaimed.number] == states[live.number] == states[elsewhere.number] == TrialState.RUNNING
+    assert states[other_ns.number] == TrialState.RUNNING
     monkeypatch.setattr(workers, "GRACE_S", 0)  # unclaimed for longer than the grace period
     workers.fail_stale_trials(study)
     assert study.trials[unclaimed.number].state == TrialState.FAIL

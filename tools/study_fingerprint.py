@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-VOLATILE = re.compile(r"[0-9a-f]{32}|\d+\.\d+ ?s\b|[\w.-]+:\d+\b|/tmp/\w+|\d{4}-\d\d-\d\d[ T][\d:.]+")
+VOLATILE = re.compile(r"[0-9a-f]{32}|\d+\.\d+ ?s\b|[\w.-]+:\d+(?:@[\w.]+)?\b|/tmp/\w+|\d{4}-\d\d-\d\d[ T][\d:.]+")
 TEXT = (".svg", ".csv", ".json", ".yaml", ".txt", ".md")
 
 
