@@ -317,6 +317,9 @@ def test_a_searched_cuda_device_without_cuda_is_refused(monkeypatch):
     ("http://u:pw@h:5000 and https://a:b@c", "http://u:***@h:5000 and https://a:***@c"),
     ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
     ("http://host:5000/path", "http://host:5000/path"),
+    ("postgresql://u:p@ss?w0rd@host:5432/db", "postgresql://u:***@host:5432/db"),  # "?" after an "@"
+    ("postgresql://u:a?b@c@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
+    ("http://u:se?cret@h:5000", "http://u:***@h:5000"),
 ])
 def test_redact_hides_every_form_of_password(url, expected):
     assert redaction.redact(url) == expected

@@ -65,15 +65,17 @@ def split_userinfo(rest: str) -> tuple[str, str]:
     """(user info, the rest from its "@") of what follows "://", or ("", rest).
 
     Users write passwords raw, with "/", "@", "?" or ":" in them, which urllib.parse splits in
-    the wrong place (a "/" ends its netloc). As SQLAlchemy reads such a URL, a user name runs to
-    the first ":", and the password then to an "@": the last one before the query (a "?"
-    after the first "@"), so that a password may hold "@" and "/" both."""
+    the wrong place (a "/" ends its netloc). A user name runs to the first ":", and the
+    password then to an "@": the last one before the query (a "?key=" after the first "@"), so
+    that a password may hold "@", "/" and "?" (u:p@ss?w0rd@h/db: SQLAlchemy would end it at the
+    first "@", but the user meant "p@ss?w0rd", and none of it may be shown)."""
     user = re.match(r"[^/@:?#]*:", rest)
     first_at = rest.find("@")
     if first_at < 0:
         return "", rest
     if user:
-        query = rest.find("?", first_at)
+        found = re.compile(r"\?[^=&@/?#]+=").search(rest, first_at)
+        query = found.start() if found else -1
         at = rest.rfind("@", 0, query if query >= 0 else len(rest))
         return rest[:at], rest[at:]
     if not re.search(r"[/?#]", rest[:first_at]):  # user@host, no password
