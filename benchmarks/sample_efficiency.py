@@ -39,7 +39,7 @@ from bpexp.training.data import dataset_from_config
 from bpexp.training.data import constant_loss
 from bpexp.training.population import train_population
 from bpexp.results.outcome import Outcome, recheck_rank, trial_outcome
-from bpexp.study.recheck import best_of, recheck, recheck_seeds, top_trials
+from bpexp.study.recheck import best_of, candidates, recheck, recheck_seeds, top_trials
 from bpexp.config.specs import member_of, train_spec
 from bpexp.study.search_space import make_sampler, trial_config
 from bpexp.study import lr_units
@@ -48,6 +48,7 @@ from bpexp.study.session import Session
 UNSEEN = list(range(10_000, 10_032))  # the seeds recommendations are judged on: never tuned on, nor re-checked on
 BUDGETS = (20, 30, 50, 100)
 RULES = ("bpexp", "worst of 6", "median")
+PICK = "per config"  # the re-check's candidates: the best trial of each config apart from its lr (--pick best: the best trials)
 
 
 def config(overrides: list[str]) -> SweepAppConfig:
@@ -98,12 +99,14 @@ def grid_best(cfg: SweepAppConfig, data) -> Outcome:
                                train_spec(cfg.train, sharpness=False))
     constant, n = constant_loss(data, "train_loss"), len(UNSEEN)
     outcomes = [trial_outcome(results[i * n:(i + 1) * n], "train_loss", constant) for i in range(len(configs))]
-    return min((o for o in outcomes if o.value is not None), key=risk)
+    best = min((i for i, o in enumerate(outcomes) if o.value is not None), key=lambda i: risk(outcomes[i]))
+    print(f"grid's best by risk: lr {configs[best].lr:.3g}, {configs[best].hidden} hidden")
+    return outcomes[best]
 
 
 def picks(cfg: SweepAppConfig, done: list, data) -> dict[str, object]:
     """The trial each rule recommends, from one re-check of the top trials (as `bpexp sweep`)."""
-    top = top_trials(done, cfg.sweep.recheck)
+    top = candidates(cfg, done, cfg.sweep.recheck) if PICK == "per config" else top_trials(done, cfg.sweep.recheck)
     outcomes = recheck(cfg, top, data, recheck_seeds(cfg))
     k = cfg.sweep.seeds + 3  # the old rule: the study's seeds and the first 3 fresh ones, by the worst of them
     old = {n: (sum(1 for s in o.seeds[:k] if s in o.diverged_seeds),
@@ -118,15 +121,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=10, help="sampler seeds 0, 1, ...")
     p.add_argument("--samplers", nargs="+", default=["tpe", "random"])
+    p.add_argument("--pick", choices=["per config", "best"], default="per config",
+                   help="the re-check's candidates: the best trial per config apart from its lr, or the best trials")
+    p.add_argument("--no-grid", type=float, nargs=3, metavar=("MEDIAN", "MEAN", "WORST"),
+                   help="the grid's figures from an earlier run, instead of training it again")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
+    global PICK
+    PICK = a.pick
     base = config(["sweep.n_trials=100", *a.overrides])
     data = dataset_from_config(base.data)
     t0 = time.perf_counter()
-    grid = grid_best(base, data)
-    print(f"grid (by risk over {len(UNSEEN)} unseen seeds): median {grid.value:.3g}, mean {grid.mean:.3g}, "
-          f"worst {max(grid.seed_values.values()):.3g}, {len(grid.failed_seeds)} failed "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    if a.no_grid:
+        grid_value, grid_worst = a.no_grid[0], a.no_grid[2]
+    else:
+        grid = grid_best(base, data)
+        grid_value, grid_worst = grid.value, max(grid.seed_values.values())
+        print(f"grid (by risk over {len(UNSEEN)} unseen seeds): median {grid.value:.3g}, mean {grid.mean:.3g}, "
+              f"worst {grid_worst:.3g}, {len(grid.failed_seeds)} failed ({time.perf_counter() - t0:.0f} s)", flush=True)
     cache: dict = {}
     print("| sampler | rule | " + " | ".join(f"{b} trials: median / grid's, worst / grid's, seeds failed"
                                              for b in BUDGETS) + " | time |")
@@ -145,12 +157,11 @@ def main() -> None:
                 outs = unseen(cfg, [trial_config(cfg, chosen[r].params) for r in RULES], data, cache)
                 for r, o in zip(RULES, outs):
                     got[(r, b)].append(o)
-        grid_worst = max(grid.seed_values.values())
         for r in RULES:
             cells = []
             for b in BUDGETS:
                 os_ = got[(r, b)]
-                med = statistics.median((o.value if o.value is not None else np.inf) / grid.value for o in os_)
+                med = statistics.median((o.value if o.value is not None else np.inf) / grid_value for o in os_)
                 worst = statistics.median(o.quantile(1.0) / grid_worst for o in os_)
                 failed = sum(len(o.failed_seeds) for o in os_)
                 cells.append(f"{med:.2f}x, {worst:.2f}x, {failed}/{len(os_) * len(UNSEEN)}")

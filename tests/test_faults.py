@@ -511,3 +511,37 @@ def test_a_worker_frozen_past_the_grace_period_wakes_to_a_study_others_went_on_w
     assert failed and failed == [t.number for t in study.trials if t.state == TrialState.FAIL]
     assert all(c.info.status == "KILLED" for c in children
                                     if int(c.data.tags["optuna.trial_number"]) in failed)
+
+
+def test_a_signal_held_by_a_step_that_hangs_acts_within_the_hold():
+    """A step that must not be cut in two holds Ctrl-C and SIGTERM, but not forever: a step stuck
+    on a server that stopped answering is cut after interrupts.HOLD_S; a second signal acts at once."""
+    from bpexp.runtime import interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    interrupts.handle_sigterm()
+    t0 = time.monotonic()
+    with pytest.raises(interrupts.Terminated):
+        with interrupts.deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            assert interrupts.interrupted()  # held: the step may end on its own...
+            time.sleep(60)  # ...but a hung one is cut
+    assert interrupts.HOLD_S <= time.monotonic() - t0 < interrupts.HOLD_S + 2
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGINT)  # pressed twice: at once
+            time.sleep(60)
+    assert time.monotonic() - t0 < 2
+    with interrupts.deferred_interrupts():  # a step that ends in time: nothing held, nothing raised
+        time.sleep(0.1)
+    assert not interrupts.interrupted()
+    t0 = time.monotonic()  # a wait with no timeout of its own (a stopped server), bounded by `within`
+    with pytest.raises(interrupts.StepTimeout):
+        with interrupts.within(0.5):
+            time.sleep(60)
+    assert time.monotonic() - t0 < 2
+    signal.signal(signal.SIGTERM, before)

@@ -15,15 +15,14 @@ from bpexp.results.summary import StudySummary
 
 
 def param_importances(trials: list) -> dict[str, float]:
-    """Optuna's fANOVA importances of the trials' parameters ({} when it cannot tell, e.g. a
-    parameter with a single value so far), from a study held in memory. Here, in the recorder
-    process, not in the sweep's: fANOVA's import (sklearn, ~1.2 s) is made early
-    (`warm_ups`) where it does not slow the training (in a thread of the sweep's
-    process it held the interpreter lock: its first batch trained in ~2.2 s instead of ~1.3).
-    fANOVA itself takes ~20 ms for 1000 trials; the study in memory ~0.2 s."""
+    """Optuna's importances of the trials' parameters, by its default evaluator, PED-ANOVA (what
+    optuna-dashboard shows; {} when it cannot tell, e.g. a parameter with a single value so
+    far), from a study held in memory. Here, in the recorder process, not in the sweep's: the
+    import is made early (`warm_ups`) where it does not slow the training."""
     if not trials:
         return {}
     import optuna
+    from optuna.importance import PedAnovaImportanceEvaluator
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()
@@ -31,17 +30,17 @@ def param_importances(trials: list) -> dict[str, float]:
     with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
         warnings.simplefilter("ignore", UserWarning)
         try:
-            return optuna.importance.get_param_importances(study)
+            return optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
         except (RuntimeError, ValueError):
             return {}
 
 
 def spread_fixed_params(trials: list) -> list:
     """The trials, each parameter that Optuna holds as a one-point distribution (a value set,
-    not sampled: train.lr, with the lr searched in units of the range test) given the range of
-    its values over the trials instead: fANOVA reads a one-point parameter as never varying and
-    gives it importance 0, which read as "the lr does not matter" (it varies, as a multiple of
-    each config's suggestion). COMPLETE trials only: the ones importances read."""
+    not sampled: train.lr in a study begun before lr_units.lr_distribution, with the lr searched
+    in units of the range test) given the range of its values over the trials instead: an
+    importance evaluator reads a one-point parameter as never varying and gives it importance 0,
+    which read as "the lr does not matter". COMPLETE trials only: the ones importances read."""
     import optuna
     from optuna.distributions import FloatDistribution
 

@@ -256,7 +256,7 @@ def study_figures(trials: Sequence[dict], keys: Sequence[str], metric: str,
                   importances: dict) -> dict[str, bytes]:
     """The parent run's figures: every trial plotted as its verdict says (bpexp/results/outcome.py)."""
     files = {}
-    ok = [t for t in trials if t.outcome == "converged"]
+    ok = [t for t in trials if t.outcome in ("converged", "not fit")]  # every seed trained to the end
     partly = [t for t in trials if t.outcome == "partly diverged"]
     diverged = [t for t in trials if t.outcome == "diverged"]
     ylabel = f"final {metric} (median over seeds)"
@@ -290,6 +290,6 @@ def study_figures(trials: Sequence[dict], keys: Sequence[str], metric: str,
                 bad=([t.params[x_key] for t in bad], [t.params[c_key] for t in bad]))
     if importances:
         files["plots/param_importances.png"] = bar_plot(list(importances), list(importances.values()),
-                                                        f"importance for the final {metric} (fANOVA)",
+                                                        f"importance for the final {metric} (PED-ANOVA, as optuna-dashboard)",
                                                         "parameter importances (trials with a value)")
     return files

@@ -247,8 +247,8 @@ def trials_csv(trials, keys) -> str:
 
 
 def warm_ups(plots: bool, model: bool) -> list[tuple[str, ...]]:
-    """What the end of a study imports here, in steps of ~1-1.4 s each (2-core machine): fANOVA's
-    sklearn (the importance figure), torch, torch.export's tracer and mlflow.pytorch (the best
+    """What the end of a study imports here, in steps of ~1-1.4 s each (2-core machine): Optuna's
+    importance module (the importance figure), torch, torch.export's tracer and mlflow.pytorch (the best
     model; torch.export imports its tracer only when it first exports: ~1.3 s). The sweep sends
     one step after each batch (`warm_up`), while its next batch trains, so that no batch waits
     for them and the study's end does not pay for them (a 1000-trial study's end: 6.1 s -> 3.7 s)."""

@@ -6,6 +6,11 @@ ended KILLED, the parent run ended) settles a SIGTERM too. A step that must not 
 (asking a batch, telling a trial and ending its run) runs under `deferred_interrupts`, which
 holds the signal until the step ends; a long step asks `interrupted()` between its parts, so
 a signal is acted on within one part (milliseconds), never after a whole batch.
+
+A held signal waits HOLD_S at most: a step stuck on a database or tracking server that stopped
+answering (SIGSTOP, a network partition: the wait inside psycopg runs Python's signal handlers
+every 0.1 s) is cut there, and what it left RUNNING is settled by the resume, as after kill -9.
+A second Ctrl-C or SIGTERM acts at once.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ def handle_sigterm() -> None:
 
 
 _caught: list[int] = []  # signals noted while deferred (main thread only)
+HOLD_S = 5.0  # the longest a held signal waits for the step it arrived in
 
 
 @contextmanager
@@ -39,16 +45,31 @@ def deferred_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    note = lambda signum, frame: _caught.append(signum)  # noqa: E731
-    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _note) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _held_too_long)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for s, handler in previous.items():
             signal.signal(s, handler)
         pending = _pending()
         if pending is not None:
             raise pending
+
+
+def _note(signum, frame) -> None:
+    """A signal while deferred: held until the step ends, HOLD_S at most; a second one acts now."""
+    _caught.append(signum)
+    if len(_caught) > 1:
+        raise _pending()
+    signal.setitimer(signal.ITIMER_REAL, HOLD_S)
+
+
+def _held_too_long(signum, frame) -> None:
+    pending = _pending()
+    if pending is not None:
+        raise pending
 
 
 def interrupted() -> bool:
@@ -62,3 +83,30 @@ def _pending() -> Optional[KeyboardInterrupt]:
     signum = _caught[0]
     _caught.clear()
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+class StepTimeout(Exception):
+    """A step that `within` bounds ran out of time."""
+
+
+@contextmanager
+def within(seconds: float) -> Iterator[None]:
+    """Raise StepTimeout in the main thread once `seconds` have passed inside the block: a wait
+    that Python's signal handlers can break (psycopg's and MLflow's waits run them every 0.1 s)
+    is bounded even with no client-side timeout (a server stopped on this host: its kernel
+    still acknowledges). Elsewhere than the main thread, or inside deferred_interrupts (which
+    owns the timer), the block runs unbounded."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGALRM) is _held_too_long:
+        yield
+        return
+
+    def expired(signum, frame):
+        raise StepTimeout(f"no answer within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

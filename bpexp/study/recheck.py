@@ -37,7 +37,7 @@ from bpexp.results.outcome import VALUED, Outcome, recheck_rank, trial_outcome
 from bpexp.training.data import constant_loss
 from bpexp.training.population import train_population
 from bpexp.config.specs import member_of, train_spec
-from bpexp.study.search_space import study_seeds, trial_config
+from bpexp.study.search_space import param_name, searched, study_seeds, trial_config
 from bpexp import names
 
 
@@ -51,6 +51,21 @@ def top_trials(trials: Sequence, k: int) -> list:
     """The k best trials with a value (Optuna's FrozenTrials), best first."""
     valued = [t for t in trials if t.value is not None]
     return sorted(valued, key=lambda t: (t.value, t.number))[:k]
+
+
+def candidates(cfg: SweepAppConfig, trials: Sequence, k: int) -> list:
+    """The k trials to re-check: the best trial of each config apart from its lr (each width, for
+    the default study), best first; then, if there are fewer such configs than k, the next best
+    trials. Not simply the k best trials: a sampler piles its trials up where the study's seeds
+    did best, and the k best are then one width at k lrs, a width that may fail on a seed in
+    eight (3 units; docs/findings.md, "Seed risk"), with nothing to recommend in its place."""
+    lr_names = {n for key, p in searched(cfg.sweep.search_space) if key == "train.lr" for n in (key, param_name(key, p))}
+    first, rest, seen = [], [], set()
+    for t in top_trials(trials, len(trials)):
+        shape = tuple(sorted((n, repr(v)) for n, v in t.params.items() if n not in lr_names))
+        (rest if shape in seen else first).append(t)
+        seen.add(shape)
+    return (first + rest)[:k]
 
 
 def recheck(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]) -> dict[int, Outcome]:
@@ -79,7 +94,7 @@ def best_of(outcomes: dict[int, Outcome]) -> Optional[int]:
 def recommend(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]):
     """The recommended trial among `trials` (the best one when the re-check is off or every
     re-checked trial diverged)."""
-    top = top_trials(trials, max(1, cfg.sweep.recheck))
+    top = candidates(cfg, trials, max(1, cfg.sweep.recheck))
     picked = best_of(recheck(cfg, top, data, seeds)) if cfg.sweep.recheck else None
     return next((t for t in top if t.number == picked), top[0] if top else None)
 
@@ -94,7 +109,7 @@ def recheck_study(cfg: SweepAppConfig, study, data) -> None:
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    outcomes = recheck(cfg, top_trials(done, cfg.sweep.recheck), data, recheck_seeds(cfg))
+    outcomes = recheck(cfg, candidates(cfg, done, cfg.sweep.recheck), data, recheck_seeds(cfg))
     study.set_user_attr(names.RECHECK, {str(n): recheck_record(o) for n, o in outcomes.items()})
     study.set_user_attr(names.RECOMMENDED, best_of(outcomes))
 

@@ -31,7 +31,7 @@ from bpexp.recording.run_record import config_tree, run_record
 from bpexp.results.outcome import (CONSTRAINT, PRUNED, Outcome, optuna_attrs, optuna_constraint, optuna_state,
                                    trial_outcome)
 from bpexp.runtime.failpoints import failpoint
-from bpexp.runtime.interrupts import deferred_interrupts, interrupted
+from bpexp.runtime.interrupts import StepTimeout, deferred_interrupts, interrupted, within
 from bpexp.runtime.liveness import THIS_WORKER
 from bpexp.study import lr_units
 from bpexp.study.batches import Batch, BatchPlan, ask, batch_plan, train_batch, trial_name
@@ -52,7 +52,7 @@ class Recording:
     warm_ups: list = field(default_factory=list)  # imports for the study's end, one step after each batch
 
 
-CLEANUP_S = 20.0  # the longest a failing or interrupted sweep waits to settle its trials' runs
+CLEANUP_S = 10.0  # the longest a failing or interrupted sweep waits to settle its trials' runs
 
 
 # ----------------------------------------------------------------------------- the session
@@ -214,20 +214,28 @@ class Session:
         ends: dict[str, list[str]] = {"FINISHED": [], "KILLED": []}
         deadline = time.monotonic() + CLEANUP_S
         left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
-        for b in batches:
-            for t in b.trials:
-                try:
-                    state = tell(self.study, t, None, TrialState.FAIL)
-                except Exception:
-                    continue  # storage gone: the trial's state is unknown; leave its run to a resume
-                future = b.runs.get(t.number)
-                if future is None:
-                    continue
-                try:
-                    run_id = future.result(timeout=left())
-                except Exception:
-                    continue  # its run was never created, or the recorder is stuck
-                ends["FINISHED" if state in (TrialState.COMPLETE, TrialState.PRUNED) else "KILLED"].append(run_id)
+        try:
+            # Bounded as a whole: with the database stopped (no answer, no error), each tell
+            # would wait for ever; what is left RUNNING here the resume settles.
+            with within(CLEANUP_S):
+                for b in batches:
+                    for t in b.trials:
+                        try:
+                            state = tell(self.study, t, None, TrialState.FAIL)
+                        except StepTimeout:
+                            raise
+                        except Exception:
+                            continue  # storage gone: the trial's state is unknown; leave its run to a resume
+                        future = b.runs.get(t.number)
+                        if future is None:
+                            continue
+                        try:
+                            run_id = future.result(timeout=left())
+                        except Exception:
+                            continue  # its run was never created, or the recorder is stuck
+                        ends["FINISHED" if state in (TrialState.COMPLETE, TrialState.PRUNED) else "KILLED"].append(run_id)
+        except StepTimeout:
+            pass
         for status, run_ids in ends.items():
             if run_ids and self.recording is not None:
                 try:

@@ -131,9 +131,29 @@ def _create_storage(url: str) -> None:
             optuna.storages.RDBStorage(url).engine.dispose()  # creates Optuna's tables
 
 
+def quiet_drivers() -> None:
+    """psycopg logs its own steps of an interrupted query ("query cancellation failed: ...") as
+    warnings, which Hydra's logging prints beside bpexp's one line: what failed is bpexp's to say."""
+    import logging
+
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
+
+
 def engine_kwargs(url: str) -> dict:
-    """Fail fast on a database server that does not answer, rather than retry for minutes."""
-    if url.startswith(("postgresql", "mysql")):
+    """Bounded waits on a database server: a connection attempt 5 s; on PostgreSQL also a
+    statement or an idle transaction 60 s (server-side: a lock held by a frozen worker), and a
+    link whose sent data goes unacknowledged for 30 s, or whose keepalives go unanswered for
+    ~25 s, is dropped (libpq's tcp_user_timeout and keepalives: a network partition, a host
+    gone). A server process stopped on this host (SIGSTOP) is still acknowledged by its kernel:
+    there Ctrl-C and SIGTERM still act, within interrupts.HOLD_S (the waits inside psycopg run
+    Python's signal handlers every 0.1 s)."""
+    if url.startswith("postgresql"):
+        quiet_drivers()
+        return {"pool_pre_ping": True, "connect_args": {
+            "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+            "keepalives_count": 3, "tcp_user_timeout": 30000,
+            "options": "-c statement_timeout=60000 -c idle_in_transaction_session_timeout=60000"}}
+    if url.startswith("mysql"):
         return {"connect_args": {"connect_timeout": 5}}
     return {}
 
