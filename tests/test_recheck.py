@@ -20,8 +20,11 @@ def test_the_best_trials_are_rechecked_on_fresh_seeds_and_recorded(tmp_path):
     study = load(tmp_path)
     done = sorted((t for t in study.trials if t.value is not None), key=lambda t: (t.value, t.number))
     rechecked = study.user_attrs["bpexp.recheck"]
-    # the 3 best trials, on their own seeds (99, 100) and the next four (101-104)
-    assert sorted(map(int, rechecked)) == sorted(t.number for t in done[:3])
+    # the best trial of each of the 3 best widths, on their own seeds (99, 100) and the next four (101-104)
+    # (then the next best trials, with fewer widths than 3)
+    widths = [t.params["model.hidden"] for t in done]
+    first = [t for i, t in enumerate(done) if t.params["model.hidden"] not in widths[:i]]
+    assert sorted(map(int, rechecked)) == sorted(t.number for t in (first + [t for t in done if t not in first])[:3])
     client, parents, children = mlflow_runs(tmp_path)
     (parent,) = parents
     runs = {int(c.data.tags["optuna.trial_number"]): c for c in children}
@@ -87,7 +90,8 @@ def test_the_best_trials_are_rechecked_on_fresh_seeds_and_recorded(tmp_path):
 
     dashboard = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
     assert dashboard.startswith(note) and parent.info.run_id in dashboard
-    assert "re-checked the 3 best trials on 6 seeds each (the study's and 4 fresh ones, seeds 101-104):" in r.stdout
+    assert ("re-checked 3 trials, the best of each config apart from the lr, on 6 seeds each (the study's and "
+            "4 fresh ones, seeds 101-104):") in r.stdout
     assert re.search(rf"  recommended #{best}: median {valued[best]:.3g}, ", r.stdout)
     assert f"recommended trial #{best} (the rule: the fewest failed seeds" in r.stdout
     cmp = run_bpexp("compare", "--parent", parent.info.run_id, cwd=tmp_path)

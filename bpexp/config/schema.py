@@ -132,7 +132,7 @@ class SweepConfig:
     seeds: int = 3  # init seeds per trial (train.seed, train.seed+1, ...); objective = median
     batch_size: int = 0  # trials trained together as one population; 0 = automatic (bpexp/study/batches.py: batch_plan)
     sequential_trials: int = 32  # automatic batches: the first trials 4 at a time (TPE's 8 start-up trials: one batch), each told before the next is asked
-    recheck: int = 5  # at the end, this many best trials re-trained on fresh seeds; recommended by that (0 = off)
+    recheck: int = 5  # at the end, this many trials (the best of each config apart from the lr) re-trained on fresh seeds; recommended by that (0 = off)
     recheck_seeds: int = 32  # the re-check's fresh seeds (after the study's): a 1-in-20 failure shows with 81 % chance
     storage: Optional[str] = None  # None: sqlite under outputs/
     register_as: Optional[str] = None  # MLflow model registry name for the best network

@@ -19,7 +19,8 @@ def study_note(summary: StudySummary) -> str:
                   f"{metric} over its {seeds} seeds (the study's and {len(s.recheck_seeds)} fresh ones, "
                   f"{_seeds(s.recheck_seeds)}): median **{r.value!r}**, mean {_num(r.mean)}, 90th percentile "
                   f"{_num(r.q90)}, worst {_num(r.worst)}; {r.failures()}.", "",
-                  f"The rule: the {len(s.recheck)} best trials were trained again on the fresh seeds; recommended: "
+                  f"The rule: {len(s.recheck)} trials, the best of each config apart from the lr, were trained "
+                  f"again on the fresh seeds; recommended: "
                   f"{RECHECK_RULE} (recheck.csv, recheck_seeds.csv, plots/recheck_seeds.png, recommended_config.yaml).", ""]
         rejected = [(m, q) for m, q in ranked(s.recheck) if m != n and q.failed]
         for m, q in rejected:

@@ -5,7 +5,8 @@ user trains the recommendation with a seed of their own, so what matters is how 
 behaves on seeds nobody tuned on, failures included. Measured (docs/findings.md, "Seed risk"):
 at 3 hidden units and lr 0.25-0.31, about one seed in eight never fits (MSE ~0.27, 365x the
 median), at 4 units none does; a 100-trial study crowned the 3-unit config, fine on its 3
-seeds. So the `sweep.recheck` best trials are trained again on their own seeds and
+seeds. So `sweep.recheck` trials (`candidates`: the best of each config apart from its lr)
+are trained again on their own seeds and
 `sweep.recheck_seeds` fresh ones (the seeds after the study's: 32 by default, so that a
 config failing on 1 seed in 20 shows a failure with probability 1 - 0.95**32 = 81 %, 1 in 10:
 97 %), as one population: a population member computes exactly what it computes alone, so

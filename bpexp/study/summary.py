@@ -87,8 +87,8 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
     if summary.recheck:
         fresh = summary.recheck_seeds
         seeds = f"seeds {fresh[0]}-{fresh[-1]}" if len(fresh) > 1 else f"seed {fresh[0]}"
-        print(f"re-checked the {len(summary.recheck)} best trials on {len(next(iter(summary.recheck.values())).seeds)} "
-              f"seeds each (the study's and {len(fresh)} fresh ones, {seeds}):")
+        print(f"re-checked {len(summary.recheck)} trials, the best of each config apart from the lr, on "
+              f"{len(next(iter(summary.recheck.values())).seeds)} seeds each (the study's and {len(fresh)} fresh ones, {seeds}):")
         for m, r in ranked(summary.recheck):
             print(f"  {'recommended' if m == n else 'not chosen '} #{m}: {r.describe()}")
             print(f"  {'':11}  " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
