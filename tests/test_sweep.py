@@ -68,7 +68,33 @@ def test_sweep_records_parent_and_children(tmp_path):
 
 def check_best_model(tmp_path, client, parent, children, study):
     """The best trial's network, logged on the parent as an MLflow PyTorch model, predicts
-    exactly what the best child's recorded final weights compute."""
+    exactly what the best child's recorded final weights compute; so does the recommended
+    trial's, `recommended_model`, when the re-check recommends another trial."""
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    models = {m.name: m for m in mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id],
+                                                             output_format="list",
+                                                             filter_string=f"source_run_id = '{parent.info.run_id}'")}
+    recommended = study.user_attrs.get("bpexp.recommended")
+    assert set(models) == {"best_model"} | ({"recommended_model"} if recommended not in (None, study.best_trial.number)
+                                            else set())
+    # it says which trial it is, its config and its value (the parent's best_value at that trial)
+    best_trial = study.best_trial
+    best = models["best_model"]
+    assert best.params["trial_number"] == str(best_trial.number)
+    assert best.params["train_loss"] == repr(best_trial.value)
+    assert best.params["train.lr"] == repr(best_trial.params["train.lr"])
+    assert [(m.key, m.value, m.step) for m in best.metrics] == [("best_value", best_trial.value, best_trial.number)]
+    check_model_predicts(tmp_path, client, best, children, best_trial.number)
+    if "recommended_model" in models:
+        m, rc = models["recommended_model"], study.user_attrs["bpexp.recheck"][str(recommended)]
+        assert m.params["trial_number"] == str(recommended) and m.params["recheck_train_loss"] == repr(rc["value"])
+        assert m.params["recheck_seeds_failed"] == f"{len(rc['diverged_seeds']) + len(rc['stuck_seeds'])} of {len(rc['seeds'])}"
+        check_model_predicts(tmp_path, client, m, children, recommended)
+
+
+def check_model_predicts(tmp_path, client, model, children, number):
     import mlflow
     import mlflow.pytorch
     import numpy as np
@@ -77,21 +103,11 @@ def check_best_model(tmp_path, client, parent, children, study):
     from bpexp.training.network import forward, stack
     from bpexp.recording.weights import parse_weights
 
-    mlflow.set_tracking_uri(client.tracking_uri)
-    models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list",
-                                         filter_string=f"source_run_id = '{parent.info.run_id}'")
-    assert [m.name for m in models] == ["best_model"]
-    # it says which trial it is, its config and its value (the parent's best_value at that trial)
-    best_trial = study.best_trial
-    assert models[0].params["trial_number"] == str(best_trial.number)
-    assert models[0].params["train_loss"] == repr(best_trial.value)
-    assert models[0].params["train.lr"] == repr(best_trial.params["train.lr"])
-    assert [(m.key, m.value, m.step) for m in models[0].metrics] == [("best_value", best_trial.value, best_trial.number)]
-    info = mlflow.models.get_model_info(models[0].model_uri)
+    info = mlflow.models.get_model_info(model.model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
-    net = mlflow.pytorch.load_model(models[0].model_uri)
-    best = [c for c in children if int(c.data.tags["optuna.trial_number"]) == study.best_trial.number][0]
-    w = parse_weights(open(client.download_artifacts(best.info.run_id, "weights/final.json", str(tmp_path))).read())
+    net = mlflow.pytorch.load_model(model.model_uri)
+    child = [c for c in children if int(c.data.tags["optuna.trial_number"]) == number][0]
+    w = parse_weights(open(client.download_artifacts(child.info.run_id, "weights/final.json", str(tmp_path / model.name))).read())
     x = torch.linspace(-5, 5, 7)
     expected, _ = forward(stack([{k: torch.from_numpy(v) for k, v in w.items()}]), x, "tanh")
     got = net(x.reshape(-1, 1)).detach().numpy()[:, 0]

@@ -78,7 +78,8 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
                                  cfg.tracking.log_plots, cfg.tracking.log_model)
         recheck_study(cfg, study, data)
         summary = with_recheck(summary, study, cfg)
-        recorder.call(study_record.record_recommendation, parent, summary, cfg.tracking.log_plots).result()
+        recorder.call(study_record.record_recommendation, parent, summary, cfg.tracking.log_plots,
+                      cfg.tracking.log_model).result()
         recorded.result()
         recorder.call(tracking.end_run, parent, "FINISHED").result()
         experiment_id = recorder.experiment_id.result()

@@ -62,13 +62,32 @@ def log_best_model(client, parent_run_id: str, best_run_id: str, summary: StudyS
     The model says which trial it is: its params are the trial's number, value and searched
     values, and it is logged at the trial's step, so that MLflow links it to the parent's
     best_value at that step (the trial's value; at step 0 it would show trial #0's)."""
-    config = summary.best_config
+    log_trial_model(client, parent_run_id, best_run_id, "best_model", summary.best_number, summary.best_config,
+                    {summary.metric: repr(summary.best_value), **summary.best_params}, register_as)
+
+
+def log_recommended_model(client, parent_run_id: str, summary: StudySummary) -> None:
+    """The recommended trial's network (bpexp/study/recheck.py) as the MLflow model
+    `recommended_model`, its params the trial's number, its median, mean and failed seeds over
+    the re-check's seeds and its searched values: beside `best_model` (the best value on the
+    study's own seeds), both named for what they are in the Models tab."""
+    n = summary.recommended_number
+    r = summary.recheck[n]
+    log_trial_model(client, parent_run_id, r.run_id, "recommended_model", n, summary.recommended_config,
+                    {f"recheck_{summary.metric}": repr(r.value), f"recheck_{summary.metric}_mean": repr(r.mean),
+                     "recheck_seeds_failed": f"{r.failed} of {len(r.seeds)}", **r.params}, None)
+
+
+def log_trial_model(client, parent_run_id: str, run_id: str, name: str, number: int, config: dict, params: dict,
+                    register_as: Optional[str]) -> None:
+    """A trial's network (its run's weights/final.json) as the MLflow PyTorch model `name` on
+    the parent run, at the trial's step, with the trial's number, run id and config as params."""
     import mlflow
     import mlflow.pytorch
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(best_run_id, "weights/final.json", tmp)
+        path = client.download_artifacts(run_id, "weights/final.json", tmp)
         w = parse_weights(Path(path).read_text())
     net = torch_module(w, config["model"]["activation"])
     d = config["data"]
@@ -83,11 +102,10 @@ def log_best_model(client, parent_run_id: str, best_run_id: str, summary: StudyS
     mlflow.set_tracking_uri(client.tracking_uri)
     with mlflow.start_run(run_id=parent_run_id):
         # Explicit requirements: inferring them costs seconds and finds nothing more here.
-        mlflow.pytorch.log_model(net, name="best_model", signature=signature, input_example=example,
+        mlflow.pytorch.log_model(net, name=name, signature=signature, input_example=example,
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                 registered_model_name=register_as, step=summary.best_number,
-                                 params={"trial_number": summary.best_number, summary.metric: repr(summary.best_value),
-                                         "mlflow_run_id": best_run_id, **summary.best_params,
+                                 registered_model_name=register_as, step=number,
+                                 params={"trial_number": number, "mlflow_run_id": run_id, **params,
                                          "model.hidden": json.dumps(config["model"]["hidden"]),
                                          "model.activation": config["model"]["activation"],
                                          "train.lr": repr(config["train"]["lr"])})

@@ -16,7 +16,7 @@ from bpexp.recording.study_note import study_note
 from bpexp.runtime.redaction import redact_tree
 from bpexp.runtime.stores import StoreError
 from bpexp.recording.tracking import child_runs, end_failed_trial_runs, log_all, log_files, start_run
-from bpexp.recording.best_model import log_best_model, param_importances
+from bpexp.recording.best_model import log_best_model, log_recommended_model, param_importances
 from bpexp import names
 
 
@@ -145,11 +145,19 @@ def finished_runs(client, run_ids: Mapping[int, str]) -> dict[int, Any]:
     return runs
 
 
-def record_recommendation(client, parent_run_id: str, summary: StudySummary, figures: bool = True) -> None:
-    """The re-check and the recommendation (`record_recheck`), once the re-check is done, and
-    the study's answer as the parent's description (recording/study_note.py)."""
+def record_recommendation(client, parent_run_id: str, summary: StudySummary, figures: bool = True,
+                          model: bool = False) -> None:
+    """The re-check and the recommendation (`record_recheck`), once the re-check is done, the
+    recommended network as the model `recommended_model` (tracking.log_model; when it is not
+    the best trial's, which is `best_model` already), and the study's answer as the parent's
+    description (recording/study_note.py)."""
     if summary.recheck:
         log_files(client, parent_run_id, record_recheck(client, parent_run_id, summary, figures))
+    n = summary.recommended_number
+    previous = client.get_run(parent_run_id).data.tags.get("recommended.model_trial")
+    if model and n is not None and n != summary.best_number and str(n) != previous and summary.recheck[n].run_id:
+        log_recommended_model(client, parent_run_id, summary)
+        client.set_tag(parent_run_id, "recommended.model_trial", n)
     client.set_tag(parent_run_id, names.NOTE, study_note(summary))
 
 
