@@ -168,6 +168,8 @@ def check_invariants(tmp_path, n_trials, uri=None):
     for t in study.trials:
         expected = 1 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else 0
         assert finished[t.number] == expected, (t.number, t.state)
+        if t.state == TrialState.FAIL:  # no verdict it was never told with (optuna-dashboard shows attributes)
+            assert t.user_attrs.get("bpexp.outcome") in (None, "failed"), (t.number, t.user_attrs)
     assert not [c for c in children if c.info.status == "RUNNING"]
     for c in children:  # one truth after faults too: each run's tags say what Optuna holds
         t = study.trials[int(c.data.tags["optuna.trial_number"])]

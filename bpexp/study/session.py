@@ -221,6 +221,14 @@ class Session:
                 for b in batches:
                     for t in b.trials:
                         try:
+                            # A trial failed here may carry the verdict it was about to be told
+                            # with (attributes are set first): it says "failed", as its state does.
+                            t.set_user_attr(names.OUTCOME, "failed")
+                        except StepTimeout:
+                            raise
+                        except Exception:
+                            pass  # told already (finished: it keeps its verdict), or the storage is gone
+                        try:
                             state = tell(self.study, t, None, TrialState.FAIL)
                         except StepTimeout:
                             raise
