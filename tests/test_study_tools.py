@@ -155,3 +155,16 @@ def test_reproduce_a_run_killed_before_its_weights_is_one_line(bpexp, tmp_path, 
     r = bpexp("reproduce", run.info.run_id)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "cannot be reproduced: config.yaml: not recorded on this run (status KILLED)" in r.stderr
+
+
+def test_compare_an_experiment_where_every_run_diverged(bpexp, tmp_path):
+    """Nothing to draw a loss from is no error: the table, the bracket and the figures, with the
+    diverged runs marked and no value scale to read a stand-in off."""
+    for lr in (5, 8):
+        r = bpexp("train", f"train.lr={lr}", "train.epochs=100", "tracking.log_plots=false")
+        assert r.returncode == 0, r.stderr
+    r = bpexp("compare")
+    assert r.returncode == 0, r.stderr
+    assert "2 runs compared" in r.stdout and "a seed diverged in every run (2, from lr 5)" in r.stdout
+    out = re.search(r"in (outputs/compare-\w+)/", r.stdout).group(1)
+    assert {"loss_vs_lr.png", "loss_curves.png", "divergence_boundary.png"} <= {p.name for p in (tmp_path / out).iterdir()}

@@ -35,9 +35,10 @@ def loss_plot(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str, 
     for label, ep, loss in curves:
         ok = np.isfinite(loss) & (loss > 0)
         ax.plot(ep[ok], loss[ok], lw=1, label=label)
-    ax.set_yscale("log")
+    if curves:  # none: every run diverged (no final curve to draw)
+        ax.set_yscale("log")
+        ax.legend(loc="upper right", fontsize=7)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.legend(loc="upper right", fontsize=7)
     ax.grid(True, which="major", alpha=0.3)
     _frame(fig)
     return _png(fig)
@@ -53,10 +54,16 @@ def scatter_plot(x, y, color, xlabel: str, ylabel: str, clabel: str, title: str,
     sc = ax.scatter(x, y, c=color, cmap="viridis", s=20)
     _partly_and_diverged(ax, logx, x, partly, marks[0] if marks is not None else ())
     fig.colorbar(sc, ax=ax, label=clabel)
-    if logx:
+    # A log axis needs a positive value to show (every run diverged: no y at all; the x of the
+    # diverged marks still spans the lrs tried)
+    if logx and any(v > 0 for v in [*x, *(marks[0] if marks is not None else ())]):
         ax.set_xscale("log")
-    if logy:
+    if logy and any(v > 0 for v in [*y, *(partly[1] if partly is not None else ())]):
         ax.set_yscale("log")
+    if not len(y) and not (partly is not None and len(partly[1])):  # no value to draw: no scale to read one off
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no run has a final value (every one diverged)", transform=ax.transAxes,
+                ha="center", va="center", fontsize=9, color="0.4")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
