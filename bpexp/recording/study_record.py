@@ -111,9 +111,7 @@ def record_study(client, parent_run_id: str, summary: StudySummary, register_as:
     for t in top:
         if t.number in runs:
             hist = sorted(client.get_metric_history(runs[t.number].info.run_id, metric), key=lambda m: m.step)
-            label = f"#{t.number} " + " ".join(
-                f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                for k, v in t.params.items())
+            label = f"#{t.number} " + short_params(t.params)
             curves.append((label, np.array([m.step for m in hist]), np.array([m.value for m in hist])))
     if curves:
         files["plots/top_trials_loss.png"] = plots.loss_plot(
@@ -127,6 +125,12 @@ def record_study(client, parent_run_id: str, summary: StudySummary, register_as:
     if model and best is not None and str(best) != previous and best in runs:
         log_best_model(client, parent_run_id, runs[best].info.run_id, summary, register_as)
         client.set_tag(parent_run_id, "best.model_trial", best)
+
+
+def short_params(params: Mapping[str, Any]) -> str:
+    """A trial's params for a figure's label: 'lr=0.158 hidden=7'."""
+    return " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                    for k, v in params.items())
 
 
 def finished_runs(client, run_ids: Mapping[int, str]) -> dict[int, Any]:
@@ -226,9 +230,8 @@ def record_recheck(client, parent_run_id: str, summary: StudySummary, figures: b
         from bpexp.recording import plots
         from bpexp.results.outcome import STUCK_RATIO
 
-        groups = [(f"{'* ' if m == n else ''}#{m} " + " ".join(
-            f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-            for k, v in r.params.items() if not k.endswith(" / lr_find")),
+        groups = [(f"{'* ' if m == n else ''}#{m} " + short_params(
+            {k: v for k, v in r.params.items() if not k.endswith(" / lr_find")}),
             [*r.seed_values.values(), *[float("inf")] * len(r.diverged_seeds)]) for m, r in order]
         bounds = [STUCK_RATIO * r.value if r.value is not None else float("inf") for _, r in order]
         files["plots/recheck_seeds.png"] = plots.spread_plot(

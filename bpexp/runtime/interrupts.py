@@ -85,8 +85,9 @@ def _pending() -> Optional[KeyboardInterrupt]:
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-class StepTimeout(Exception):
-    """A step that `within` bounds ran out of time."""
+class StepTimeout(BaseException):
+    """A step that `within` bounds ran out of time. Not an Exception: the best-effort steps
+    inside such a block (`except Exception: continue`) must not swallow it."""
 
 
 @contextmanager

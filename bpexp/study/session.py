@@ -224,14 +224,10 @@ class Session:
                             # A trial failed here may carry the verdict it was about to be told
                             # with (attributes are set first): it says "failed", as its state does.
                             t.set_user_attr(names.OUTCOME, "failed")
-                        except StepTimeout:
-                            raise
                         except Exception:
                             pass  # told already (finished: it keeps its verdict), or the storage is gone
                         try:
                             state = tell(self.study, t, None, TrialState.FAIL)
-                        except StepTimeout:
-                            raise
                         except Exception:
                             continue  # storage gone: the trial's state is unknown; leave its run to a resume
                         future = b.runs.get(t.number)
