@@ -89,6 +89,24 @@ def test_kill_9_while_a_store_is_created_leaves_none_or_a_whole_one(tmp_path, co
     assert (tmp_path / "outputs" / store).exists() and not list((tmp_path / "outputs").glob("*.creating-*"))
 
 
+def test_a_recorder_that_died_leaves_no_thread_to_race_the_exit(tmp_path):
+    """The recorder process dies mid-task (kill -9, out of memory): leaving with the error joins
+    concurrent.futures' manager thread, which would otherwise race the interpreter's exit hook
+    over its wake-up pipe and print an 'OSError: Bad file descriptor' traceback after the
+    one-line error (seen once in CI, in the test above)."""
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bpexp.recording.recorder import Recorder
+
+    with pytest.raises(BrokenProcessPool):
+        with Recorder(f"sqlite:///{tmp_path}/mlflow.db", "died") as rec:
+            rec.experiment_id.result()
+            rec._pool.submit(os._exit, 9).result()  # the recorder process ends without a word
+    managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
+    assert not managers
+
+
 def test_a_store_half_made_by_an_interrupted_migration_is_made_again(tmp_path):
     """What an older bpexp left: Alembic's temporary table, no version, no runs."""
     import sqlite3

@@ -284,10 +284,16 @@ class Recorder:
     def stop(self, timeout: float = 5.0) -> None:
         """On the way out with an error: drop queued work, give the task at hand `timeout`
         seconds (a write cut short by a kill is rolled back by the store), then end the process."""
+        # shutdown(wait=False) forgets the pool's manager thread, so a later shutdown(wait=True)
+        # no longer joins it: join it here. Left running at exit, it races concurrent.futures'
+        # exit hook, which writes to the wake-up pipe the thread is closing ("OSError: Bad file
+        # descriptor" printed after the one-line error; seen in CI after a killed recorder).
+        manager = self._pool._executor_manager_thread
         self._pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + timeout
         for child in multiprocessing.active_children():
             child.join(max(0.0, deadline - time.monotonic()))
             if child.is_alive():
                 child.kill()
-        self._pool.shutdown(wait=True)
+        if manager is not None:
+            manager.join(timeout)
