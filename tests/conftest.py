@@ -203,3 +203,15 @@ def hessian_eigenvalues(w: dict, x, y, activation: str):
         return ((out[0] - y) ** 2).mean()
 
     return np.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat).numpy())
+
+
+@pytest.fixture
+def servers():
+    """The PostgreSQL database and MLflow tracking server .ci/run starts on loopback
+    (BPEXP_TEST_PG_URL, BPEXP_TEST_MLFLOW_URI); under CI a missing one is a failure, not a skip."""
+    pg, mlflow = os.environ.get("BPEXP_TEST_PG_URL"), os.environ.get("BPEXP_TEST_MLFLOW_URI")
+    if not (pg and mlflow):
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide BPEXP_TEST_PG_URL and BPEXP_TEST_MLFLOW_URI (see .ci/run)")
+        pytest.skip("no PostgreSQL / MLflow server given (BPEXP_TEST_PG_URL, BPEXP_TEST_MLFLOW_URI)")
+    return pg, mlflow

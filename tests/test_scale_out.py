@@ -24,15 +24,6 @@ PG = os.environ.get("BPEXP_TEST_PG_URL")
 MLFLOW = os.environ.get("BPEXP_TEST_MLFLOW_URI")
 
 
-@pytest.fixture
-def servers():
-    if not (PG and MLFLOW):
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide BPEXP_TEST_PG_URL and BPEXP_TEST_MLFLOW_URI (see .ci/run)")
-        pytest.skip("no PostgreSQL / MLflow server given (BPEXP_TEST_PG_URL, BPEXP_TEST_MLFLOW_URI)")
-    return PG, MLFLOW
-
-
 def start_workers(n, tmp_path, study, experiment, n_trials, extra=(), first_env=None):
     """n workers on the study; the first with `first_env` added to its environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

@@ -2,20 +2,26 @@
 
 The command checks what needs this machine (device, memory, tracking store), opens the study
 and its parent run (bpexp/study/storage.py), settles what dead workers left
-(bpexp/study/workers.py), runs this worker's trials (bpexp/study/session.py), and at the end
-re-checks the best trials on fresh seeds (bpexp/study/recheck.py), records the study
+(bpexp/study/workers.py), runs this worker's trials (bpexp/study/session.py) or starts
+workers on an engine and follows them (bpexp/launchers), and at the end re-checks the best
+trials on fresh seeds (bpexp/study/recheck.py), records the study
 (bpexp/recording/study_record.py) and prints its summary (bpexp/study/summary.py).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
 
 import optuna
 from optuna.trial import TrialState
 
 from bpexp import names
 from bpexp.config.environment import check_device, check_tracking_uri
-from bpexp.config.schema import ConfigError, SweepAppConfig
+from bpexp.config.schema import ConfigError, LauncherKind, SweepAppConfig, storage_default
+from bpexp.launchers import launch
+from bpexp.launchers.workers import LaunchError, Workers, check as check_launcher, follow_command, worker_count, worker_spec
 from bpexp.recording import study_record, tracking
 from bpexp.recording.recorder import Recorder, abandon
 from bpexp.recording.study_note import study_note
@@ -28,7 +34,7 @@ from bpexp.study.batches import POPULATION, batch_plan
 from bpexp.study.session import Recording, Session
 from bpexp.study.storage import dashboard_note, open_study, parent_run
 from bpexp.study.summary import print_summary, study_summary, with_recheck
-from bpexp.study.workers import Heartbeat, take_over, trained
+from bpexp.study.workers import POLL_S, Heartbeat, count, take_over, trained
 from bpexp.training.budget import memory_problem
 from bpexp.training.data import dataset_from_config
 
@@ -42,24 +48,37 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = dataset_from_config(cfg.data)
     check_memory(cfg)
+    launching = cfg.launcher.kind != LauncherKind.none
+    if launching:  # an engine that cannot start the workers: refused before the study is touched
+        check_launcher(cfg.launcher, cfg.sweep.storage or storage_default(), uri)
+        launch.prepare(cfg.launcher)
     study, creator = open_study(cfg, data.sha256)
     if nothing_to_do(study, cfg):
         return print_done(cfg, study, uri)
     tags = tracking.run_tags("sweep", args)
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         tested: dict = {}  # config -> the range test's lr, for an lr searched in its units (lr_units)
-        if trained(study) < cfg.sweep.n_trials:  # while the recorder opens the store (~1 s here)
+        if trained(study) < cfg.sweep.n_trials and not launching:  # while the recorder opens the store (~1 s here)
             lr_units.test_every_config(cfg, data, tested)
         parent = parent_run(recorder, study, creator, cfg, data, tags)
         failpoint("parent-created")
         take_over(study, recorder, parent)
-        heartbeat = Heartbeat(study)
+        heartbeat = None if launching else Heartbeat(study)
         progress = _progress(cfg, study)
+        workers: Optional[Workers] = None
         try:
-            warm_ups = study_record.warm_ups(cfg.tracking.log_plots, cfg.tracking.log_model)
-            Session(cfg, study, data, Recording(recorder, parent, tags, warm_ups), heartbeat, progress, tested).run()
+            if launching:
+                workers = start_workers(cfg, args, study, uri)
+                if workers is None:  # detached: another command follows the study and ends it
+                    return float("nan")
+                follow(cfg, study, workers, progress)
+            else:
+                warm_ups = study_record.warm_ups(cfg.tracking.log_plots, cfg.tracking.log_model)
+                Session(cfg, study, data, Recording(recorder, parent, tags, warm_ups), heartbeat, progress, tested).run()
             recorder.settle()  # every run ended, or the error that kept one from it
         except BaseException as e:
+            if launching:  # Ctrl-C, SIGTERM, or the engine lost: the workers this command started stop too
+                launch.stop(cfg.launcher, workers)
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
             try:  # bounded: with the tracking server gone, the next sweep reopens it anyway
                 recorder.call(tracking.end_run, parent, status, f"{type(e).__name__}: {e}").result(timeout=10)
@@ -67,10 +86,17 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
                 pass
             raise
         finally:
-            heartbeat.close()
+            if heartbeat is not None:
+                heartbeat.close()
             if progress is not None:
                 progress.close()
+        if launching:
+            launch.stop(cfg.launcher, None)
         take_over(study, recorder, parent)  # runs of a worker that died while this one worked
+        if not cfg.sweep.end:
+            print(f"bpexp sweep: this worker is done; study '{study.study_name}' has {trained(study)} of "
+                  f"{cfg.sweep.n_trials} trained trials; its end is left to the command that follows it")
+            return float("nan")
         # The trials' summary, figures and best model are recorded while the best trials are
         # re-trained on fresh seeds (the recommendation), then the re-check's part.
         summary = study_summary(study, cfg)
@@ -89,6 +115,73 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         study.set_user_attr(names.RECORDED_TRIALS, trained(study))  # a rerun of the same command: nothing to do
     print_summary(cfg, study, summary, parent, uri, experiment_id)
     return summary.best_value
+
+
+def start_workers(cfg: SweepAppConfig, args: Sequence[str], study: optuna.Study, uri: str) -> Optional[Workers]:
+    """Start launcher.workers workers on the engine; None when this command does not follow
+    them (launcher.follow=false, or a Kubernetes Job left to the user to apply)."""
+    n = worker_count(cfg.launcher)
+    if n == 0:  # launcher.workers=0: follow a study launched before
+        return _Following()
+    spec = worker_spec(cfg.launcher, list(args), study.study_name, cfg.sweep.storage or storage_default(), uri)
+    started = launch.start(cfg.launcher, spec, n)
+    how = f"follow it and end it with: {follow_command(list(args))}"
+    if isinstance(started, Path):
+        print(f"bpexp sweep: wrote the Job for study '{study.study_name}' ({n} workers) to {started}: "
+              f"apply it with `kubectl apply -f {started}` (the Secret '{cfg.launcher.secret}' holds the "
+              f"database password, key 'password'); {how}")
+        return None
+    print(f"bpexp sweep: study '{study.study_name}': started {started.where}", flush=True)
+    if not cfg.launcher.follow:
+        print(f"bpexp sweep: not following; {how}")
+        return None
+    return started
+
+
+class _Following(Workers):
+    """launcher.workers=0: no workers of this command's; the study is followed until it has its
+    trials trained and none running (workers started before, by a launcher or by hand)."""
+    n, where = 0, "the workers already at work"
+
+    def __init__(self):
+        self.study: Optional[optuna.Study] = None
+        self.n_trials = 0
+
+    def running(self) -> bool:
+        return trained(self.study) < self.n_trials or count(self.study, TrialState.RUNNING) > 0
+
+    def failures(self) -> list[str]:
+        return []
+
+    def cancel(self) -> None:
+        pass
+
+
+def follow(cfg: SweepAppConfig, study: optuna.Study, workers: Workers, progress) -> None:
+    """Wait for the workers, showing the study's trained trials; raise if they ended without
+    training the study's n_trials (all of them failed, or the engine lost them)."""
+    n = cfg.sweep.n_trials
+    if isinstance(workers, _Following):
+        workers.study, workers.n_trials = study, n
+    while workers.running():
+        done = trained(study)
+        if progress is not None:
+            progress.n = min(done, n)
+            progress.refresh()
+        if done >= n and not count(study, TrialState.RUNNING):
+            workers.drop_waiting()  # the running ones see the study done and end
+        time.sleep(POLL_S)
+    done, failed = trained(study), workers.failures()
+    if progress is not None:
+        progress.n = min(done, n)
+        progress.refresh()
+    if done < n:
+        raise LaunchError(f"{len(failed)} of {workers.n} workers failed ({'; '.join(failed[:4]) or 'no exit status'}"
+                          f"{'; ...' if len(failed) > 4 else ''}), and study '{study.study_name}' has {done} of {n} "
+                          "trained trials: see their logs; run the same command again to resume")
+    if failed:
+        print(f"bpexp sweep: {len(failed)} of {workers.n} workers failed ({'; '.join(failed[:4])}); "
+              f"the others trained the study's {n} trials", file=sys.stderr)
 
 
 def nothing_to_do(study: optuna.Study, cfg: SweepAppConfig) -> bool:

@@ -37,6 +37,7 @@ Pruner = Choice("Pruner", [(v, v) for v in ("none", "median", "hyperband")])
 Metric = Choice("Metric", [(v, v) for v in ("train_loss", "test_loss")])
 LrFindMethod = Choice("LrFindMethod", [(v, v) for v in ("range_test", "sharpness")])
 LrUnit = Choice("LrUnit", [("lr_find", "lr_find")])
+LauncherKind = Choice("LauncherKind", [(v, v) for v in ("none", "local", "slurm", "ray", "kubernetes")])
 
 
 class ConfigError(ValueError):
@@ -138,6 +139,7 @@ class SweepConfig:
     register_as: Optional[str] = None  # MLflow model registry name for the best network
     report_every: int = 250  # epochs between intermediate values reported to the pruner
     progress: bool = True
+    end: bool = True  # this command ends the study once its trials are trained (re-check, figures, model, summary); false: train and leave the end to another command (what a launcher's workers do)
 
     def __post_init__(self) -> None:
         """The search space typed from the start: every entry a ParamSpec as the config is made
@@ -169,8 +171,29 @@ class TrainAppConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Where a study's workers run (bpexp/launchers): none = this command is the study's one
+    worker; the others start `workers` workers on an engine, each a `bpexp sweep` on the shared
+    study, and this command follows them and ends the study. Not part of a study's identity:
+    a resume with other workers is the same study."""
+    kind: LauncherKind = LauncherKind.none  # none | local (processes here) | slurm (a job array) | ray (tasks on a Ray cluster) | kubernetes (an Indexed Job)
+    workers: Optional[int] = None  # workers to start; None: local = this machine's cores // 2, others 4; 0 = start none, follow the study
+    follow: bool = True  # follow the study until its workers end, then end it here; false: say how to follow it, and return
+    cpus_per_worker: int = 1  # each worker's torch threads; what Slurm, Ray and Kubernetes reserve for it
+    partition: Optional[str] = None  # slurm: --partition
+    time: Optional[str] = None  # slurm: --time (e.g. 02:00:00)
+    sbatch_args: List[str] = field(default_factory=list)  # slurm: more sbatch options, e.g. ["--account=lab"]
+    address: Optional[str] = None  # ray: ray.init(address=...); None: $RAY_ADDRESS, else "auto"
+    image: Optional[str] = None  # kubernetes: the container image with bpexp installed
+    namespace: Optional[str] = None  # kubernetes: the Job's namespace
+    secret: str = "bpexp-db"  # kubernetes: the Secret whose key "password" is the database password
+    apply: bool = True  # kubernetes: `kubectl apply` the Job when kubectl is on PATH; else only write it
+
+
+@dataclass
 class SweepAppConfig(TrainAppConfig):
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
 
 @dataclass

@@ -4,6 +4,7 @@ environment, so that a test acts at a known moment instead of racing a running p
     BPEXP_FAILPOINT=name[:n]          die there as kill -9 would (the n-th time it is reached)
     BPEXP_FAULT=name[:n]              raise there what a full disk raises (OSError ENOSPC)
     BPEXP_SIGNAL=name[:n]=SIGNAL      send this process SIGNAL there (SIGINT: Ctrl-C, SIGTERM)
+    BPEXP_FAILPOINT_WORKER=i          only in a launcher's worker i ($BPEXP_WORKER_INDEX): one of N
 
 The places: start (the first line of the command), composing (each config precheck composes),
 failing (reporting bad input), store-made (a new sqlite store made, not yet in place; in the recorder process
@@ -23,6 +24,9 @@ _hits: Counter = Counter()
 def _reached(variable: str, name: str) -> bool:
     want, _, nth = os.environ.get(variable, "").split("=")[0].partition(":")
     if want != name:
+        return False
+    worker = os.environ.get("BPEXP_FAILPOINT_WORKER")
+    if worker is not None and worker != os.environ.get("BPEXP_WORKER_INDEX"):
         return False
     _hits[variable, name] += 1
     return _hits[variable, name] == int(nth or 1) or (variable != "BPEXP_SIGNAL" and _hits[variable, name] > int(nth or 1))

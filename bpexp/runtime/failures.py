@@ -29,6 +29,8 @@ def describe(e: BaseException) -> str:
         server = re.search(r"https?://[^/\s'\"]+", text)
         why = "connection refused" if "refused" in text.lower() else "timed out" if "timed out" in text.lower() else "no answer"
         return f"the MLflow tracking server {server.group(0) if server else ''} stopped answering ({why})".replace("  ", " ")
+    if name == "LaunchError":  # bpexp/launchers: its message is the one line
+        return text
     if name == "BrokenProcessPool":  # the recorder process died (killed, out of memory): what it had, it wrote
         return ("the recorder process (every MLflow write) died: killed, or out of memory; the runs it "
                 "had not finished stay RUNNING until the next command settles them")

@@ -42,7 +42,13 @@ def fingerprint(cfg: SweepAppConfig, data_sha256: str | None = None) -> dict:
 
 def tracking_home(cfg: SweepAppConfig) -> dict:
     """Where the study's MLflow records live: one store, one experiment, for its whole life."""
-    return {"uri": redaction.redact(stores.resolved_uri(cfg.tracking.uri)), "experiment": cfg.tracking.experiment}
+    return {"uri": _server(stores.resolved_uri(cfg.tracking.uri)), "experiment": cfg.tracking.experiment}
+
+
+def _server(uri: str) -> str:
+    """A tracking URI as a study's home: the server, not who logs in to it (a launcher's
+    workers get the user and password in their environment, not in the URI)."""
+    return redaction.redact(stores.split_credentials(uri)[0])
 
 
 # ----------------------------------------------------------------------------- study
@@ -82,7 +88,8 @@ def open_study(cfg: SweepAppConfig, data_sha256: str | None = None) -> tuple[opt
         study.set_user_attr(names.TRACKING, home)
     else:
         for field in ("uri", "experiment"):
-            if recorded.get(field) != home[field]:
+            theirs = _server(recorded.get(field) or "") if field == "uri" else recorded.get(field)
+            if theirs != home[field]:
                 raise ConfigError(f"tracking.{field}", home[field], f"study '{cfg.sweep.study_name}' is recorded in "
                                   f"{field} {recorded.get(field)!r}: resume it there (one study, one parent run)")
     return study, False
