@@ -3,7 +3,11 @@ tracking server; and the CPU the servers spend per trial, to see where they woul
 
 Needs the servers running (docs/scale-out.md shows how; .ci/run starts the same ones):
     python benchmarks/scale_out.py --pg postgresql://u:pw@127.0.0.1:5432/optuna \
-        --mlflow http://127.0.0.1:5055 [--workers 1 2 4] [--trials 24] [--epochs 2000]
+        --mlflow http://127.0.0.1:5055 [--workers 1 2 4] [--trials 24] [--epochs 2000] \
+        [--launcher hand|local|ray [--ray-address 127.0.0.1:6379]] [--sqlite]
+--launcher hand: N `bpexp sweep` started side by side (each ends the study: re-check and all);
+local / ray: one `bpexp sweep launcher=... launcher.workers=N` (the study ended once).
+--sqlite (local or hand only): the study and runs in sqlite files under a temporary folder.
 Server CPU is read from /proc for every process named `postgres` and every process whose
 command line holds `mlflow server` (gunicorn/uvicorn workers included): run it on the
 machine that hosts the servers.
@@ -48,15 +52,19 @@ def is_mlflow_server(cmd: str) -> bool:
 
 def run(workers: int, a) -> dict:
     study, exp = f"bench-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
+    stores = [] if a.sqlite else [f"sweep.storage={a.pg}", f"tracking.uri={a.mlflow}"]
     cmd = [sys.executable, "-m", "bpexp", "sweep", f"sweep.n_trials={a.trials}", "sweep.seeds=1",
-           "sweep.progress=false", f"train.epochs={a.epochs}", f"sweep.storage={a.pg}",
-           f"tracking.uri={a.mlflow}", f"sweep.study_name={study}", f"tracking.experiment={exp}"]
+           "sweep.progress=false", f"train.epochs={a.epochs}", *stores,
+           f"sweep.study_name={study}", f"tracking.experiment={exp}"]
+    if a.launcher != "hand":
+        cmd += [f"launcher={a.launcher}", f"launcher.workers={workers}"]
+        cmd += [f"launcher.address={a.ray_address}"] if a.ray_address else []
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     pg0, ml0 = cpu_seconds(is_postgres), cpu_seconds(is_mlflow_server)
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         procs = [subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                 for _ in range(workers)]
+                 for _ in range(workers if a.launcher == "hand" else 1)]
         for p in procs:
             if p.wait() != 0:
                 raise SystemExit(p.stderr.read().decode()[-2000:])
@@ -73,8 +81,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--trials", type=int, default=24)
     p.add_argument("--epochs", type=int, default=2000)
+    p.add_argument("--launcher", choices=["hand", "local", "ray"], default="hand")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--sqlite", action="store_true")
     a = p.parse_args()
-    print(f"{a.trials} trials x 1 seed x {a.epochs} epochs, full recording, on {os.cpu_count()} cores")
+    print(f"{a.trials} trials x 1 seed x {a.epochs} epochs, full recording, on {os.cpu_count()} cores; "
+          f"launcher {a.launcher}, {'sqlite' if a.sqlite else 'PostgreSQL + MLflow server'}")
     print(f"{'workers':>7} {'wall s':>8} {'trials/s':>9} {'PG cpu s/trial':>15} {'MLflow cpu s/trial':>19}")
     rows = [run(n, a) for n in a.workers]
     for r in rows:

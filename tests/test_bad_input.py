@@ -91,6 +91,7 @@ BAD_INPUT = [
         (["data.path=nan.csv"], "data.inputs", "a"),
         (["data.path=."], "data.path", "."),
         (["data.path=dup.csv"], "data.inputs", "a"),  # two columns named a: which one is a guess
+        (["data.path=huge.csv"], "data.path", "huge.csv"),  # too big to read: refused before it is read
     ]),
 ]
 
@@ -104,6 +105,9 @@ def bad_files(folder) -> None:
     (folder / "nan.csv").write_text("a,b,y\n1,2,3\nnan,2,3\n4,5,6\n7,8,9\n")
     (folder / "folder.db").mkdir()
     (folder / "dup.csv").write_text("a,b,a,y\n" + "".join(f"{i},{i},{i},{i}\n" for i in range(10)))
+    with open(folder / "huge.csv", "w") as fh:  # 1 TiB, sparse: a file no machine here can read into memory
+        fh.write("a,b,y\n1,2,3\n")
+        fh.truncate(2**40)
 
 
 @pytest.mark.parametrize("command,args,key,value", BAD_INPUT)
@@ -141,3 +145,19 @@ def test_bad_input_fails_fast_and_leaves_nothing(tmp_path, args, key, value):
     bad_files(tmp_path)
     r = run_bpexp(*args, cwd=tmp_path, timeout=60, process=True)
     assert_clean_failure(r, tmp_path, key, value, secret="secret")
+
+
+@pytest.mark.parametrize("args,key", [
+    (["train", "model.hidden=[100000,100000]"], "model.hidden"),
+    (["lr-find", "model.hidden=[100000,100000]"], "model.hidden"),
+    (["sweep", "~sweep.search_space.hidden",
+      "+sweep.search_space.shape={key: model.hidden, type: categorical, choices: [4, [100000, 100000]]}"],
+     "sweep.search_space.shape"),
+])
+def test_a_network_too_big_for_this_machine_is_refused_before_allocating(tmp_path, args, key):
+    """1e10 parameters (480 GB to train): refused by the estimate (training/budget.py), not by the
+    allocator or the OOM killer, and nothing recorded."""
+    r = run_bpexp(*args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"error: {key}=" in r.stderr and "GiB to train" in r.stderr
+    assert not (tmp_path / "outputs" / "mlflow.db").exists() and not (tmp_path / "outputs" / "optuna.db").exists()

@@ -55,7 +55,7 @@ def _readme_value(text: str):
     if text in ("null", "true", "false"):
         return {"null": None, "true": True, "false": False}[text]
     if text.startswith("["):
-        return [v.strip() for v in text.strip("[]").split(",")]
+        return [v.strip() for v in text.strip("[]").split(",") if v.strip()]
     try:
         return float(text)
     except ValueError:

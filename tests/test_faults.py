@@ -281,14 +281,20 @@ def test_csv_errors_name_columns_never_data(tmp_path):
     secret = tmp_path / "shadow"
     secret.write_text("root:$6$s3cr3tHash$:19000:0:99999:7:::\n")
     line = config_error("train", "data=csv", f"data.path={secret}", "data.inputs=[x]", "data.target=y")
-    assert "s3cr3tHash" not in line and "not a row of column names" in line
+    assert "s3cr3tHash" not in line and "its header has 1 column(s)" in line
+    token = tmp_path / "token"  # a one-line secret, symlinked as a CSV: it reads like a header
+    token.write_text("ghp_abcdefghijklmnop1234567890\n")
+    (tmp_path / "tok.csv").symlink_to(token)
+    line = config_error("train", "data=csv", f"data.path={tmp_path / 'tok.csv'}", "data.inputs=[x]", "data.target=y")
+    assert "ghp_" not in line and "tok.csv" in line and "data.inputs='x'" in line
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n3,s3cr3t-value\n4,5\n")
     line = config_error("train", "data=csv", f"data.path={bad}", "data.inputs=[x]", "data.target=y")
     assert "s3cr3t-value" not in line and "line 3" in line and "data.target='y'" in line
     ok = tmp_path / "ok.csv"
     ok.write_text("x,y\n1,2\n3,4\n5,6\n")
-    assert "its columns: x, y" in config_error("train", "data=csv", f"data.path={ok}", "data.inputs=[z]", "data.target=y")
+    assert "its header has 2 column(s), none of them this one" in config_error(
+        "train", "data=csv", f"data.path={ok}", "data.inputs=[z]", "data.target=y")
 
 
 def test_memory_a_population_needs_is_checked_before_training():
@@ -440,6 +446,29 @@ def test_errors_are_one_line_and_name_what_failed():
     e = Exception("API request to http://u:pw@h:5000/api/2.0/mlflow/runs/log-batch failed with exception "
                   "HTTPConnectionPool(host='h', port=5000): Max retries exceeded ... Connection refused")
     assert failures.describe(e) == "the MLflow tracking server http://u:***@h:5000 stopped answering (connection refused)"
+
+
+def test_a_database_restart_mid_commit_is_named_as_such():
+    """Optuna wraps a connection that PostgreSQL dropped (a restart) in StorageInternalError,
+    whose text blames "invalid data in the commit": the line names the lost connection."""
+    import optuna
+    import sqlalchemy.exc
+
+    from bpexp.runtime import failures
+
+    dropped = sqlalchemy.exc.OperationalError("UPDATE trials ...", {}, Exception(
+        "terminating connection due to administrator command"))
+    try:
+        try:
+            raise dropped
+        except sqlalchemy.exc.OperationalError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. This typically "
+                                                         "happens due to invalid data in the commit, e.g. exceeding "
+                                                         "max length.") from e
+    except optuna.exceptions.StorageInternalError as wrapped:
+        line = failures.describe(wrapped)
+    assert line.startswith("the database connection was lost") and "terminating connection" in line, line
+    assert "invalid data" not in line
 
 
 def test_runs_of_a_worker_dead_on_another_host_follow_their_trials(tmp_path):

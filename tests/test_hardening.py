@@ -5,6 +5,7 @@ Bad input as a whole: tests/test_bad_input.py.
 from __future__ import annotations
 
 import os
+import shutil
 import pickle
 import subprocess
 import sys
@@ -228,7 +229,7 @@ def test_reproduce_a_sweep_child(tmp_path):
     assert len(load(tmp_path).trials) == 2
 
 
-@pytest.mark.parametrize("tamper", ["nested json", "garbage curve", "symlinked config", "huge epochs"])
+@pytest.mark.parametrize("tamper", ["nested json", "garbage curve", "symlinked config", "symlinked folder", "huge epochs"])
 def test_tampered_artifacts_are_one_line(tmp_path, recorded_run, capsys, tamper):
     """Reproduce reads what a store holds as untrusted input: one line and exit 2, in-process."""
     from bpexp.commands.reproduce import reproduce
@@ -246,6 +247,13 @@ def test_tampered_artifacts_are_one_line(tmp_path, recorded_run, capsys, tamper)
         (root / "config.yaml").unlink()
         (root / "config.yaml").symlink_to("/dev/zero")
         expect = "symlink or not a regular file"
+    elif tamper == "symlinked folder":  # the run's artifacts: a link to a folder elsewhere
+        elsewhere = tmp_path / "elsewhere"
+        shutil.copytree(root, elsewhere)
+        (elsewhere / "config.yaml").write_text("secret-outside: s3cr3t-text\n")
+        shutil.rmtree(root)
+        root.symlink_to(elsewhere)
+        expect = "config.yaml: lies under a symlinked folder"
     else:
         text = (root / "config.yaml").read_text().replace("epochs: 200", "epochs: 1000000000000")
         (root / "config.yaml").write_text(text)
@@ -253,6 +261,7 @@ def test_tampered_artifacts_are_one_line(tmp_path, recorded_run, capsys, tamper)
     rc = reproduce(run_id, f"sqlite:///{tmp_path}/outputs/mlflow.db")
     err = capsys.readouterr().err
     assert rc == 2 and expect in err and len(err.strip().splitlines()) == 1, err
+    assert "s3cr3t-text" not in err
 
 
 def test_reproduce_never_calls_nan_weights_bit_for_bit():

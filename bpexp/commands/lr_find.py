@@ -32,7 +32,7 @@ from bpexp.study.range_test import range_test
 from bpexp.recording.recorder import Recorder, RunRecord
 from bpexp.config.specs import member_of
 from bpexp.recording.run_record import config_tree
-from bpexp.config.environment import check_device, check_tracking_uri
+from bpexp.config.environment import check_device, check_tracking_uri, check_network_memory
 from bpexp import names
 
 def chart(cfg: LrFindAppConfig, found: dict) -> str:
@@ -162,6 +162,7 @@ def lr_find(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
     problem = memory_problem(cfg.lr_find.epochs, cfg.lr_find.seeds, cfg.lr_find.seeds)
     if problem:
         raise ConfigError("lr_find.epochs", cfg.lr_find.epochs, problem)
+    check_network_memory(cfg.model.hidden, cfg.data, cfg.lr_find.seeds)
     uri = check_tracking_uri(cfg.tracking.uri)
     name = f"lr-find-h{shape_name(cfg.model.hidden)}-{cfg.train.optimizer}"
     with Recorder(uri, cfg.tracking.experiment) as recorder:

@@ -61,13 +61,20 @@ def read_artifact(client, run, name: str, tmp: str) -> str:
 
     root = run.info.artifact_uri
     if root.startswith("file:") or root.startswith("/"):
-        src = os.path.join(unquote(urlparse(root).path) if root.startswith("file:") else root, name)
+        base = unquote(urlparse(root).path) if root.startswith("file:") else root
+        src = os.path.join(base, name)
         try:
             st = os.lstat(src)
         except FileNotFoundError:
             raise LookupError(name) from None
         if not stat.S_ISREG(st.st_mode):
             raise ValueError("is a symlink or not a regular file in the artifact store")
+        # Every folder on the way from the run's folder down is the store's own, not a link to
+        # a folder elsewhere (whose files would be read, and named in errors, as the run's).
+        folders = [os.path.dirname(base), base, *(os.path.join(base, *name.split("/")[:i])
+                                                   for i in range(1, name.count("/") + 1))]
+        if any(os.path.islink(f) for f in folders):
+            raise ValueError("lies under a symlinked folder in the artifact store")
         if st.st_size > MAX_ARTIFACT_BYTES:
             raise ValueError(f"is {st.st_size} bytes, too large to be a bpexp file")
     try:

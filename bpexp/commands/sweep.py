@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bpexp import names
-from bpexp.config.environment import check_device, check_tracking_uri
+from bpexp.config.environment import check_device, check_network_memory, check_tracking_uri
 from bpexp.config.schema import ConfigError, LauncherKind, SweepAppConfig, storage_default
 from bpexp.launchers import launch
 from bpexp.launchers.workers import LaunchError, Workers, check as check_launcher, follow_command, worker_count, worker_spec
@@ -221,6 +221,14 @@ def check_memory(cfg: SweepAppConfig) -> None:
         small = memory_problem(cfg.train.epochs, min(members, POPULATION), cfg.sweep.seeds) is None
         key, value = ("sweep.batch_size", cfg.sweep.batch_size) if small else ("train.epochs", cfg.train.epochs)
         raise ConfigError(key, value, problem)
+    # The networks: the largest shape the study can try, as many as a batch trains at once.
+    shapes = [("model.hidden", cfg.model.hidden)]
+    for name, spec in cfg.sweep.search_space.items():
+        if (spec.key or name) == "model.hidden":
+            where = f"sweep.search_space.{name}"
+            shapes = [(where, c) for c in spec.choices] if spec.choices else [(where, int(spec.high or 1))]
+    for key, hidden in shapes:
+        check_network_memory(hidden, cfg.data, members, key)
 
 
 def _progress(cfg: SweepAppConfig, study: optuna.Study):

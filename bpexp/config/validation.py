@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from bpexp.config.environment import check_data_file
 from bpexp.config.schema import (ConfigError, DataConfig, LrFindAppConfig, SweepAppConfig, TrackingConfig, TrainAppConfig,
                           param_spec)
 
@@ -107,6 +108,7 @@ def check_csv(d: DataConfig) -> None:
     _need(len(d.inputs) >= 1, "data.inputs", list(d.inputs), "must name at least one input column")
     _need(d.target not in d.inputs, "data.target", d.target, "must not also be an input column")
     _need(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
+    check_data_file(d)  # one too big for this machine's memory: refused before it is read
     try:
         rows = len(read_columns(d.path, list(d.inputs), d.target)[1])
     except FileNotFoundError:

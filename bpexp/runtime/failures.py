@@ -36,7 +36,22 @@ def describe(e: BaseException) -> str:
                 "had not finished stay RUNNING until the next command settles them")
     if name == "OperationalError":  # SQLAlchemy: the database (PostgreSQL, a sqlite file) failed
         return f"the database stopped answering or refused a write ({_short(text)})"
+    lost = _database_cause(e)
+    if lost is not None:  # Optuna's StorageInternalError says "invalid data in the commit" for any of them
+        return f"the database connection was lost, e.g. a restart ({_short(_first_line(lost))})"
     return f"{name}: {text}"
+
+
+def _database_cause(e: BaseException):
+    """The SQLAlchemy error behind e (Optuna wraps it), if it says the connection went away."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__name__ in ("OperationalError", "InterfaceError", "DisconnectionError") or getattr(
+                e, "connection_invalidated", False):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def unreachable(e: BaseException) -> bool:

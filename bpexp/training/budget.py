@@ -30,6 +30,31 @@ def memory_problem(epochs: int, members: int, members_per_run: int) -> Optional[
             f"curves; {have / 2**30:.3g} GiB of memory is available")
 
 
+# Memory per network parameter, in bytes: float32 weights and about 10 working copies of them
+# in the training process (gradients, optimizer states, the update's temporaries, the weights
+# recorded), measured as the peak RSS of `bpexp train model.hidden=[6000,6000]
+# train.epochs=3` (3.6e7 parameters: 1.44 GB above a 10-unit network's peak), and the
+# recorder's copy: 12 copies in all.
+BYTES_PER_PARAMETER = 4 * 12
+
+
+def parameters(hidden, n_inputs: int = 1) -> int:
+    """Parameters of an MLP with these hidden widths (an int: one layer), one output."""
+    widths = [int(hidden)] if isinstance(hidden, (int, float)) else [int(w) for w in hidden]
+    sizes = [n_inputs, *widths, 1]
+    return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+
+
+def network_problem(hidden, n_inputs: int, members: int) -> Optional[str]:
+    """Why `members` networks of this shape cannot train in this machine's available memory, or None."""
+    need = parameters(hidden, n_inputs) * BYTES_PER_PARAMETER * members
+    have = available_memory()
+    if have is None or need <= 0.8 * have:
+        return None
+    return (f"{members} network(s) of {parameters(hidden, n_inputs):.3g} parameters need about "
+            f"{need / 2**30:.3g} GiB to train; {have / 2**30:.3g} GiB of memory is available")
+
+
 def available_memory() -> Optional[int]:
     """MemAvailable from /proc/meminfo (Linux), else physical memory, else None (unknown)."""
     try:
