@@ -65,6 +65,18 @@ def test_a_launcher_that_cannot_start_its_workers_starts_nothing(tmp_path, args,
     assert not (tmp_path / "outputs" / "optuna.db").exists() and not (tmp_path / "outputs" / "launch").exists()
 
 
+def test_no_slurm_here_is_one_line_before_the_study_is_touched(servers, tmp_path, monkeypatch):
+    """launcher=slurm where `sbatch` is not on PATH (not a Slurm login node): exit 2, one line,
+    no study created in the database."""
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    name = f"noslurm-{uuid.uuid4().hex[:8]}"
+    r = run_bpexp("sweep", "launcher=slurm", f"sweep.storage={PG}", f"tracking.uri={MLFLOW}",
+                  f"sweep.study_name={name}", *FAST, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "error: launcher='slurm'" in r.stderr, r.stderr
+    assert "sbatch" in r.stderr
+    assert name not in optuna.get_all_study_names(storage=PG)
+
+
 # ------------------------------------------------------------------ local
 @pytest.mark.slow
 def test_local_workers_share_the_study_one_dies_and_the_launcher_ends_it_once(tmp_path):
