@@ -140,10 +140,13 @@ def _create_storage(url: str) -> None:
 
 def quiet_drivers() -> None:
     """psycopg logs its own steps of an interrupted query ("query cancellation failed: ...") as
-    warnings, which Hydra's logging prints beside bpexp's one line: what failed is bpexp's to say."""
+    warnings, and SQLAlchemy's pool a cursor it could not close on a connection an interrupted
+    command had closed ("Error closing cursor", a traceback, seen once after SIGTERM), which
+    Hydra's logging prints beside bpexp's one line: what failed is bpexp's to say."""
     import logging
 
     logging.getLogger("psycopg").setLevel(logging.ERROR)
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
 
 
 def engine_kwargs(url: str) -> dict:
@@ -154,8 +157,8 @@ def engine_kwargs(url: str) -> dict:
     gone). A server process stopped on this host (SIGSTOP) is still acknowledged by its kernel:
     there Ctrl-C and SIGTERM still act, within interrupts.HOLD_S (the waits inside psycopg run
     Python's signal handlers every 0.1 s)."""
+    quiet_drivers()
     if url.startswith("postgresql"):
-        quiet_drivers()
         return {"pool_pre_ping": True, "connect_args": {
             "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
             "keepalives_count": 3, "tcp_user_timeout": 30000,
