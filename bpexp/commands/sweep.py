@@ -27,6 +27,7 @@ from bpexp.recording.recorder import Recorder, abandon
 from bpexp.recording.study_note import study_note
 from bpexp.runtime import stores
 from bpexp.runtime.failpoints import failpoint
+from bpexp.runtime.failures import unreachable
 from bpexp.study import lr_units
 from bpexp.study.recheck import recheck_study
 from bpexp.study.search_space import blind_trials, check_search_space
@@ -80,8 +81,9 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
             if launching:  # Ctrl-C, SIGTERM, or the engine lost: the workers this command started stop too
                 launch.stop(cfg.launcher, workers)
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-            try:  # bounded: with the tracking server gone, the next sweep reopens it anyway
-                recorder.call(tracking.end_run, parent, status, f"{type(e).__name__}: {e}").result(timeout=10)
+            try:  # bounded; and not tried on a server that stopped answering: the next sweep reopens it anyway
+                if not unreachable(e):
+                    recorder.call(tracking.end_run, parent, status, f"{type(e).__name__}: {e}").result(timeout=10)
             except Exception:
                 pass
             raise

@@ -134,6 +134,8 @@ def _new_run(name: str, tags: dict, parent_run_id: Optional[str], start_time: in
     try:
         _record(run_id, record, end_status)
     except BaseException as e:  # half recorded: say so on the run rather than leave it RUNNING
+        if failures.unreachable(e):  # not on a server that stopped answering: another ~33 s wait; a resume settles it
+            raise
         try:
             reason = f"recording failed: {type(e).__name__}: {e}"
             if names.TRIAL_NUMBER in tags:  # the sweep fails its trial (Session.settle): so do its tags

@@ -31,6 +31,7 @@ from bpexp.recording.run_record import config_tree, run_record
 from bpexp.results.outcome import (CONSTRAINT, PRUNED, Outcome, optuna_attrs, optuna_constraint, optuna_state,
                                    trial_outcome)
 from bpexp.runtime.failpoints import failpoint
+from bpexp.runtime.failures import unreachable
 from bpexp.runtime.interrupts import StepTimeout, deferred_interrupts, interrupted, within
 from bpexp.runtime.liveness import THIS_WORKER
 from bpexp.study import lr_units
@@ -120,8 +121,10 @@ class Session:
                     self.record(batch)
                 self.warm_up()
                 pending = batch
-        except BaseException:
-            self.settle([b for b in (pending, batch) if b is not None])
+        except BaseException as e:
+            # A tracking server that stopped answering: every wait on it would take MLflow's
+            # whole retry bound again (~33 s each); its runs are settled by the resume instead.
+            self.settle([b for b in (pending, batch) if b is not None], mlflow_answers=not unreachable(e))
             raise
 
     # ------------------------------------------------------------------ train
@@ -206,7 +209,7 @@ class Session:
             self.progress.set_postfix(best=f"{best:.3g}")
 
     # ------------------------------------------------------------------ settle
-    def settle(self, batches: list[Batch]) -> None:
+    def settle(self, batches: list[Batch], mlflow_answers: bool = True) -> None:
         """After an error or an interrupt: fail the trials still RUNNING, end each run as its trial
         ended (FINISHED if told COMPLETE/PRUNED, else KILLED). Every step is best effort and
         bounded: with the storage or the tracking server gone, what cannot be settled now stays
@@ -231,7 +234,7 @@ class Session:
                         except Exception:
                             continue  # storage gone: the trial's state is unknown; leave its run to a resume
                         future = b.runs.get(t.number)
-                        if future is None:
+                        if future is None or not mlflow_answers:
                             continue
                         try:
                             run_id = future.result(timeout=left())
