@@ -14,25 +14,19 @@ import signal
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from optuna.trial import TrialState  # noqa: E402
-
-from tests.test_faults import free_port, load, popen_bpexp, start_server, wait_for  # noqa: E402
+from tests.test_faults import free_port, start_server, sweep_under_way  # noqa: E402
 
 
 def one_run() -> tuple[float, int, str]:
     tmp = Path(tempfile.mkdtemp())
     port = free_port()
     server = start_server(tmp, port)
-    args = ["sweep", "sweep.n_trials=12", "sweep.batch_size=2", "train.epochs=1000", "sweep.progress=false",
-            "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1", f"tracking.uri=http://127.0.0.1:{port}"]
     try:
-        p = popen_bpexp(*args, cwd=tmp)
-        wait_for(lambda: Counter(t.state for t in load(tmp).trials)[TrialState.COMPLETE] >= 2, every=0.2)
+        p, _ = sweep_under_way(tmp, f"http://127.0.0.1:{port}", 12)
         os.killpg(server.pid, signal.SIGSTOP)
         t0 = time.monotonic()
         _, err = p.communicate(timeout=600)

@@ -418,6 +418,15 @@ def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
     return p
 
 
+def sweep_under_way(tmp_path: Path, uri: str, n_trials: int) -> tuple[subprocess.Popen, list[str]]:
+    """A sweep recording to the server at `uri`, once 2 of its trials are complete; and its arguments."""
+    args = ["sweep", f"sweep.n_trials={n_trials}", "sweep.batch_size=2", "train.epochs=1000", "sweep.progress=false",
+            "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1", f"tracking.uri={uri}"]
+    p = popen_bpexp(*args, cwd=tmp_path)
+    wait_for(lambda: Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 2, every=0.2)
+    return p, args
+
+
 @pytest.mark.slow
 def test_a_tracking_server_that_dies_mid_sweep(tmp_path):
     """The server is killed mid-sweep: the sweep ends in one line, its in-flight trials failed;
@@ -427,11 +436,8 @@ def test_a_tracking_server_that_dies_mid_sweep(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
-    args = ["sweep", "sweep.n_trials=6", "sweep.batch_size=2", "train.epochs=1000", "sweep.progress=false",
-            "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1", f"tracking.uri={uri}"]
     try:
-        p = popen_bpexp(*args, cwd=tmp_path)
-        wait_for(lambda: Counter(t.state for t in load(tmp_path).trials)[TrialState.COMPLETE] >= 2, every=0.2)
+        p, args = sweep_under_way(tmp_path, uri, 6)
         os.killpg(server.pid, signal.SIGKILL)
         out, err = p.communicate(timeout=150)
         assert p.returncode == 1 and "stopped answering" in err and len(err.strip().splitlines()) == 1, err
