@@ -124,7 +124,7 @@ def start_workers(cfg: SweepAppConfig, args: Sequence[str], study: optuna.Study,
     them (launcher.follow=false, or a Kubernetes Job left to the user to apply)."""
     n = worker_count(cfg.launcher)
     if n == 0:  # launcher.workers=0: follow a study launched before
-        return _Following()
+        return _Following(study, cfg.sweep.n_trials)
     spec = worker_spec(cfg.launcher, list(args), study.study_name, cfg.sweep.storage or storage_default(), uri)
     started = launch.start(cfg.launcher, spec, n)
     how = f"follow it and end it with: {follow_command(list(args))}"
@@ -145,9 +145,8 @@ class _Following(Workers):
     trials trained and none running (workers started before, by a launcher or by hand)."""
     n, where = 0, "the workers already at work"
 
-    def __init__(self):
-        self.study: Optional[optuna.Study] = None
-        self.n_trials = 0
+    def __init__(self, study: optuna.Study, n_trials: int):
+        self.study, self.n_trials = study, n_trials
 
     def running(self) -> bool:
         return trained(self.study) < self.n_trials or count(self.study, TrialState.RUNNING) > 0
@@ -163,8 +162,6 @@ def follow(cfg: SweepAppConfig, study: optuna.Study, workers: Workers, progress)
     """Wait for the workers, showing the study's trained trials; raise if they ended without
     training the study's n_trials (all of them failed, or the engine lost them)."""
     n = cfg.sweep.n_trials
-    if isinstance(workers, _Following):
-        workers.study, workers.n_trials = study, n
     while workers.running():
         done = trained(study)
         if progress is not None:

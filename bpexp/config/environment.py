@@ -5,11 +5,12 @@ answer depends on where the command runs, so these run at the command's start, n
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from bpexp.config.schema import ConfigError
 from bpexp.runtime import stores
-from bpexp.training.budget import memory_problem, network_problem
+from bpexp.training.budget import available_memory, memory_problem, network_problem
 from bpexp.runtime import redaction
 
 
@@ -57,10 +58,6 @@ CSV_ANNOUNCE_BYTES = 20 * 2**20
 def check_data_file(data) -> None:
     """A CSV too big to read in this machine's memory: refused, naming data.path; a large one:
     one line saying it is being read (a 10-million-row file takes minutes)."""
-    import os
-
-    from bpexp.training.budget import available_memory
-
     if str(data.source) != "csv" or not data.path or not os.path.isfile(data.path):
         return  # the dataset's own checks name a missing file
     size = os.path.getsize(data.path)

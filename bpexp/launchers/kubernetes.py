@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from bpexp.config.schema import LauncherConfig
-from bpexp.launchers.workers import LaunchError, Workers, WorkerSpec
+from bpexp.launchers.workers import LaunchError, Workers, WorkerSpec, first_line
 from bpexp.runtime.redaction import redact
 
 CALL_S = 60.0  # the longest a kubectl call may take
@@ -95,13 +95,13 @@ class KubernetesWorkers(Workers):
         self.namespace = ["--namespace", cfg.namespace] if cfg.namespace else []
         r = _kubectl("apply", "-f", str(path), *self.namespace)
         if r.returncode != 0:
-            raise LaunchError(f"kubectl apply refused {path}: {_first_line(r.stderr)}")
+            raise LaunchError(f"kubectl apply refused {path}: {first_line(r.stderr)}")
         self.where = f"Kubernetes Job {spec.name} ({n} pods; manifest: {path}; logs: kubectl logs job/{spec.name})"
 
     def _conditions(self) -> str:
         r = _kubectl("get", "job", self.name, *self.namespace, "-o", "jsonpath={.status.conditions[*].type}")
         if r.returncode != 0:
-            raise LaunchError(f"kubectl get job {self.name}: {_first_line(r.stderr)}")
+            raise LaunchError(f"kubectl get job {self.name}: {first_line(r.stderr)}")
         return r.stdout
 
     def running(self) -> bool:
@@ -113,8 +113,3 @@ class KubernetesWorkers(Workers):
 
     def cancel(self) -> None:
         _kubectl("delete", "job", self.name, *self.namespace, "--wait=false")
-
-
-def _first_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "no reason given"

@@ -16,10 +16,10 @@ import subprocess
 import sys
 
 from bpexp.config.schema import ConfigError, LauncherConfig
+from bpexp.launchers.local import SETTLE_S
 from bpexp.launchers.workers import Workers, WorkerSpec
 
 CONNECT_S = 5.0  # a Ray head that does not accept a connection in this time is not there
-SETTLE_S = 30.0  # as launchers.local: a worker's settling after SIGTERM is bounded
 RETRIES = 3  # Ray re-runs a task whose worker process or node died, up to this many times
 
 

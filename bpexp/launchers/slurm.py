@@ -16,7 +16,7 @@ import shutil
 import subprocess
 
 from bpexp.config.schema import ConfigError, LauncherConfig
-from bpexp.launchers.workers import LaunchError, Workers, WorkerSpec
+from bpexp.launchers.workers import LaunchError, Workers, WorkerSpec, first_line
 
 CALL_S = 30.0  # the longest a Slurm command may take to answer (a busy controller is slow, not silent)
 
@@ -52,7 +52,7 @@ class SlurmWorkers(Workers):
         path.write_text(script(cfg, spec, n))
         r = _call("sbatch", "--parsable", str(path), env={**os.environ, **spec.env})
         if r.returncode != 0:
-            raise LaunchError(f"sbatch refused the job array: {_first_line(r.stderr)}")
+            raise LaunchError(f"sbatch refused the job array: {first_line(r.stderr)}")
         self.n, self.job, self.dropped = n, r.stdout.strip().split(";")[0], False
         self.where = f"Slurm job array {self.job} ({n} tasks; script and logs: {spec.logs})"
 
@@ -64,12 +64,13 @@ class SlurmWorkers(Workers):
 
     def failures(self) -> list[str]:
         r = _call("scontrol", "show", "job", self.job)
+        fine = {"COMPLETED", "CANCELLED"} if self.dropped else {"COMPLETED"}  # cancelled by drop_waiting: not a failure
         found = []
         for block in r.stdout.split("\n\n"):
             task = re.search(r"ArrayTaskId=(\d+)", block)
             state = re.search(r"JobState=(\S+)", block)
             code = re.search(r"ExitCode=(\d+):(\d+)", block)
-            if task and state and state.group(1) not in ("COMPLETED", "CANCELLED" if self.dropped else "COMPLETED"):
+            if task and state and state.group(1) not in fine:
                 why = f"exit {code.group(1)}" if code and code.group(1) != "0" else state.group(1).lower()
                 found.append(f"task {task.group(1)}: {why}")
         return found
@@ -80,8 +81,3 @@ class SlurmWorkers(Workers):
 
     def cancel(self) -> None:
         _call("scancel", "--signal=TERM", "--full", self.job)  # each task settles, as on Ctrl-C
-
-
-def _first_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "no reason given"

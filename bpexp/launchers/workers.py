@@ -150,6 +150,12 @@ def follow_command(args: list[str]) -> str:
     return redact(" ".join(["bpexp", "sweep", *kept, "launcher.workers=0"]))  # a password given some other way
 
 
+def first_line(text: str) -> str:
+    """The first non-blank line of an engine tool's stderr, for a one-line error."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "no reason given"
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
