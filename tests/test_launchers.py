@@ -67,7 +67,7 @@ def test_a_launcher_that_cannot_start_its_workers_starts_nothing(tmp_path, args,
 
 def test_no_slurm_here_is_one_line_before_the_study_is_touched(servers, tmp_path, monkeypatch):
     """launcher=slurm where `sbatch` is not on PATH (not a Slurm login node): exit 2, one line,
-    no study created in the database."""
+    no study created in the database; following a launch from there (workers=0) works."""
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
     name = f"noslurm-{uuid.uuid4().hex[:8]}"
     r = run_bpexp("sweep", "launcher=slurm", f"sweep.storage={PG}", f"tracking.uri={MLFLOW}",
@@ -75,6 +75,15 @@ def test_no_slurm_here_is_one_line_before_the_study_is_touched(servers, tmp_path
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "error: launcher='slurm'" in r.stderr, r.stderr
     assert "sbatch" in r.stderr
     assert name not in optuna.get_all_study_names(storage=PG)
+    # Following a Slurm launch (launcher.workers=0) needs no Slurm here: it starts nothing.
+    exp = f"noslurm-{uuid.uuid4().hex[:8]}"
+    study_args = [f"sweep.storage={PG}", f"tracking.uri={MLFLOW}", f"sweep.study_name={name}",
+                  f"tracking.experiment={exp}", "sweep.n_trials=2", *FAST]
+    r = run_bpexp("sweep", "sweep.end=false", *study_args, cwd=tmp_path)  # a worker of the launch
+    assert r.returncode == 0, r.stderr
+    r = run_bpexp("sweep", "launcher=slurm", "launcher.workers=0", *study_args, cwd=tmp_path)
+    assert r.returncode == 0 and "recommended trial #" in r.stdout, r.stderr
+    check(name, exp, 2, password_of(PG))
 
 
 # ------------------------------------------------------------------ local

@@ -52,7 +52,8 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
     launching = cfg.launcher.kind != LauncherKind.none
     if launching:  # an engine that cannot start the workers: refused before the study is touched
         check_launcher(cfg.launcher, cfg.sweep.storage or storage_default(), uri)
-        launch.prepare(cfg.launcher)
+        if worker_count(cfg.launcher) > 0:  # following a launch (workers=0) needs no engine here
+            launch.prepare(cfg.launcher)
     study, creator = open_study(cfg, data.sha256)
     if nothing_to_do(study, cfg):
         return print_done(cfg, study, uri)

@@ -1,6 +1,7 @@
 """Pick the engine: check it before anything starts, then start the workers on it."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional, Union
 
@@ -38,7 +39,6 @@ def stop(cfg: LauncherConfig, workers: Optional[Workers]) -> None:
         if workers is not None:
             workers.cancel()
     finally:
-        if cfg.kind == LauncherKind.ray:
-            import ray
-
+        ray = sys.modules.get("ray")  # connected by prepare() only when this command started workers
+        if cfg.kind == LauncherKind.ray and ray is not None:
             ray.shutdown()
