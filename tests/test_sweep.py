@@ -86,10 +86,16 @@ def check_best_model(tmp_path, client, parent, children, study):
     assert best.params["train_loss"] == repr(best_trial.value)
     assert best.params["train.lr"] == repr(best_trial.params["train.lr"])
     assert [(m.key, m.value, m.step) for m in best.metrics] == [("best_value", best_trial.value, best_trial.number)]
+    note = best.tags["mlflow.note.content"]  # its description in the Models tab
+    assert note.startswith(f"### best_model: trial #{best_trial.number} of study 'lr_hidden'") and repr(best_trial.value) in note
+    if recommended == best_trial.number:
+        assert "It is also the recommended network" in note
     check_model_predicts(tmp_path, client, best, children, best_trial.number)
     if "recommended_model" in models:
         m, rc = models["recommended_model"], study.user_attrs["bpexp.recheck"][str(recommended)]
         assert m.params["trial_number"] == str(recommended) and m.params["recheck_train_loss"] == repr(rc["value"])
+        assert m.tags["mlflow.note.content"].startswith(f"### recommended_model: trial #{recommended} of study")
+        assert f"study recommends trial #{recommended} (`recommended_model`" in note
         assert m.params["recheck_seeds_failed"] == f"{len(rc['diverged_seeds']) + len(rc['stuck_seeds'])} of {len(rc['seeds'])}"
         check_model_predicts(tmp_path, client, m, children, recommended)
 

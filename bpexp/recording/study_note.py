@@ -52,6 +52,38 @@ def study_note(summary: StudySummary) -> str:
     return "\n".join(lines)
 
 
+def model_note(summary: StudySummary, recommended: bool, run_id: str) -> str:
+    """The description of the study's model in MLflow's Models tab: which trial's network it
+    is, its config, its value, and how it stands to the study's other model."""
+    s, metric = summary, summary.metric
+    n = s.recommended_number if recommended else s.best_number
+    lines = []
+    if recommended:
+        lines.append(f"### recommended_model: trial #{n} of study '{s.study_name}', the recommended network")
+    else:
+        lines.append(f"### best_model: trial #{n} of study '{s.study_name}', the best {metric} on the study's seeds")
+    params = s.recheck[n].params if n in s.recheck else s.best_params
+    lines += ["", f"Config: {_params(params)}.", ""]
+    if n == s.best_number:
+        lines += [f"{metric} on the study's seeds: {s.best_value!r} (the trial's value).", ""]
+    if n in s.recheck:
+        r = s.recheck[n]
+        lines.append(f"{metric} over {len(r.seeds)} seeds (the study's and {len(s.recheck_seeds)} fresh ones): "
+                     f"median {r.value!r}, mean {_num(r.mean)}, worst {_num(r.worst)}; {r.failures()}.")
+        lines.append("")
+    m = s.recommended_number
+    if not recommended and m is not None and m != n:
+        lines += [f"Not the recommended network: the study recommends trial #{m} (`recommended_model`, "
+                  f"the rule: {RECHECK_RULE}).", ""]
+    elif not recommended and m == n:
+        lines += ["It is also the recommended network (the re-check's rule: " + RECHECK_RULE + ").", ""]
+    elif recommended:
+        lines += [f"The best value on the study's own seeds is trial #{s.best_number}'s (`best_model`).", ""]
+    lines.append(f"The trial's run: {run_id} (its weights: weights/final.json); `bpexp reproduce {run_id}` "
+                 "retrains it.")
+    return "\n".join(lines)
+
+
 def _params(params: dict) -> str:
     return ", ".join(f"{k} {v!r}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
 

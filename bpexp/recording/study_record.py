@@ -16,7 +16,7 @@ from bpexp.recording.study_note import study_note
 from bpexp.runtime.redaction import redact_tree
 from bpexp.runtime.stores import StoreError
 from bpexp.recording.tracking import child_runs, end_failed_trial_runs, log_all, log_files, start_run
-from bpexp.recording.best_model import log_best_model, log_recommended_model, param_importances
+from bpexp.recording.best_model import describe_best_model, log_best_model, log_recommended_model, param_importances
 from bpexp import names
 
 
@@ -162,6 +162,8 @@ def record_recommendation(client, parent_run_id: str, summary: StudySummary, fig
     if model and n is not None and n != summary.best_number and str(n) != previous and summary.recheck[n].run_id:
         log_recommended_model(client, parent_run_id, summary)
         client.set_tag(parent_run_id, "recommended.model_trial", n)
+    if model and n is not None and summary.best_number is not None:
+        describe_best_model(client, parent_run_id, summary)
     client.set_tag(parent_run_id, names.NOTE, study_note(summary))
 
 
