@@ -102,6 +102,9 @@ def test_compare_a_grid_of_train_runs(bpexp, tmp_path, local_store):
     assert len(client.search_runs([report.info.experiment_id], "tags.`bpexp.role` = 'report'")) == 1
     other = bpexp("compare", "--metric", "test_loss")  # another comparison: a report of its own
     assert other.returncode == 0 and f"on MLflow run {report.info.run_id}" not in other.stdout
+    ids = [r.info.run_id for r in client.search_runs([report.info.experiment_id]) if "bpexp.role" not in r.data.tags]
+    named = bpexp("compare", *ids[:3], ids[0], ids[0])  # a run named three times is ranked once
+    assert named.returncode == 0 and "3 runs compared" in named.stdout, named.stderr
 
 
 @pytest.mark.slow
@@ -160,11 +163,12 @@ def test_reproduce_a_run_killed_before_its_weights_is_one_line(bpexp, tmp_path, 
 def test_compare_an_experiment_where_every_run_diverged(bpexp, tmp_path):
     """Nothing to draw a loss from is no error: the table, the bracket and the figures, with the
     diverged runs marked and no value scale to read a stand-in off."""
-    for lr in (5, 8):
-        r = bpexp("train", f"train.lr={lr}", "train.epochs=100", "tracking.log_plots=false")
+    for lr, seed in ((5, 99), (8, 99), (5, 1)):  # lr 5 on two seeds: a seed spread of diverged seeds only
+        r = bpexp("train", f"train.lr={lr}", f"train.seed={seed}", "train.epochs=100", "tracking.log_plots=false")
         assert r.returncode == 0, r.stderr
     r = bpexp("compare")
     assert r.returncode == 0, r.stderr
-    assert "2 runs compared" in r.stdout and "a seed diverged in every run (2, from lr 5)" in r.stdout
+    assert "3 runs compared" in r.stdout and "a seed diverged in every run (3, from lr 5)" in r.stdout
     out = re.search(r"in (outputs/compare-\w+)/", r.stdout).group(1)
-    assert {"loss_vs_lr.png", "loss_curves.png", "divergence_boundary.png"} <= {p.name for p in (tmp_path / out).iterdir()}
+    assert {"loss_vs_lr.png", "loss_curves.png", "divergence_boundary.png", "seed_spread.png"} <= {
+        p.name for p in (tmp_path / out).iterdir()}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 import socket
 
 import optuna
@@ -182,6 +183,14 @@ def test_resume_with_another_config_is_refused(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "data.fn='cos'" in r.stderr and "study_name" in r.stderr
     assert len(load(tmp_path).trials) == 2
+    # The project folder moved: MLflow's sqlite store holds its artifacts by absolute path, so
+    # the study is not resumed there; the line says why (the old store is gone), not "resume it there".
+    (tmp_path / "moved").mkdir()
+    shutil.move(tmp_path / "outputs", tmp_path / "moved" / "outputs")
+    r = run_bpexp("sweep", *args, "sweep.n_trials=3", cwd=tmp_path / "moved")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "which is gone (a moved folder?" in r.stderr and "move the folder back" in r.stderr
+    assert len(load(tmp_path / "moved").trials) == 2
 
 
 @pytest.mark.slow

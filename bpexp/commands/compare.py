@@ -95,8 +95,8 @@ def row_of(run, metric: str) -> Row | None:
 
 
 def select_runs(client, experiment: str | None, parent: str | None, run_ids: list[str]) -> list:
-    if run_ids:
-        return [client.get_run(r) for r in run_ids]
+    if run_ids:  # a run named twice is compared once (a ranked table lists each run once)
+        return [client.get_run(r) for r in dict.fromkeys(run_ids)]
     if parent:
         return tracking.child_runs(client, parent)
     exp = client.get_experiment_by_name(experiment)

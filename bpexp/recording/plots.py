@@ -244,8 +244,12 @@ def spread_plot(groups: Sequence[tuple[str, Sequence[float]]], ylabel: str, titl
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     ax.set_yticks(range(len(groups)), [name for name, _ in groups], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xscale("log")
     finite = [v for _, values in groups for v in values if np.isfinite(v) and v > 0]
+    if finite:
+        ax.set_xscale("log")
+    else:  # every seed diverged: no loss to draw (a log axis of nothing is an error)
+        ax.set_xticks([])
+        ax.text(0.5, 0.5, "every seed diverged: no final loss", transform=ax.transAxes, ha="center", va="center")
     if finite and max(finite) / min(finite) < 100:  # under two decades: no power of ten in range to label
         from matplotlib.ticker import FormatStrFormatter, LogLocator
 

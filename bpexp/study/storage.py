@@ -90,8 +90,12 @@ def open_study(cfg: SweepAppConfig, data_sha256: str | None = None) -> tuple[opt
         for field in ("uri", "experiment"):
             theirs = _server(recorded.get(field) or "") if field == "uri" else recorded.get(field)
             if theirs != home[field]:
+                gone = field == "uri" and stores.sqlite_file(theirs) is not None and not stores.sqlite_file(theirs).exists()
                 raise ConfigError(f"tracking.{field}", home[field], f"study '{cfg.sweep.study_name}' is recorded in "
-                                  f"{field} {recorded.get(field)!r}: resume it there (one study, one parent run)")
+                                  f"{field} {recorded.get(field)!r}" + (
+                                      ", which is gone (a moved folder? MLflow's sqlite store holds its artifacts by "
+                                      "absolute path, move the folder back to resume the study)" if gone else
+                                      ": resume it there (one study, one parent run)"))
     return study, False
 
 
