@@ -221,6 +221,39 @@ def test_a_full_disk_mid_sweep_is_one_line_and_the_resume_ends_the_study(tmp_pat
     check_invariants(tmp_path, 12)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs: a disk that fills a few trials into a study (mounting needs root with
+    CAP_SYS_ADMIN, as CI's container has; elsewhere the injected ENOSPC above covers the path)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {(r.stderr.strip() or 'mount failed')[:120]}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_real_full_disk_is_one_line_and_the_resume_ends_the_study(small_disk):
+    """sqlite's "database or disk is full" mid-study, as the disk fills (not injected): one line
+    naming it, no traceback from MLflow's logger (it printed 8 before the line), nothing left
+    RUNNING; with space again, the resume ends the study."""
+    args = ["sweep", "sweep.n_trials=24", "sweep.seeds=1", "train.epochs=500", "sweep.batch_size=4",
+            "sweep.recheck_seeds=2", "tracking.log_model=false", "tracking.log_plots=false", "sweep.progress=false"]
+    r = run_bpexp(*args, cwd=small_disk, process=True)
+    assert r.returncode == 1 and "no space left on the device (a sqlite database" in one_line(r), r.stderr[-3000:]
+    assert "Traceback" not in r.stdout + r.stderr
+    _, parents, children = mlflow_runs(small_disk)
+    assert children and not [c for c in [*parents, *children] if c.info.status == "RUNNING"]
+    assert Counter(t.state for t in load(small_disk).trials)[TrialState.RUNNING] == 0
+    subprocess.run(["mount", "-o", "remount,size=100m", str(small_disk)], check=True)
+    r = run_bpexp(*args, cwd=small_disk)
+    assert r.returncode == 0, r.stderr
+    check_invariants(small_disk, 24)
+
+
 # ------------------------------------------------------------------ a study never split or mixed
 def test_a_resume_never_mixes_data_or_splits_the_study(tmp_path):
     data = tmp_path / "d.csv"
@@ -458,6 +491,9 @@ def test_errors_are_one_line_and_name_what_failed():
 
     full = OSError(errno.ENOSPC, "No space left on device")
     assert failures.describe(full).startswith("no space left on the device")
+    wrapped = Exception("(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)\n"
+                        "(sqlite3.OperationalError) database or disk is full")  # MLflow's, first line misleading
+    assert failures.describe(wrapped) == "no space left on the device (a sqlite database: database or disk is full)"
     e = Exception("API request to http://u:pw@h:5000/api/2.0/mlflow/runs/log-batch failed with exception "
                   "HTTPConnectionPool(host='h', port=5000): Max retries exceeded ... Connection refused")
     assert failures.describe(e) == "the MLflow tracking server http://u:***@h:5000 stopped answering (connection refused)"

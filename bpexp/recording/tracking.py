@@ -42,7 +42,9 @@ def configure_mlflow() -> None:
         os.environ.setdefault(k, v)
     import logging
 
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # CRITICAL: it logs a database error with its traceback (e.g. a full disk, 8 times in a
+    # row) before raising it; bpexp says what failed in one line (runtime/failures.py).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

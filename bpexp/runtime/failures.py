@@ -21,6 +21,8 @@ def describe(e: BaseException) -> str:
     """One line: what failed and why, with every URL's password hidden."""
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return f"no space left on the device ({_first_line(e)})"
+    if _disk_full(e):  # sqlite's word for it, anywhere in the error or what caused it (MLflow, SQLAlchemy, Optuna wrap it)
+        return "no space left on the device (a sqlite database: database or disk is full)"
     if isinstance(e, PermissionError):
         return f"permission denied: {e.filename or _first_line(e)}"
     text = _first_line(e)
@@ -40,6 +42,16 @@ def describe(e: BaseException) -> str:
     if lost is not None:  # Optuna's StorageInternalError says "invalid data in the commit" for any of them
         return f"the database connection was lost, e.g. a restart ({_short(_first_line(lost))})"
     return f"{name}: {text}"
+
+
+def _disk_full(e: BaseException) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "database or disk is full" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _database_cause(e: BaseException):
