@@ -223,17 +223,35 @@ def test_a_full_disk_mid_sweep_is_one_line_and_the_resume_ends_the_study(tmp_pat
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 3 MiB tmpfs: a disk that fills a few trials into a study (mounting needs root with
+    """small_disk(size): a tmpfs of that size, a disk that fills (mounting needs root with
     CAP_SYS_ADMIN, as CI's container has; elsewhere the injected ENOSPC above covers the path)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {(r.stderr.strip() or 'mount failed')[:120]}")
-    try:
-        yield disk
-    finally:
+    mounted = []
+
+    def mount(size: str) -> Path:
+        disk = tmp_path / f"disk-{size}"
+        disk.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {(r.stderr.strip() or 'mount failed')[:120]}")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for disk in mounted:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("command,size", [("train", "300k"), ("sweep", "100k")])
+def test_a_disk_too_full_to_make_a_store_is_one_line_and_leaves_no_part_of_one(small_disk, command, size):
+    """Too little room for the new MLflow store (300k) or Optuna storage (100k): one line, exit 1
+    (a full disk is no bad input), and no partial file (a truncated copy of the store template was
+    kept and then read as "database disk image is malformed")."""
+    disk = small_disk(size)
+    extra = ["sweep.n_trials=2"] if command == "sweep" else []
+    r = run_bpexp(command, "train.epochs=100", *extra, cwd=disk, process=True)
+    assert r.returncode == 1 and one_line(r).startswith(f"bpexp {command}: error: no space left on the device"), r.stderr
+    left = {p.name for p in (disk / "outputs").iterdir()} - {"mlflow.db.lock", "optuna.db.lock"}
+    assert not [name for name in left if ".creating-" in name or name == ("mlflow.db" if size == "300k" else "optuna.db")]
 
 
 def test_a_real_full_disk_is_one_line_and_the_resume_ends_the_study(small_disk):
@@ -242,16 +260,17 @@ def test_a_real_full_disk_is_one_line_and_the_resume_ends_the_study(small_disk):
     RUNNING; with space again, the resume ends the study."""
     args = ["sweep", "sweep.n_trials=24", "sweep.seeds=1", "train.epochs=500", "sweep.batch_size=4",
             "sweep.recheck_seeds=2", "tracking.log_model=false", "tracking.log_plots=false", "sweep.progress=false"]
-    r = run_bpexp(*args, cwd=small_disk, process=True)
+    disk = small_disk("3m")
+    r = run_bpexp(*args, cwd=disk, process=True)
     assert r.returncode == 1 and "no space left on the device (a sqlite database" in one_line(r), r.stderr[-3000:]
     assert "Traceback" not in r.stdout + r.stderr
-    _, parents, children = mlflow_runs(small_disk)
+    _, parents, children = mlflow_runs(disk)
     assert children and not [c for c in [*parents, *children] if c.info.status == "RUNNING"]
-    assert Counter(t.state for t in load(small_disk).trials)[TrialState.RUNNING] == 0
-    subprocess.run(["mount", "-o", "remount,size=100m", str(small_disk)], check=True)
-    r = run_bpexp(*args, cwd=small_disk)
+    assert Counter(t.state for t in load(disk).trials)[TrialState.RUNNING] == 0
+    subprocess.run(["mount", "-o", "remount,size=100m", str(disk)], check=True)
+    r = run_bpexp(*args, cwd=disk)
     assert r.returncode == 0, r.stderr
-    check_invariants(small_disk, 24)
+    check_invariants(disk, 24)
 
 
 # ------------------------------------------------------------------ a study never split or mixed

@@ -6,6 +6,7 @@ recorder process; nothing here imports MLflow or torch.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 from contextlib import contextmanager
@@ -201,7 +202,11 @@ def create_atomically(uri: str, key: str, create, data_table: str) -> None:
                                                f"or point {key} elsewhere")
         path.unlink()
     tmp = path.with_name(f"{path.name}.creating-{os.getpid()}")
-    create(sqlite_uri(tmp))
+    try:
+        create(sqlite_uri(tmp))
+    except BaseException:  # nothing half made left behind (a kill -9 leaves it to the next command)
+        tmp.unlink(missing_ok=True)
+        raise
     failpoint("store-made")  # made, not yet in place: where a kill -9 would leave the most behind
     try:  # a hard link never replaces a store another program (mlflow ui) made meanwhile
         os.link(tmp, path)
@@ -234,7 +239,10 @@ def cached_template(name: str, target: Path, data_table: str) -> Iterator[Option
             cached = template.is_file() and sqlite_state(template, data_table) == "ok"
             if cached:
                 shutil.copyfile(template, target)
-        except OSError:
+        except OSError as e:
+            target.unlink(missing_ok=True)  # a partial copy is no store to build on ("malformed" later)
+            if e.errno == errno.ENOSPC:  # building it instead would fill the same disk
+                raise
             cached = False
         if cached:
             yield template

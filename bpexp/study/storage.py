@@ -4,6 +4,7 @@ and refuses to mix in another one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import time
 import warnings
@@ -129,6 +130,8 @@ def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
                 raise
             time.sleep(0.2 + random.random())  # another worker is creating the tables
         except Exception as e:
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # a full disk, not a bad storage: exit 1
+                raise
             reason = redaction.redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
             raise ConfigError("sweep.storage", redaction.redact(url), f"cannot open this Optuna storage: {reason}") from None
     raise AssertionError("unreachable")
