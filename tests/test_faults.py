@@ -254,6 +254,18 @@ def test_a_disk_too_full_to_make_a_store_is_one_line_and_leaves_no_part_of_one(s
     assert not [name for name in left if ".creating-" in name or name == ("mlflow.db" if size == "300k" else "optuna.db")]
 
 
+def test_compare_on_a_read_only_store_prints_its_table_then_one_line(small_disk):
+    """A store on a read-only mount: compare reads and prints; its report run cannot be written:
+    one line saying so (it said "the database connection was lost, e.g. a restart")."""
+    disk = small_disk("50m")
+    assert run_bpexp("train", "-m", "train.lr=0.01,0.1", "train.epochs=100", "tracking.log_plots=false",
+                     cwd=disk, process=True).returncode == 0  # a process of its own: no file left open to remount
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    r = run_bpexp("compare", cwd=disk)
+    assert r.returncode == 1 and "error: cannot write: the store is read-only" in one_line(r)
+    assert "4 hidden: every run converged (2, up to lr 0.1)" in r.stdout
+
+
 def test_a_real_full_disk_is_one_line_and_the_resume_ends_the_study(small_disk):
     """sqlite's "database or disk is full" mid-study, as the disk fills (not injected): one line
     naming it, no traceback from MLflow's logger (it printed 8 before the line), nothing left

@@ -21,8 +21,10 @@ def describe(e: BaseException) -> str:
     """One line: what failed and why, with every URL's password hidden."""
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return f"no space left on the device ({_first_line(e)})"
-    if _disk_full(e):  # sqlite's word for it, anywhere in the error or what caused it (MLflow, SQLAlchemy, Optuna wrap it)
+    if _in_chain(e, _disk_full):  # sqlite's word for it, anywhere in the error or what caused it (MLflow, SQLAlchemy, Optuna wrap it)
         return "no space left on the device (a sqlite database: database or disk is full)"
+    if _in_chain(e, _read_only):  # a read-only mount, or a database file we may not write
+        return "cannot write: the store is read-only (a read-only file system, or a database file this user may not write)"
     if isinstance(e, PermissionError):
         return f"permission denied: {e.filename or _first_line(e)}"
     text = _first_line(e)
@@ -44,14 +46,23 @@ def describe(e: BaseException) -> str:
     return f"{name}: {text}"
 
 
-def _disk_full(e: BaseException) -> bool:
+def _in_chain(e: BaseException, test) -> bool:
+    """Whether test(x) holds for e or anything that caused it."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "database or disk is full" in str(e):
+        if test(e):
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+def _disk_full(e: BaseException) -> bool:
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "database or disk is full" in str(e)
+
+
+def _read_only(e: BaseException) -> bool:
+    return (isinstance(e, OSError) and e.errno == errno.EROFS) or "readonly database" in str(e)
 
 
 def _database_cause(e: BaseException):
