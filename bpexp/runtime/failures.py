@@ -42,7 +42,10 @@ def describe(e: BaseException) -> str:
         return f"the database stopped answering or refused a write ({_short(text)})"
     lost = _database_cause(e)
     if lost is not None:  # Optuna's StorageInternalError says "invalid data in the commit" for any of them
-        return f"the database connection was lost, e.g. a restart ({_short(_first_line(lost))})"
+        reason = _short(_first_line(lost))
+        if "timeout" in reason.lower() or "timed out" in reason.lower():  # a partition, a host gone
+            return f"the database server stopped answering ({reason})"
+        return f"the database connection was lost, e.g. a restart ({reason})"
     return f"{name}: {text}"
 
 
