@@ -525,6 +525,11 @@ def test_errors_are_one_line_and_name_what_failed():
     wrapped = Exception("(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)\n"
                         "(sqlite3.OperationalError) database or disk is full")  # MLflow's, first line misleading
     assert failures.describe(wrapped) == "no space left on the device (a sqlite database: database or disk is full)"
+    import sqlalchemy.exc
+
+    partition = RuntimeError("invalid data in the commit")  # Optuna's words, over the lost connection
+    partition.__cause__ = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection timeout expired"))
+    assert failures.describe(partition).startswith("the database server stopped answering (")
     e = Exception("API request to http://u:pw@h:5000/api/2.0/mlflow/runs/log-batch failed with exception "
                   "HTTPConnectionPool(host='h', port=5000): Max retries exceeded ... Connection refused")
     assert failures.describe(e) == "the MLflow tracking server http://u:***@h:5000 stopped answering (connection refused)"
