@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -533,6 +534,47 @@ def test_errors_are_one_line_and_name_what_failed():
     e = Exception("API request to http://u:pw@h:5000/api/2.0/mlflow/runs/log-batch failed with exception "
                   "HTTPConnectionPool(host='h', port=5000): Max retries exceeded ... Connection refused")
     assert failures.describe(e) == "the MLflow tracking server http://u:***@h:5000 stopped answering (connection refused)"
+
+
+@pytest.mark.parametrize("how", ["hangs", "times out"])
+def test_a_database_server_that_stops_answering_stops_the_main_thread_wherever_it_waits(monkeypatch, how):
+    """A stopped PostgreSQL (SIGSTOP: its kernel still acknowledges, so no TCP bound ends a wait
+    on it) hung a sweep for good; the heartbeat's watch stops the main thread instead: a beat
+    that waits past STOPPED_AFTER_S, or two whose connection timed out. Measured on a real
+    stopped server (docs/findings.md): one line, exit 1, 69 s; here with the bounds made short."""
+    import sqlalchemy.exc
+
+    from bpexp.runtime import interrupts
+    from bpexp.study import workers
+
+    monkeypatch.setattr(workers, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(workers, "STOPPED_AFTER_S", 1.0)
+    released = threading.Event()
+
+    class StoppedServer:  # what the storage does when its server stopped
+        def call(self, *args):
+            if how == "hangs":
+                released.wait(30)
+            else:
+                raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection timeout expired"))
+
+        record_heartbeat = get_study_user_attrs = call
+
+    study = type("Study", (), {"_storage": StoppedServer(), "_study_id": 1})()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    interrupts.handle_sigterm()
+    beat = workers.Heartbeat(study)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(interrupts.ServerStopped, match="the database server stopped answering"):
+            while time.monotonic() - t0 < 20:
+                time.sleep(0.05)  # the main thread, waiting on something else
+        assert time.monotonic() - t0 < 5
+    finally:
+        released.set()
+        beat.close()
+        for s, h in handlers.items():
+            signal.signal(s, h)
 
 
 def test_a_database_restart_mid_commit_is_named_as_such():

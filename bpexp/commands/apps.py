@@ -20,7 +20,7 @@ from bpexp.runtime import failures
 from bpexp.recording import recorder
 from bpexp.runtime import redaction
 from bpexp.runtime.failpoints import failpoint
-from bpexp.runtime.interrupts import Terminated
+from bpexp.runtime.interrupts import ServerStopped, Terminated
 from bpexp.runtime.stores import StoreError
 from bpexp.config.schema import ConfigError, register_schemas
 from bpexp.config.validation import absolute_paths, validate_lr_find, validate_sweep, validate_train
@@ -77,6 +77,9 @@ def run_checked(command: str, fn: Callable, cfg) -> float:
         return fn(cfg, list(hc.overrides.task))
     except (ConfigError, StoreError) as e:
         fail(command, str(e))
+    except ServerStopped as e:  # a watch found the database stopped: a failure, not a signal
+        print(f"bpexp {command}: error: {e}; run the same command again to resume", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt as e:
         what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(f"bpexp {command}: {what}; run the same command again to resume", file=sys.stderr)

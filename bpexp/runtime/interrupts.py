@@ -24,13 +24,36 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is (exit status 143 instead of 130)."""
 
 
+class ServerStopped(KeyboardInterrupt):
+    """A server the command depends on stopped answering, found by a watching thread
+    (study/workers.Heartbeat): the main thread stops as on SIGTERM (what runs is settled as far
+    as it can be, the resume settles the rest) and the command says why, exit 1."""
+
+
 def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+_stop_reasons: list[str] = []
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise ServerStopped(_stop_reasons[0] if _stop_reasons else "a server stopped answering")
+
+
 def handle_sigterm() -> None:
-    """From now on, SIGTERM raises Terminated in the main thread."""
+    """From now on, SIGTERM raises Terminated in the main thread, and `stop_main` ServerStopped."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGUSR1, _raise_stopped)
+
+
+def stop_main(reason: str) -> None:
+    """From another thread: raise ServerStopped(reason) in the main thread, wherever it waits (a
+    signal: psycopg's and MLflow's waits run Python's handlers every 0.1 s). Not held by
+    deferred_interrupts: what the step waits on will not answer."""
+    _stop_reasons.append(reason)
+    if signal.getsignal(signal.SIGUSR1) is _raise_stopped:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
 
 _caught: list[int] = []  # signals noted while deferred (main thread only)

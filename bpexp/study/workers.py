@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 import warnings
 from typing import Optional
 
@@ -13,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bpexp.recording import study_record
+from bpexp.runtime import interrupts
 from bpexp.runtime.liveness import worker_alive
 from bpexp.results.outcome import TRAINED, verdict_of
 from bpexp.recording.recorder import Recorder
@@ -64,17 +66,32 @@ def take_over(study: optuna.Study, recorder: Recorder, parent: str) -> None:
     recorder.call(study_record.settle_child_runs, parent, states, {w for w in workers if not worker_alive(w)}).result()
 
 
+STOPPED_AFTER_S = 45  # a beat without an answer this long: the database server stopped answering
+
+
 class Heartbeat:
-    """Marks this worker's running trials alive, so other workers don't fail them.
+    """Marks this worker's running trials alive, so other workers don't fail them, and watches
+    the database while doing so.
 
     Optuna beats only inside study.optimize(); with ask/tell a worker beats itself, through
-    the storage's record_heartbeat and the trials' storage ids (private attributes, here only).
+    the storage's record_heartbeat and the trials' storage ids (private attributes, here only);
+    with no trial running, a beat reads the study's attributes.
+
+    The watch: a database server process that is stopped (SIGSTOP, a frozen VM) still has its
+    kernel acknowledge every packet, so no client-side TCP bound ends a wait on it and its own
+    statement timeout does not run: a beat still waiting after STOPPED_AFTER_S, or two beats in
+    a row whose connection timed out, stop the main thread wherever it waits
+    (interrupts.stop_main): one line, exit 1, the resume settles what is left RUNNING.
     """
 
     def __init__(self, study: optuna.Study):
         self.storage, self.trial_ids, self._stop = study._storage, [], threading.Event()
+        self.study_id = study._study_id
+        self._since: Optional[float] = None  # when the beat under way began
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
+        self._watch = threading.Thread(target=self._watch_beats, daemon=True)
+        self._watch.start()
 
     def track(self, trials: list[optuna.Trial]) -> None:
         self.trial_ids = [t._trial_id for t in trials]
@@ -82,15 +99,45 @@ class Heartbeat:
             self.storage.record_heartbeat(tid)
 
     def _beat(self) -> None:
+        timeouts = 0
         while not self._stop.wait(HEARTBEAT_S):
-            for tid in list(self.trial_ids):
-                try:
-                    self.storage.record_heartbeat(tid)
-                except Exception:  # a trial finished meanwhile; the next beat is soon enough
-                    pass
+            self._since = time.monotonic()
+            try:
+                for tid in list(self.trial_ids) or [None]:
+                    try:
+                        if tid is None:
+                            self.storage.get_study_user_attrs(self.study_id)
+                        else:
+                            self.storage.record_heartbeat(tid)
+                    except Exception as e:  # a trial finished meanwhile; the next beat is soon enough
+                        if no_answer(e):
+                            raise
+                timeouts = 0
+            except Exception:
+                timeouts += 1
+                if timeouts >= 2 and not self._stop.is_set():
+                    self._stop.set()
+                    interrupts.stop_main(f"the database server stopped answering (two heartbeats "
+                                         f"{HEARTBEAT_S} s apart could not connect)")
+            finally:
+                self._since = None
+
+    def _watch_beats(self) -> None:
+        while not self._stop.wait(min(5.0, STOPPED_AFTER_S / 3)):
+            since = self._since
+            if since is not None and time.monotonic() - since > STOPPED_AFTER_S:
+                self._stop.set()
+                interrupts.stop_main(f"the database server stopped answering (a heartbeat got no answer "
+                                     f"in {STOPPED_AFTER_S} s)")
 
     def close(self) -> None:
         self._stop.set()
+
+
+def no_answer(e: BaseException) -> bool:
+    """Whether a storage error says the server did not answer (not that it answered no)."""
+    text = f"{e} {e.__cause__ or ''}".lower()
+    return "timeout expired" in text or "timed out" in text
 
 
 def count(study: optuna.Study, *states: TrialState) -> int:
