@@ -65,7 +65,8 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         parent = parent_run(recorder, study, creator, cfg, data, tags)
         failpoint("parent-created")
         take_over(study, recorder, parent)
-        heartbeat = None if launching else Heartbeat(study)
+        served = stores.sqlite_file(cfg.sweep.storage or storage_default()) is None  # a database server to watch
+        heartbeat = None if launching else Heartbeat(study, watch=served)
         progress = _progress(cfg, study)
         workers: Optional[Workers] = None
         try:

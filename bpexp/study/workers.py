@@ -81,17 +81,19 @@ class Heartbeat:
     kernel acknowledge every packet, so no client-side TCP bound ends a wait on it and its own
     statement timeout does not run: a beat still waiting after STOPPED_AFTER_S, or two beats in
     a row whose connection timed out, stop the main thread wherever it waits
-    (interrupts.stop_main): one line, exit 1, the resume settles what is left RUNNING.
+    (interrupts.stop_main): one line, exit 1, the resume settles what is left RUNNING. Watched
+    on a database server only (`watch`): a sqlite file has no server to stop, and a beat there
+    may wait on another worker's lock.
     """
 
-    def __init__(self, study: optuna.Study):
+    def __init__(self, study: optuna.Study, watch: bool = True):
         self.storage, self.trial_ids, self._stop = study._storage, [], threading.Event()
-        self.study_id = study._study_id
+        self.study_id, self.watch = study._study_id, watch
         self._since: Optional[float] = None  # when the beat under way began
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
-        self._watch = threading.Thread(target=self._watch_beats, daemon=True)
-        self._watch.start()
+        if watch:
+            threading.Thread(target=self._watch_beats, daemon=True).start()
 
     def track(self, trials: list[optuna.Trial]) -> None:
         self.trial_ids = [t._trial_id for t in trials]
@@ -115,7 +117,7 @@ class Heartbeat:
                 timeouts = 0
             except Exception:
                 timeouts += 1
-                if timeouts >= 2 and not self._stop.is_set():
+                if timeouts >= 2 and self.watch and not self._stop.is_set():
                     self._stop.set()
                     interrupts.stop_main(f"the database server stopped answering (two heartbeats "
                                          f"{HEARTBEAT_S} s apart could not connect)")
