@@ -37,6 +37,7 @@ USAGE = """usage: bpexp {train,sweep,lr-find} [hydra overrides and flags ...]
 
 
 def main(argv: list[str] | None = None) -> None:
+    whole_process = argv is None  # the bpexp command itself, not a caller in its own process (the tests)
     argv = list(sys.argv[1:] if argv is None else argv)
     handle_sigterm()  # as Ctrl-C: whatever runs is settled, then exit 143
     # Passwords on the command line or in the environment: hidden in whatever is printed or recorded
@@ -49,7 +50,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bpexp{' ' + command if command else ''}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
               file=sys.stderr)
         recorder.abandon()  # a recorder process started for nothing: gone, not waited for
-        sys.exit(143 if isinstance(e, Terminated) else 130)
+        # Nothing to settle this early; exit now: the interpreter's exit (atexit hooks of the
+        # libraries interrupted in their imports) ended some of these runs killed by SIGINT (-2).
+        code = 143 if isinstance(e, Terminated) else 130
+        if not whole_process:
+            sys.exit(code)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def run(argv: list[str]) -> None:

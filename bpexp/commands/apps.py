@@ -20,6 +20,7 @@ from bpexp.runtime import failures
 from bpexp.recording import recorder
 from bpexp.runtime import redaction
 from bpexp.runtime.failpoints import failpoint
+from bpexp.runtime import interrupts
 from bpexp.runtime.interrupts import ServerStopped, Terminated
 from bpexp.runtime.stores import StoreError
 from bpexp.config.schema import ConfigError, register_schemas
@@ -31,6 +32,7 @@ register_schemas()
 
 def fail(command: str, message: str) -> None:
     failpoint("failing")
+    interrupts.release()  # a signal held meanwhile wins: one line, "interrupted" or "terminated"
     recorder.abandon()  # nothing will be recorded: don't wait for the recorder to start
     print(f"bpexp {command}: error: {redaction.redact(message)}", file=sys.stderr)
     sys.exit(2)
@@ -67,6 +69,7 @@ def run_checked(command: str, fn: Callable, cfg) -> float:
     failed / KILLED by then); any other failure 1 (bpexp/runtime/failures.py)."""
     from hydra.core.hydra_config import HydraConfig
 
+    interrupts.release()  # a signal held while Hydra composed acts here, before anything runs
     hc = HydraConfig.get()
     redact_multirun_record(hc)
     from hydra.types import RunMode
@@ -160,6 +163,14 @@ def run(command: str, args: list[str], info: bool) -> None:
     info: a flag asks Hydra to print something (--help, --cfg, ...) instead of running; the
     config it prints (--cfg) is checked as a run's is."""
     overrides, flags = split_flags(args)
+    interrupts.hold()  # until the command's own handling begins (run_checked), or Hydra is done
+    try:
+        _compose_and_run(command, args, info, overrides, flags)
+    finally:
+        interrupts.release()
+
+
+def _compose_and_run(command: str, args: list[str], info: bool, overrides: list[str], flags: list[str]) -> None:
     if not info or PRINTS_CONFIG & set(flags):
         precheck(command, args)
     if not any(a.lstrip("+~").startswith("hydra.output_subdir=") for a in overrides):

@@ -81,6 +81,33 @@ def deferred_interrupts() -> Iterator[None]:
             raise pending
 
 
+_held: dict = {}  # the handlers hold() replaced, while it holds
+
+
+def hold() -> None:
+    """Hold Ctrl-C and SIGTERM from here until release() (HOLD_S at most once one came): the
+    composing of the config by Hydra and the first imports, which a signal cuts in two and
+    leaves broken (OmegaConf's flag_override then fails with an unrelated AttributeError, and
+    Hydra prints its traceback instead of the interrupt). Main thread only; not nested."""
+    if threading.current_thread() is not threading.main_thread() or _held:
+        return
+    _held.update({s: signal.signal(s, _note) for s in (signal.SIGINT, signal.SIGTERM)})
+    _held[signal.SIGALRM] = signal.signal(signal.SIGALRM, _held_too_long)
+
+
+def release() -> None:
+    """End hold(): the handlers as they were, and a signal that came meanwhile raised now."""
+    if not _held:
+        return
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for s, handler in _held.items():
+        signal.signal(s, handler)
+    _held.clear()
+    pending = _pending()
+    if pending is not None:
+        raise pending
+
+
 def _note(signum, frame) -> None:
     """A signal while deferred: held until the step ends, HOLD_S at most; a second one acts now."""
     _caught.append(signum)
