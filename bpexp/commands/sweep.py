@@ -50,8 +50,9 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
     data = dataset_from_config(cfg.data)
     check_memory(cfg)
     launching = cfg.launcher.kind != LauncherKind.none
+    storage = cfg.sweep.storage or storage_default()
     if launching:  # an engine that cannot start the workers: refused before the study is touched
-        check_launcher(cfg.launcher, cfg.sweep.storage or storage_default(), uri)
+        check_launcher(cfg.launcher, storage, uri)
         if worker_count(cfg.launcher) > 0:  # following a launch (workers=0) needs no engine here
             launch.prepare(cfg.launcher)
     study, creator = open_study(cfg, data.sha256)
@@ -65,7 +66,7 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         parent = parent_run(recorder, study, creator, cfg, data, tags)
         failpoint("parent-created")
         take_over(study, recorder, parent)
-        served = stores.sqlite_file(cfg.sweep.storage or storage_default()) is None  # a database server to watch
+        served = stores.sqlite_file(storage) is None  # a database server to watch
         heartbeat = None if launching else Heartbeat(study, watch=served)
         progress = _progress(cfg, study)
         workers: Optional[Workers] = None

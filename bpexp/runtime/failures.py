@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import sys
+from typing import Optional
 
 from bpexp.runtime.redaction import redact
 
@@ -49,15 +50,16 @@ def describe(e: BaseException) -> str:
     return f"{name}: {text}"
 
 
-def _in_chain(e: BaseException, test) -> bool:
-    """Whether test(x) holds for e or anything that caused it."""
+def _in_chain(e: BaseException, test) -> Optional[BaseException]:
+    """The first of e and what caused it (its __cause__ or __context__, on down) for which
+    test holds; None if none does."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if test(e):
-            return True
+            return e
         e = e.__cause__ or e.__context__
-    return False
+    return None
 
 
 def _disk_full(e: BaseException) -> bool:
@@ -68,16 +70,10 @@ def _read_only(e: BaseException) -> bool:
     return (isinstance(e, OSError) and e.errno == errno.EROFS) or "readonly database" in str(e)
 
 
-def _database_cause(e: BaseException):
+def _database_cause(e: BaseException) -> Optional[BaseException]:
     """The SQLAlchemy error behind e (Optuna wraps it), if it says the connection went away."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if type(e).__name__ in ("OperationalError", "InterfaceError", "DisconnectionError") or getattr(
-                e, "connection_invalidated", False):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+    return _in_chain(e, lambda x: type(x).__name__ in ("OperationalError", "InterfaceError", "DisconnectionError")
+                     or getattr(x, "connection_invalidated", False))
 
 
 def unreachable(e: BaseException) -> bool:

@@ -68,17 +68,28 @@ def deferred_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _note) for s in (signal.SIGINT, signal.SIGTERM)}
-    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _held_too_long)
+    previous = _holding()
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        pending = _pending()
-        if pending is not None:
-            raise pending
+        _restore(previous)
+
+
+def _holding() -> dict:
+    """Ctrl-C and SIGTERM noted (`_note`), not raised; the handlers they replace."""
+    previous = {s: signal.signal(s, _note) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _held_too_long)
+    return previous
+
+
+def _restore(previous: dict) -> None:
+    """The handlers as they were; a signal noted meanwhile raised now."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+    pending = _pending()
+    if pending is not None:
+        raise pending
 
 
 _held: dict = {}  # the handlers hold() replaced, while it holds
@@ -91,21 +102,16 @@ def hold() -> None:
     Hydra prints its traceback instead of the interrupt). Main thread only; not nested."""
     if threading.current_thread() is not threading.main_thread() or _held:
         return
-    _held.update({s: signal.signal(s, _note) for s in (signal.SIGINT, signal.SIGTERM)})
-    _held[signal.SIGALRM] = signal.signal(signal.SIGALRM, _held_too_long)
+    _held.update(_holding())
 
 
 def release() -> None:
     """End hold(): the handlers as they were, and a signal that came meanwhile raised now."""
     if not _held:
         return
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    for s, handler in _held.items():
-        signal.signal(s, handler)
+    previous = dict(_held)
     _held.clear()
-    pending = _pending()
-    if pending is not None:
-        raise pending
+    _restore(previous)
 
 
 def _note(signum, frame) -> None:

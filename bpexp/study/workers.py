@@ -105,32 +105,36 @@ class Heartbeat:
         while not self._stop.wait(HEARTBEAT_S):
             self._since = time.monotonic()
             try:
-                for tid in list(self.trial_ids) or [None]:
-                    try:
-                        if tid is None:
-                            self.storage.get_study_user_attrs(self.study_id)
-                        else:
-                            self.storage.record_heartbeat(tid)
-                    except Exception as e:  # a trial finished meanwhile; the next beat is soon enough
-                        if no_answer(e):
-                            raise
-                timeouts = 0
-            except Exception:
-                timeouts += 1
-                if timeouts >= 2 and self.watch and not self._stop.is_set():
-                    self._stop.set()
-                    interrupts.stop_main(f"the database server stopped answering (two heartbeats "
-                                         f"{HEARTBEAT_S} s apart could not connect)")
+                timeouts = 0 if self._beat_once() else timeouts + 1
             finally:
                 self._since = None
+            if timeouts >= 2 and self.watch:
+                self._stopped(f"two heartbeats {HEARTBEAT_S} s apart could not connect")
+
+    def _beat_once(self) -> bool:
+        """One beat; False if the server did not answer (a connection that timed out)."""
+        for tid in list(self.trial_ids) or [None]:
+            try:
+                if tid is None:
+                    self.storage.get_study_user_attrs(self.study_id)
+                else:
+                    self.storage.record_heartbeat(tid)
+            except Exception as e:  # a trial finished meanwhile; the next beat is soon enough
+                if no_answer(e):
+                    return False
+        return True
 
     def _watch_beats(self) -> None:
         while not self._stop.wait(min(5.0, STOPPED_AFTER_S / 3)):
             since = self._since
             if since is not None and time.monotonic() - since > STOPPED_AFTER_S:
-                self._stop.set()
-                interrupts.stop_main(f"the database server stopped answering (a heartbeat got no answer "
-                                     f"in {STOPPED_AFTER_S} s)")
+                self._stopped(f"a heartbeat got no answer in {STOPPED_AFTER_S} s")
+
+    def _stopped(self, why: str) -> None:
+        """The database server stopped answering: stop beating and watching, and stop the main thread."""
+        if not self._stop.is_set():
+            self._stop.set()
+            interrupts.stop_main(f"the database server stopped answering ({why})")
 
     def close(self) -> None:
         self._stop.set()
