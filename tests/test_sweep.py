@@ -5,6 +5,7 @@ import csv
 import re
 import shutil
 import socket
+import sqlite3
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -183,14 +184,24 @@ def test_resume_with_another_config_is_refused(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "data.fn='cos'" in r.stderr and "study_name" in r.stderr
     assert len(load(tmp_path).trials) == 2
-    # The project folder moved: MLflow's sqlite store holds its artifacts by absolute path, so
-    # the study is not resumed there; the line says why (the old store is gone), not "resume it there".
-    (tmp_path / "moved").mkdir()
-    shutil.move(tmp_path / "outputs", tmp_path / "moved" / "outputs")
-    r = run_bpexp("sweep", *args, "sweep.n_trials=3", cwd=tmp_path / "moved")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
-    assert "which is gone (a moved folder?" in r.stderr and "move the folder back" in r.stderr
-    assert len(load(tmp_path / "moved").trials) == 2
+    # The project folder moved whole: the same study. MLflow's sqlite store holds its artifact
+    # locations as absolute paths; they are rewritten to the new folder, nothing points back.
+    old, moved = str(tmp_path / "outputs"), tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.move(tmp_path / "outputs", moved / "outputs")
+    r = run_bpexp("sweep", *args, "sweep.n_trials=3", cwd=moved)
+    assert r.returncode == 0 and "(a moved or copied folder)" in r.stdout, r.stderr
+    _, _, parent, children = check_invariants(moved, 3)
+    client = MlflowClient(f"sqlite:///{moved}/outputs/mlflow.db")
+    assert all(client.list_artifacts(c.info.run_id) for c in children)  # the first two runs' files found where they are now
+    dump = "\n".join(sqlite3.connect(moved / "outputs" / "mlflow.db").iterdump())
+    assert old not in dump and str(moved / "outputs" / "mlartifacts") in dump
+    # A store that does not hold the study's parent run is not the study's: refused, untouched.
+    (tmp_path / "lonely" / "outputs").mkdir(parents=True)
+    shutil.copy(moved / "outputs" / "optuna.db", tmp_path / "lonely" / "outputs")
+    r = run_bpexp("sweep", *args, "sweep.n_trials=4", cwd=tmp_path / "lonely")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "resume it there" in r.stderr, r.stderr
+    assert len(load(tmp_path / "lonely").trials) == 3
 
 
 @pytest.mark.slow

@@ -182,3 +182,20 @@ def test_a_trials_loss_figure_shows_each_seed_and_the_median_on_top():
     plot_right = svg.W - svg.LEFT - svg.RIGHT - svg.LEGEND
     legend_x = [float(x) for x in re.findall(r'<text x="([\d.]+)" y="\d+" font-size="11">', chart)]
     assert legend_x and min(legend_x) > plot_right
+
+
+def test_a_moved_project_folder_records_into_itself(tmp_path):
+    """`outputs/` moved elsewhere: MLflow's store held its artifact locations by absolute path
+    (the next run's files went back to the old place, recreated); they point at the new one."""
+    first, moved = tmp_path / "first", tmp_path / "elsewhere" / "project"
+    first.mkdir()
+    assert run_bpexp("train", "train.epochs=50", cwd=first).returncode == 0
+    moved.mkdir(parents=True)
+    (first / "outputs").rename(moved / "outputs")
+    r = run_bpexp("train", "train.epochs=50", cwd=moved)
+    assert r.returncode == 0, r.stderr
+    client = MlflowClient(f"sqlite:///{moved}/outputs/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])
+    assert len(runs) == 2 and all(client.list_artifacts(run.info.run_id) for run in runs)
+    assert all(run.info.artifact_uri.startswith((moved / "outputs").as_uri()) for run in runs)
+    assert not (first / "outputs").exists()

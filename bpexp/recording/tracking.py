@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from bpexp.runtime import stores
+from bpexp.runtime import relocation, stores
 from bpexp.runtime.failpoints import fault
 from bpexp.runtime.redaction import redact
 from bpexp import names
@@ -55,6 +55,9 @@ def open_store(uri: str, experiment: str):
 
     with stores.local_store_lock(uri):
         stores.create_atomically(uri, "tracking.uri", create_store, data_table="runs")
+        moved = stores.sqlite_file(uri) and relocation.moved_from(stores.sqlite_file(uri))
+        if moved:  # a project folder moved whole: its runs' files are where the store is now
+            relocation.relocate(stores.sqlite_file(uri), *moved)
         client = MlflowClient(uri)
         try:
             client.search_experiments(max_results=1)

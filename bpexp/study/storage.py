@@ -22,7 +22,7 @@ from bpexp.recording.run_record import config_tree, dataset_info
 from bpexp.study.search_space import choices, make_pruner, make_sampler, searched
 from bpexp.study.workers import GRACE_S, HEARTBEAT_S
 from bpexp import names
-from bpexp.runtime import redaction
+from bpexp.runtime import redaction, relocation
 
 
 # Searched keys fixed by a study, so that a resumed study never mixes two experiments.
@@ -85,7 +85,7 @@ def open_study(cfg: SweepAppConfig, data_sha256: str | None = None) -> tuple[opt
         raise ConfigError(key, new, f"study '{cfg.sweep.study_name}' was created with {key}={old!r}; "
                                     "resume it with the same config or choose another sweep.study_name")
     home, recorded = tracking_home(cfg), study.user_attrs.get(names.TRACKING)
-    if recorded is None:
+    if recorded is None or _moved_here(study, recorded, home, url):
         study.set_user_attr(names.TRACKING, home)
     else:
         for field in ("uri", "experiment"):
@@ -94,10 +94,28 @@ def open_study(cfg: SweepAppConfig, data_sha256: str | None = None) -> tuple[opt
                 gone = field == "uri" and stores.sqlite_file(theirs) is not None and not stores.sqlite_file(theirs).exists()
                 raise ConfigError(f"tracking.{field}", home[field], f"study '{cfg.sweep.study_name}' is recorded in "
                                   f"{field} {recorded.get(field)!r}" + (
-                                      ", which is gone (a moved folder? MLflow's sqlite store holds its artifacts by "
-                                      "absolute path, move the folder back to resume the study)" if gone else
+                                      ", which is gone; the store at tracking.uri is not the study's (its parent run is "
+                                      "not there): give the study's store" if gone else
                                       ": resume it there (one study, one parent run)"))
     return study, False
+
+
+def _moved_here(study: optuna.Study, recorded: dict, home: dict, storage_url: str) -> bool:
+    """A project folder moved or copied whole (its Optuna and MLflow sqlite files, its
+    artifacts): the same study, if the MLflow store here holds the study's parent run. Its
+    artifact locations are rewritten to the new folder (runtime/relocation.py says why)."""
+    old, new = stores.sqlite_file(recorded.get("uri") or ""), stores.sqlite_file(home["uri"])
+    parent = study.user_attrs.get(names.PARENT_RUN_ID)
+    if (old is None or new is None or stores.sqlite_file(storage_url) is None or parent is None
+            or recorded.get("experiment") != home["experiment"] or not new.exists()):
+        return False
+    roots = relocation.moved_roots(old, new)
+    if roots is None or not relocation.holds_run(new, parent, home["experiment"]):
+        return False
+    changed = relocation.relocate(new, *roots)
+    print(f"bpexp sweep: study '{study.study_name}' was recorded in {roots[0]}, now in {roots[1]} (a moved or "
+          f"copied folder): its MLflow store's artifact locations now point here ({changed} rewritten)", flush=True)
+    return True
 
 
 def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
