@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bpexp.recording import recorder
-from bpexp.runtime import redaction
+from bpexp.runtime import interrupts, redaction
 from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.interrupts import Terminated, handle_sigterm
 
@@ -40,15 +39,22 @@ def main(argv: list[str] | None = None) -> None:
     whole_process = argv is None  # the bpexp command itself, not a caller in its own process (the tests)
     argv = list(sys.argv[1:] if argv is None else argv)
     handle_sigterm()  # as Ctrl-C: whatever runs is settled, then exit 143
+    # Held from here until the command's own handling begins (apps.run, read_only_command): a
+    # signal that cuts the recorder's start or an import in two left a traceback (a thread
+    # joined before it started, the resource tracker's warnings) instead of the one line.
+    interrupts.hold()
     # Passwords on the command line or in the environment: hidden in whatever is printed or recorded
     redaction.remember(*argv, os.environ.get("MLFLOW_TRACKING_URI", ""))
     try:
         failpoint("start")
         run(argv)
     except KeyboardInterrupt as e:  # before a command's own handling began (start-up, composing)
+        interrupts.release(act=False)  # this is the handling
         command = argv[0] if argv and argv[0] in (*COMMANDS, "reproduce", "compare") else ""
         print(f"bpexp{' ' + command if command else ''}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
               file=sys.stderr)
+        from bpexp.recording import recorder
+
         recorder.abandon()  # a recorder process started for nothing: gone, not waited for
         # Nothing to settle this early; exit now: the interpreter's exit (atexit hooks of the
         # libraries interrupted in their imports) ended some of these runs killed by SIGINT (-2).
@@ -64,11 +70,14 @@ def run(argv: list[str]) -> None:
     if argv and argv[0] in ("reproduce", "compare"):
         sys.exit(read_only_command(argv[0], argv[1:]))
     if not argv or argv[0] not in COMMANDS:
+        interrupts.release()
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command, rest = argv[0], argv[1:]
     info = any(a.split("=")[0] in INFO_FLAGS for a in rest)
     if not info:
+        from bpexp.recording import recorder
+
         recorder.prestart()  # MLflow's imports now overlap with torch's and the training
     from bpexp.commands import apps
 
@@ -85,6 +94,7 @@ def read_only_command(command: str, args: list[str]) -> int:
             from bpexp.commands.reproduce import main
         else:
             from bpexp.commands.compare import main
+        interrupts.release()  # a signal held meanwhile acts here: one line
         return main(args)
     except StoreError as e:
         print(f"bpexp {command}: error: {e}", file=sys.stderr)
@@ -94,3 +104,5 @@ def read_only_command(command: str, args: list[str]) -> int:
         return 143 if isinstance(e, Terminated) else 130
     except Exception as e:
         return failures.report(command, e)
+    finally:
+        interrupts.release(act=False)  # an import that failed before the release above

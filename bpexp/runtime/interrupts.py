@@ -105,12 +105,15 @@ def hold() -> None:
     _held.update(_holding())
 
 
-def release() -> None:
-    """End hold(): the handlers as they were, and a signal that came meanwhile raised now."""
+def release(act: bool = True) -> None:
+    """End hold(): the handlers as they were, and a signal that came meanwhile raised now
+    (act=False: forgotten, for a caller already handling the interrupt)."""
     if not _held:
         return
     previous = dict(_held)
     _held.clear()
+    if not act:
+        _caught.clear()
     _restore(previous)
 
 
