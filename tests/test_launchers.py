@@ -86,6 +86,50 @@ def test_no_slurm_here_is_one_line_before_the_study_is_touched(servers, tmp_path
     check(name, exp, 2, password_of(PG))
 
 
+def test_a_command_following_a_study_stops_when_the_database_server_stops_answering(servers, tmp_path, monkeypatch):
+    """The launching command follows its workers by reading the study; a database server that
+    stops answering (SIGSTOP, a partition) left it waiting for good. It beats as a worker does,
+    for no trial, so the heartbeat's watch stops it: one line, exit 1. Here the server stops
+    answering this process once the following begins (its reads wait), with the bounds short."""
+    import threading
+
+    from optuna.storages import RDBStorage
+
+    from bpexp.commands import sweep as sweep_command
+    from bpexp.study import workers
+    from tests.conftest import in_process
+
+    monkeypatch.setattr(workers, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(workers, "STOPPED_AFTER_S", 1.0)
+    stopped, released = threading.Event(), threading.Event()
+
+    def waiting(read):
+        def call(self, *args, **kwargs):
+            if stopped.is_set():
+                released.wait(60)
+            return read(self, *args, **kwargs)
+        return call
+
+    for read in ("_get_trials", "get_study_user_attrs"):
+        monkeypatch.setattr(RDBStorage, read, waiting(getattr(RDBStorage, read)))
+    following = sweep_command.follow
+
+    def follow(*args):
+        stopped.set()
+        return following(*args)
+
+    monkeypatch.setattr(sweep_command, "follow", follow)
+    name = f"stopped-{uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    try:
+        r = in_process("sweep", "launcher=local", "launcher.workers=0", f"sweep.storage={PG}",
+                       f"sweep.study_name={name}", "sweep.n_trials=2", *FAST, cwd=tmp_path)
+    finally:
+        released.set()
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "the database server stopped answering" in r.stderr and time.monotonic() - t0 < 30
+
+
 # ------------------------------------------------------------------ local
 @pytest.mark.slow
 def test_local_workers_share_the_study_one_dies_and_the_launcher_ends_it_once(tmp_path):

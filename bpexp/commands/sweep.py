@@ -67,7 +67,9 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         failpoint("parent-created")
         take_over(study, recorder, parent)
         served = stores.sqlite_file(storage) is None  # a database server to watch
-        heartbeat = None if launching else Heartbeat(study, watch=served)
+        # A launching command trains no trial: its beat only reads the study, and so watches the
+        # database server while the command follows its workers.
+        heartbeat = Heartbeat(study, watch=served)
         progress = _progress(cfg, study)
         workers: Optional[Workers] = None
         try:
