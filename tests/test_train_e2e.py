@@ -199,3 +199,19 @@ def test_a_moved_project_folder_records_into_itself(tmp_path):
     assert len(runs) == 2 and all(client.list_artifacts(run.info.run_id) for run in runs)
     assert all(run.info.artifact_uri.startswith((moved / "outputs").as_uri()) for run in runs)
     assert not (first / "outputs").exists()
+
+
+def test_a_folder_whose_name_reads_as_an_escape_is_itself(tmp_path):
+    """SQLAlchemy reads %XX in a sqlite path as an escape and ? as options: a project in
+    'a%20b?c' opened 'a b' and failed ("unable to open database file"); its stores are its own."""
+    from bpexp.config.schema import storage_default
+    from bpexp.runtime.stores import default_uri, sqlite_file
+
+    folder = tmp_path / "a%20b?c"
+    folder.mkdir()
+    assert sqlite_file(storage_default(str(folder))) == folder / "outputs" / "optuna.db"
+    r = run_bpexp("train", "train.epochs=20", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    assert (folder / "outputs" / "mlflow.db").exists() and not (tmp_path / "a b").exists()
+    client = MlflowClient(default_uri(str(folder)))
+    assert len(client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])) == 1

@@ -33,13 +33,18 @@ class StoreError(Exception):
 
 
 def sqlite_uri(path) -> str:
-    """A sqlite store's URI: sqlite:/// and the file's path (absolute: sqlite:////tmp/x.db)."""
-    return SQLITE + str(path)
+    """A sqlite store's URI: sqlite:/// and the file's path (absolute: sqlite:////tmp/x.db).
+    SQLAlchemy (which Optuna and MLflow open it with) reads %XX in the path as an escape and
+    a ? as the start of options, so those two are escaped: a folder named 'a%20b' is itself."""
+    return SQLITE + str(path).replace("%", "%25").replace("?", "%3F")
 
 
 def sqlite_file(uri: str) -> Optional[Path]:
-    """The file of a sqlite:/// URI, or None for any other store."""
-    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+    """The file of a sqlite:/// URI, as SQLAlchemy opens it (escapes decoded), or None for any
+    other store."""
+    from urllib.parse import unquote
+
+    return Path(unquote(uri[len(SQLITE):].split("?", 1)[0])) if uri.startswith(SQLITE) else None
 
 
 SQLITE = "sqlite:///"

@@ -3,6 +3,7 @@ from Optuna (so every worker and every resume agree), verdicts as bpexp/results/
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 
 import optuna
@@ -105,7 +106,7 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
     print(f"MLflow parent run {parent} in experiment '{cfg.tracking.experiment}'")
     print(f"open the MLflow UI:       {stores.ui_command(uri)}")
     print(f"  the study's runs:       {stores.experiment_url(uri, experiment_id)}")
-    print(f"open optuna-dashboard:    optuna-dashboard {redaction.redact(storage)}")
+    print(f"open optuna-dashboard:    optuna-dashboard {shlex.quote(redaction.redact(storage))}")
 
 
 def print_params(params: dict) -> None:
