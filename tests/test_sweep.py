@@ -163,7 +163,7 @@ def test_resume_tops_up_and_reuses_the_parent(tmp_path):
     assert run_bpexp("sweep", "sweep.n_trials=4", *args, cwd=tmp_path).returncode == 0
     _, _, parent1, _ = check_invariants(tmp_path, 4)
     r = run_bpexp("sweep", "sweep.n_trials=7", *args, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 and "moved" not in r.stdout, r.stderr
     _, _, parent2, children = check_invariants(tmp_path, 7)
     assert parent2.info.run_id == parent1.info.run_id and len(children) == 7
     assert parent2.data.tags["bpexp.n_trials"] == "7" and parent2.data.params["sweep.n_trials"] == "4"

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from bpexp.runtime import stores
 from bpexp.recording import tracking
@@ -24,15 +23,13 @@ from bpexp.recording import weights
 from bpexp.config.schema import ConfigError
 from bpexp.config.validation import load_train_config
 from bpexp.training.csv_data import file_sha256
-from bpexp.training.data import constant_loss, dataset_from_config
-from bpexp.training.network import init_weights
-from bpexp.training.population import train_population
 from bpexp.results.outcome import trial_outcome
-from bpexp.config.specs import member_of, train_spec
-from bpexp.recording.run_record import measured
 from bpexp.config.environment import check_memory
 from bpexp import names
 from bpexp.runtime import redaction
+
+# torch and the modules that train are imported once a run is found: an unknown run id is
+# answered without them (torch's import is ~1.3 s of the ~5 s such an answer took).
 
 TOLERANCE = 1e-6  # relative, when not bitwise (another machine, torch version or device)
 
@@ -153,6 +150,10 @@ class Recorded:
 
 def reproduce(run_id: str, uri: str) -> int:
     """Train the run again from what MLflow holds; 0 on a match, 1 on a mismatch, 2 if it cannot be."""
+    db = stores.sqlite_file(uri)
+    if db is not None and db.is_file() and stores.sqlite_holds_run(db, run_id) is False:
+        print(f"bpexp reproduce: error: run {run_id!r} not found in {redaction.redact(uri)}", file=sys.stderr)
+        return 2
     client = tracking.read_client(uri)  # a StoreError: one line, exit 2 (cli.read_only_command)
     try:
         recorded = read_recorded(client, *find_run(client, run_id, uri))
@@ -160,6 +161,11 @@ def reproduce(run_id: str, uri: str) -> int:
     except Refused as e:
         print(f"bpexp reproduce: {e}", file=sys.stderr)
         return e.status
+    import torch
+
+    from bpexp.config.specs import member_of, train_spec
+    from bpexp.training.population import train_population
+
     cfg = recorded.cfg
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise
@@ -213,6 +219,8 @@ def read_recorded(client, run_id: str, run) -> Recorded:
             initial = weights.parse_weights(files[name])
             name = "weights/final.json"
             final = weights.parse_weights(files[name])
+            from bpexp.training.data import dataset_from_config
+
             data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
             name = "curves/loss_curve.csv"
             losses = {s: recorded_curve(files[name], s) for s in recorded_seeds(files[name], cfg.train.seed)}
@@ -242,6 +250,8 @@ def recorded_seeds(text: str, seed: int) -> list[int]:
 
 def check_initial_weights(r: Recorded) -> None:
     """The recorded initial weights must be what the config's seed draws (else: exit 1)."""
+    from bpexp.training.network import init_weights
+
     drawn = init_weights(r.cfg.model.hidden, r.cfg.train.seed, r.data.x.shape[1] if r.data.x.dim() == 2 else 1)
     if any(not np.array_equal(drawn[k].numpy(), r.initial[k]) for k in drawn):
         raise Refused(f"error: the recorded initial weights are not what seed {r.cfg.train.seed} draws", 1)
@@ -250,6 +260,9 @@ def check_initial_weights(r: Recorded) -> None:
 def report(r: Recorded, results) -> int:
     """Print how the new training compares with the record, seed by seed, then the verdict and
     value the seeds make (results/outcome.py); the exit status: 0 on a match, 1 on a mismatch."""
+    from bpexp.recording.run_record import measured
+    from bpexp.training.data import constant_loss
+
     cfg = r.cfg
     first = results[0]  # train.seed: the seed whose weights the run holds
     diffs = {f"seed {res.member.seed} train_loss curve": max_rel_diff(measured(res)[1], r.losses[res.member.seed])
