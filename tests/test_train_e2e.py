@@ -215,3 +215,12 @@ def test_a_folder_whose_name_reads_as_an_escape_is_itself(tmp_path):
     assert (folder / "outputs" / "mlflow.db").exists() and not (tmp_path / "a b").exists()
     client = MlflowClient(default_uri(str(folder)))
     assert len(client.search_runs([client.get_experiment_by_name("bpexp").experiment_id])) == 1
+
+
+def test_a_relative_sqlite_store_works_for_every_command(bpexp, tmp_path):
+    """tracking.uri=sqlite:///rel.db (relative to the command's folder): train records there,
+    reproduce answers an unknown run id, and the store is read as it is written."""
+    r = bpexp("train", "train.epochs=20", "tracking.uri=sqlite:///rel.db")
+    assert r.returncode == 0 and (tmp_path / "rel.db").is_file(), r.stderr
+    r = bpexp("reproduce", "0" * 32, "--tracking-uri", "sqlite:///rel.db")
+    assert r.returncode == 2 and "not found in sqlite:///rel.db" in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -6,8 +6,8 @@ experiment's, each run's, each logged model's, each registered model version's. 
 those point into a folder that is gone (the MLflow UI shows no artifacts, a new run of the study
 would write its files there), and MLflow has no API to change a run's or an experiment's
 artifact location. So the rows are rewritten here, in one sqlite transaction: the old folder's
-prefix replaced by the new one's, nothing else touched. Only a store that the study's own
-parent run proves to be the same store is rewritten (study/storage.py decides that).
+prefix replaced by the new one's, nothing else touched. Only a store that says it moved
+(`moved_from`) or that holds the study's own parent run (study/storage.py) is rewritten.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import sqlite3
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote
+
+from bpexp.runtime import stores
 
 # (table, column) of MLflow's sqlite schema (3.x) holding absolute artifact locations; a column
 # that a store's version lacks is skipped.
@@ -36,37 +38,15 @@ def moved_roots(old_file: Path, new_file: Path) -> Optional[tuple[Path, Path]]:
     return Path(*old), Path(*new)
 
 
-def holds_run(db: Path, run_id: str, experiment: str) -> bool:
-    """Whether the MLflow sqlite store `db` holds run `run_id` in the experiment named
-    `experiment` (read-only; False for a file that is not such a store)."""
-    try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)
-        try:
-            row = con.execute("SELECT 1 FROM runs JOIN experiments ON runs.experiment_id = experiments.experiment_id "
-                              "WHERE runs.run_uuid = ? AND experiments.name = ?", (run_id, experiment)).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
-    return row is not None
-
-
 def moved_from(db: Path) -> Optional[tuple[Path, Path]]:
     """(old folder, new folder) if the MLflow sqlite store `db` was moved: bpexp keeps a local
     store's artifacts beside it (<folder>/mlartifacts), so an experiment whose location is
     <other>/mlartifacts, with no <other>/<db's name> any more, was made where the store was
     before. None when nothing says it moved (a copy whose original is still there included:
     only a study's parent run tells that copy apart, study/storage.py)."""
-    try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)
-        try:
-            locations = [row[0] for row in con.execute("SELECT artifact_location FROM experiments")]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
+    rows = stores.sqlite_read(db, "SELECT artifact_location FROM experiments")
     here = db.parent.resolve() / "mlartifacts"
-    for location in locations:
+    for (location,) in rows or []:
         folder = Path(unquote(location[len("file://"):])) if (location or "").startswith("file:///") else None
         if folder is None or folder.name != "mlartifacts" or folder == here or (folder.parent / db.name).exists():
             continue

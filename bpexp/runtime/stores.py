@@ -287,20 +287,33 @@ def sqlite_state(path: Path, data_table: str) -> str:
     return "unfinished" if rows == 0 else "an interrupted schema upgrade; run `mlflow db upgrade` or `optuna storage upgrade` on it"
 
 
-def sqlite_holds_run(path: Path, run_id: str) -> Optional[bool]:
-    """Whether the MLflow sqlite store at `path` holds run `run_id`; None if it cannot tell.
-    Read with sqlite itself, read-only: `bpexp reproduce` asks this first, so that an unknown
-    run id is answered without importing MLflow (its module and its store's: ~2.7 s here)."""
+def sqlite_read(path: Path, query: str, args: tuple = ()) -> Optional[list]:
+    """The rows of a query on the sqlite database at `path`, opened read-only; None if it
+    cannot be read (not a database, not that schema, locked past 10 s)."""
     import sqlite3
 
     try:
-        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=10)
+        con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
         try:
-            return con.execute("SELECT 1 FROM runs WHERE run_uuid = ?", (run_id,)).fetchone() is not None
+            return con.execute(query, args).fetchall()
         finally:
             con.close()
     except sqlite3.Error:
         return None
+
+
+def sqlite_holds_run(path: Path, run_id: str, experiment: Optional[str] = None) -> Optional[bool]:
+    """Whether the MLflow sqlite store at `path` holds run `run_id` (in the experiment named
+    `experiment`, if given); None if it cannot tell. Read with sqlite itself: `bpexp reproduce`
+    asks this first, so that an unknown run id is answered without importing MLflow (its
+    module and its store's: ~2.7 s here); a moved study's store is recognised by its parent run
+    (runtime/relocation.py)."""
+    if experiment is None:
+        rows = sqlite_read(path, "SELECT 1 FROM runs WHERE run_uuid = ?", (run_id,))
+    else:
+        rows = sqlite_read(path, "SELECT 1 FROM runs JOIN experiments ON runs.experiment_id = experiments.experiment_id "
+                                 "WHERE runs.run_uuid = ? AND experiments.name = ?", (run_id, experiment))
+    return None if rows is None else bool(rows)
 
 
 @contextmanager

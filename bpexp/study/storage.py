@@ -106,11 +106,12 @@ def _moved_here(study: optuna.Study, recorded: dict, home: dict, storage_url: st
     artifact locations are rewritten to the new folder (runtime/relocation.py says why)."""
     old, new = stores.sqlite_file(recorded.get("uri") or ""), stores.sqlite_file(home["uri"])
     parent = study.user_attrs.get(names.PARENT_RUN_ID)
-    if (old is None or new is None or old == new or stores.sqlite_file(storage_url) is None or parent is None
+    if (old is None or new is None or old == new or not (old.is_absolute() and new.is_absolute())
+            or stores.sqlite_file(storage_url) is None or parent is None
             or recorded.get("experiment") != home["experiment"] or not new.exists()):
         return False
     roots = relocation.moved_roots(old, new)
-    if roots is None or not relocation.holds_run(new, parent, home["experiment"]):
+    if roots is None or not stores.sqlite_holds_run(new, parent, home["experiment"]):
         return False
     changed = relocation.relocate(new, *roots)
     print(f"bpexp sweep: study '{study.study_name}' was recorded in {roots[0]}, now in {roots[1]} (a moved or "
