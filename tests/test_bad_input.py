@@ -50,6 +50,7 @@ BAD_INPUT = [
     ("sweep", ["tracking.experiment=" + "x" * 5000], "tracking.experiment", "5000 characters"),
     ("sweep", ["sweep.study_name=" + "s" * 600], "sweep.study_name", "600 characters"),
     ("sweep", ["sweep.storage=sqlite:///:memory:"], "sweep.storage", ":memory:"),
+    ("train", ["tracking.uri=http://u:pässwörd@127.0.0.1:9"], "tracking.uri", "not a Hydra override as written: quote"),
     # ------------------------------------------------------------- the search space
     ("sweep", ["~sweep.search_space.lr", "~sweep.search_space.hidden"], "sweep.search_space", "{}"),
     ("sweep", ["sweep.search_space.lr.low=5"], "sweep.search_space.lr.low", "5"),

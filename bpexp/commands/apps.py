@@ -212,14 +212,24 @@ def precheck(command: str, args: list[str]) -> None:
     config_name, overrides = config_and_overrides(command, args)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as e:
-        fail(command, _first_line(e))
+    except Exception as e:  # Hydra's message starts with its lexer's class name: say what to do instead
+        bad = next((o for o in overrides if not _parses(o)), None)
+        fail(command, f"{bad}: not a Hydra override as written: quote a value that holds quotes, brackets, "
+                      "non-ASCII letters or other special characters (in the shell: 'key=\"value\"')" if bad else _first_line(e))
     base = [o.input_line for o in parsed if not o.is_sweep_override()]
     swept = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed if o.is_sweep_override()]
     with initialize_config_module(CONF, version_base="1.3"):
         for job in itertools.product(*swept):
             failpoint("composing")
             checked(compose_or_fail(command, config_name, base + list(job)), COMMANDS[command][1], command)
+
+
+def _parses(override: str) -> bool:
+    try:
+        OverridesParser.create().parse_overrides([override])
+    except Exception:
+        return False
+    return True
 
 
 def config_and_overrides(command: str, args: list[str]) -> tuple[str, list[str]]:

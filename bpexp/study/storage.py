@@ -94,8 +94,8 @@ def open_study(cfg: SweepAppConfig, data_sha256: str | None = None) -> tuple[opt
                 gone = field == "uri" and stores.sqlite_file(theirs) is not None and not stores.sqlite_file(theirs).exists()
                 raise ConfigError(f"tracking.{field}", home[field], f"study '{cfg.sweep.study_name}' is recorded in "
                                   f"{field} {recorded.get(field)!r}" + (
-                                      ", which is gone; the store at tracking.uri is not the study's (its parent run is "
-                                      "not there): give the study's store" if gone else
+                                      ", which is gone, and this store is not that one moved with its project folder (a "
+                                      "folder moved whole resumes as the same study): give the study's store" if gone else
                                       ": resume it there (one study, one parent run)"))
     return study, False
 
