@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -262,6 +263,32 @@ def test_tampered_artifacts_are_one_line(tmp_path, recorded_run, capsys, tamper)
     err = capsys.readouterr().err
     assert rc == 2 and expect in err and len(err.strip().splitlines()) == 1, err
     assert "s3cr3t-text" not in err
+
+
+def test_reproduce_compares_the_curve_at_the_epochs_recorded(tmp_path, recorded_run, capsys):
+    """loss_curve.csv holds the log points (and the last epoch); one changed value among them is a
+    mismatch, a file of every epoch (what an earlier bpexp wrote) reproduces as well, and rows
+    out of order are refused."""
+    from bpexp.commands.reproduce import curve_diff, recorded_curve, reproduce
+
+    client, run_id = recorded_run
+    path = Path(client.get_run(run_id).info.artifact_uri.replace("file://", "")) / "curves" / "loss_curve.csv"
+    text = path.read_text()
+    epochs, values = recorded_curve(text, 99)
+    assert epochs.tolist() == [*range(0, 200, 2), 199] and len(text.splitlines()) == 1 + 101
+    rows = text.splitlines()
+    cells = rows[50].split(",")
+    assert cells[0] == "98"
+    rows[50] = ",".join([cells[0], repr(float(cells[1]) * (1 + 1e-5)), *cells[2:]])
+    path.write_text("\n".join(rows) + "\n")
+    assert reproduce(run_id, f"sqlite:///{tmp_path}/outputs/mlflow.db") == 1
+    assert "MISMATCH: seed 99 train_loss curve differs by 1e-05" in capsys.readouterr().err
+    every = np.arange(200, dtype=np.float64)  # an every-epoch curve: compared at each of its epochs
+    assert curve_diff(every, (np.arange(200), every.copy())) == 0
+    assert curve_diff(every, (np.arange(0, 200, 2), every[::2])) == float("inf")  # ends before the last epoch
+    assert curve_diff(every[:150], (epochs, every[epochs])) == float("inf")  # a divergence moved
+    with pytest.raises(ValueError, match="line 3 is not a row of epoch and losses"):
+        recorded_curve("epoch,train_loss\n5,1.0\n4,2.0\n", 99)
 
 
 def test_reproduce_never_calls_nan_weights_bit_for_bit():

@@ -101,9 +101,11 @@ def recorded_data(client, run, path: str, tmp: str) -> str:
     raise ValueError(f"the CSV file {path} is gone or changed, and no recorded copy matches its SHA-256")
 
 
-def recorded_curve(text: str, seed: int) -> np.ndarray:
-    """The train loss of every epoch of seed `seed`, as recorded: a trial's column
-    train_loss_seed_<seed>, a train run's train_loss (blank cells end a diverged seed's curve)."""
+def recorded_curve(text: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, train losses) of seed `seed`, as recorded: a trial's column train_loss_seed_<seed>,
+    a train run's train_loss, at the epochs it holds a value (the log points and the last epoch
+    measured; every epoch in a run an earlier bpexp recorded; blank cells end a diverged seed's
+    curve)."""
     import csv
     import io
 
@@ -113,15 +115,31 @@ def recorded_curve(text: str, seed: int) -> np.ndarray:
         raise ValueError("not a CSV file") from None
     column = f"train_loss_seed_{seed}" if rows and f"train_loss_seed_{seed}" in rows[0] else "train_loss"
     try:
-        for line, row in enumerate(rows, start=2):  # every row an epoch, every cell there
-            if None in row or None in row.values() or str(int(row["epoch"])) != row["epoch"].strip():
+        epochs, values, last = [], [], -1
+        for line, row in enumerate(rows, start=2):  # a row an epoch, later than the row above, every cell there
+            if None in row or None in row.values() or str(int(row["epoch"])) != row["epoch"].strip() or \
+                    int(row["epoch"]) <= last:
                 raise ValueError(f"line {line} is not a row of epoch and losses")
-        values = [row[column] for row in rows]
-        return np.array([float(v) for v in values if v != ""])
+            last = int(row["epoch"])
+            if row[column] != "":
+                epochs.append(last)
+                values.append(float(row[column]))
+        return np.array(epochs, dtype=np.int64), np.array(values)
     except (KeyError, TypeError):
         raise ValueError(f"no numeric column {column}") from None
     except ValueError as e:
         raise ValueError(str(e) if str(e).startswith("line") else f"no numeric column {column}") from None
+
+
+def curve_diff(reproduced: np.ndarray, recorded: tuple[np.ndarray, np.ndarray]) -> float:
+    """max_rel_diff of a reproduced train-loss curve (every epoch it measured) and a recorded one
+    at the epochs it holds; inf unless both end at the same epoch (a divergence moved)."""
+    epochs, values = recorded
+    if len(epochs) == 0 or len(reproduced) == 0:
+        return 0.0 if len(epochs) == len(reproduced) == 0 else float("inf")
+    if epochs[-1] != len(reproduced) - 1:
+        return float("inf")
+    return max_rel_diff(reproduced[epochs], values)
 
 
 class Refused(Exception):
@@ -142,7 +160,7 @@ class Recorded:
     data: Any  # the Dataset it trained on
     initial: dict  # weights as recorded (train.seed's)
     final: dict
-    losses: dict  # seed -> its train_loss per epoch, as recorded (a trial: each of its seeds)
+    losses: dict  # seed -> (epochs, train losses) as recorded (recorded_curve; a trial: each of its seeds)
     verdict: Optional[str]  # the run's tag bpexp.outcome
     value: Optional[float]  # a trial's objective; a train run's last train_loss
     metric: str  # what the value is of: its study's sweep.metric, or train_loss
@@ -265,7 +283,7 @@ def report(r: Recorded, results) -> int:
 
     cfg = r.cfg
     first = results[0]  # train.seed: the seed whose weights the run holds
-    diffs = {f"seed {res.member.seed} train_loss curve": max_rel_diff(measured(res)[1], r.losses[res.member.seed])
+    diffs = {f"seed {res.member.seed} train_loss curve": curve_diff(measured(res)[1], r.losses[res.member.seed])
              for res in results}
     diffs.update({f"final {k}": max_rel_diff(first.final_weights[k].numpy(), r.final[k]) for k in r.final})
     outcome = trial_outcome(results, r.metric, constant_loss(r.data, r.metric))
@@ -277,11 +295,11 @@ def report(r: Recorded, results) -> int:
     print(f"run {r.run_id}: {r.run.info.run_name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
           f"seed{'s' if len(results) > 1 else ''} {seeds}, {cfg.train.epochs} epochs)")
     for res in results:
-        recorded = r.losses[res.member.seed]
+        epochs, recorded = r.losses[res.member.seed]
         reproduced = measured(res)[1]
         how = (f"diverged at epoch {res.stopped_at}" if res.status == "diverged" else
                f"last train_loss {reproduced[-1]:.9g}" if len(reproduced) else "no loss")
-        was = (f"its losses up to epoch {len(recorded) - 1}, the last {recorded[-1]:.9g}" if len(recorded) and
+        was = (f"its losses up to epoch {epochs[-1]}, the last {recorded[-1]:.9g}" if len(recorded) and
                res.status == "diverged" else f"last train_loss {recorded[-1]:.9g}" if len(recorded) else "no loss")
         print(f"  seed {res.member.seed}: {how}; recorded: {was}")
     value = "no value" if outcome.value is None else f"{r.metric} {outcome.value!r}" + (

@@ -80,7 +80,7 @@ class TrainConfig:
     epochs: int = 5000
     seed: int = 99
     device: str = "cpu"
-    log_every: int = 0  # epochs between recorded metric points; 0 = epochs // 200 (>= 200 points)
+    log_every: int = 0  # epochs between recorded metric points; 0 = epochs // 100 (>= 100 points)
     sharpness_every: int = 0  # epochs between measurements of sharpness (the Hessian's lambda_max); 0 = epochs // 10, at least 200; -1 = never
     diverge_above: float = 1.0e4  # a training MSE above this (or non-finite) means divergence
     optimizer: OptimizerName = OptimizerName.gd  # gd (the seed's w = w - lr * dw) | momentum | adam

@@ -85,15 +85,20 @@ def measured_sharpness(result: MemberResult) -> tuple[np.ndarray, np.ndarray]:
     return result.sharpness_epochs[:k], result.sharpness[:k]
 
 
+def train_points(n_train: int, test_epochs) -> list[int]:
+    """The epochs whose train loss is recorded, of a curve n_train epochs long: its log points
+    (train.log_every, where the test loss is taken) and the last epoch trained, when it fell
+    between two of them (a diverged seed's last measured epoch, a train run's last)."""
+    every = {int(e) for e in np.asarray(test_epochs).tolist() if e < n_train}
+    return sorted(every | {n_train - 1}) if n_train else []
+
+
 def metric_rows(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> list[tuple[str, float, int]]:
     trial = len(results) > 1
     rows: list[tuple[str, float, int]] = []
 
     def curve(suffix: str, epochs, train, test_epochs, test, sharp_epochs, sharp) -> None:
-        every = set(test_epochs.tolist())
-        if len(train):
-            every.add(len(train) - 1)  # the last epoch trained, when it fell between two log points
-        rows.extend((f"train_loss{suffix}", float(train[e]), int(e)) for e in sorted(every) if e < len(train))
+        rows.extend((f"train_loss{suffix}", float(train[e]), e) for e in train_points(len(train), test_epochs))
         rows.extend((f"test_loss{suffix}", float(v), int(e)) for e, v in zip(test_epochs, test))
         rows.extend((f"sharpness{suffix}", float(v), int(e)) for e, v in zip(sharp_epochs, sharp))
 
@@ -152,31 +157,31 @@ def run_note(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> 
 
 
 def curve_csv(results: Sequence[MemberResult], outcome: Outcome) -> str:
-    """Every epoch's exact losses: the run's curves, then each seed's (a trial's); blank where
-    there is no measured value. (Built a column at a time: 5000 epochs x a column in ~1 ms,
-    where a row at a time through the csv module took ~4.)"""
-    n = max(len(r.train_loss) for r in results)
-    columns: dict[str, list[str]] = {}
+    """The run's curves, then each seed's (a trial's), at the epochs the metric history holds
+    (train_points, the test and sharpness epochs), as exact as MLflow holds them: one table to
+    read with pandas or a spreadsheet; blank where a curve has no measured value. Every epoch
+    of 5000 was 20x the bytes (docs/findings.md, "Bytes per trial"); train.log_every=1 records
+    them all."""
+    columns: dict[str, dict[int, float]] = {}
 
     def add(suffix: str, epochs, train, test_epochs, test, sharp_epochs, sharp) -> None:
-        for name, at, values in (("train_loss", epochs, train), ("test_loss", test_epochs, test),
-                                 ("sharpness", sharp_epochs, sharp)):
-            if name == "sharpness" and not len(at):
-                continue
-            cells = [""] * n
-            for e, v in zip(np.asarray(at).tolist(), np.asarray(values).tolist()):
-                cells[e] = repr(v)
-            columns[f"{name}{suffix}"] = cells
+        columns[f"train_loss{suffix}"] = {e: float(train[e]) for e in train_points(len(train), test_epochs)}
+        columns[f"test_loss{suffix}"] = dict(zip(np.asarray(test_epochs).tolist(), np.asarray(test).tolist()))
+        if len(sharp_epochs):
+            columns[f"sharpness{suffix}"] = dict(zip(np.asarray(sharp_epochs).tolist(), np.asarray(sharp).tolist()))
 
     c = outcome.curves
     ok = lambda v: np.isfinite(v)  # noqa: E731  (+inf: the median seed had diverged)
-    add("", c.epochs[ok(c.train)], c.train[ok(c.train)], c.test_epochs[ok(c.test)], c.test[ok(c.test)],
+    finite = int(np.argmin(ok(c.train))) if not ok(c.train).all() else len(c.train)  # +inf to the end from there
+    add("", c.epochs[:finite], c.train[:finite], c.test_epochs[ok(c.test)], c.test[ok(c.test)],
         c.sharpness_epochs[ok(c.sharpness)], c.sharpness[ok(c.sharpness)])
     if len(results) > 1:
         for r in results:
             add(f"_seed_{r.member.seed}", *measured(r), *measured_sharpness(r))
-    rows = zip(map(str, range(n)), *columns.values())
-    return ",".join(["epoch", *columns]) + "\n" + "".join(",".join(row) + "\n" for row in rows)
+    at = sorted(set().union(*columns.values()))
+    cells = [[repr(col[e]) if e in col else "" for col in columns.values()] for e in at]
+    return ",".join(["epoch", *columns]) + "\n" + "".join(
+        ",".join([str(e), *row]) + "\n" for e, row in zip(at, cells))
 
 
 def dataset_info(cfg_tree: Mapping, data: Dataset) -> dict:

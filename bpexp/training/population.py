@@ -35,7 +35,7 @@ class TrainSpec:
     """How a population trains, the same for every member (config/specs.py makes it from train.*)."""
 
     epochs: int
-    log_every: int = 0  # epochs between test-loss points; 0: epochs // 200 (log_epochs)
+    log_every: int = 0  # epochs between test-loss points; 0: epochs // 100 (log_epochs)
     sharpness_every: int = -1  # epochs between sharpness measurements; 0: automatic, -1: never
     diverge_above: float = 1e4  # the divergence rule's bound (training/divergence.py)
     device: str = "cpu"
@@ -80,8 +80,11 @@ ReportHook = Callable[[int, np.ndarray, np.ndarray], Sequence[int]]
 
 def log_epochs(epochs: int, log_every: int) -> np.ndarray:
     """Epochs at which test losses (and metric points) are taken: every log_every, and the last.
-    Automatic (0): epochs // 200, so a run has 200 points (201 with the last epoch)."""
-    every = log_every or max(1, epochs // 200)
+    Automatic (0): epochs // 100, so a curve has 100 points (101 with the last epoch): one
+    every 50 epochs of 5000, ~5 pixels apart in an MLflow chart (which draws up to 320 points a
+    curve). 200 points doubled the store (docs/findings.md, "Bytes per trial"): set
+    train.log_every for more."""
+    every = log_every or max(1, epochs // 100)
     return np.unique(np.append(np.arange(0, epochs, every), epochs - 1))
 
 
