@@ -1,6 +1,6 @@
 """How a long study scales: seconds per 100 trials against the trial index, and its end.
 
-    python benchmarks/study_scaling.py [--trials 1000] [--seeds 1] [--epochs 500] [--every 100]
+    python benchmarks/study_scaling.py [--trials 1000] [--seeds 1] [--epochs 500] [--every 100] [key=value ...]
 
 Runs `bpexp sweep sweep.n_trials=N sweep.seeds=S train.epochs=E` in a new folder, a new
 process (what a user waits for), then reads from Optuna's storage when each trial was told:
@@ -26,6 +26,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--epochs", type=int, default=500)
     p.add_argument("--every", type=int, default=100)
+    p.add_argument("overrides", nargs="*", help="more overrides, e.g. sweep.tpe_history=0")
     a = p.parse_args()
     import optuna
 
@@ -34,13 +35,14 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     start = time.time()
     subprocess.run([sys.executable, "-m", "bpexp", "sweep", f"sweep.n_trials={a.trials}", f"sweep.seeds={a.seeds}",
-                    f"train.epochs={a.epochs}", "sweep.progress=false"], cwd=folder, env=env, check=True,
+                    f"train.epochs={a.epochs}", "sweep.progress=false", *a.overrides], cwd=folder, env=env, check=True,
                    capture_output=True)
     end = time.time()
     study = optuna.load_study(study_name="lr_hidden", storage=f"sqlite:///{folder}/outputs/optuna.db")
     # Optuna stores naive local times: read them back the same way
     told = sorted(t.datetime_complete.timestamp() for t in study.trials if t.datetime_complete)
-    print(f"bpexp sweep, {a.trials} trials x {a.seeds} seed(s), {a.epochs} epochs: {end - start:.1f} s in all; "
+    print(f"bpexp sweep, {a.trials} trials x {a.seeds} seed(s), {a.epochs} epochs {' '.join(a.overrides)}: "
+          f"{end - start:.1f} s in all; "
           f"first trial told {told[0] - start:.1f} s after the start")
     print(f"trials   seconds per {a.every}")
     for i in range(a.every, len(told) + 1, a.every):

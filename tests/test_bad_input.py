@@ -38,6 +38,7 @@ BAD_INPUT = [
     ("train", ["train.seed=-1"], "train.seed", "-1"),
     ("train", ["data.x_min=-1e308", "data.x_max=1e308"], "data.x_min", "-1e+308"),
     # ------------------------------------------------------------- sweep values
+    ("sweep", ["sweep.tpe_history=-1"], "sweep.tpe_history", "-1"),
     ("sweep", ["sweep.sampler=bayes"], "sweep.sampler", "bayes"),
     ("sweep", ["sweep.pruner=sometimes"], "sweep.pruner", "sometimes"),
     ("sweep", ["sweep.n_trials=0"], "sweep.n_trials", "0"),

@@ -272,7 +272,8 @@ def test_a_real_full_disk_is_one_line_and_the_resume_ends_the_study(small_disk):
     naming it, no traceback from MLflow's logger (it printed 8 before the line), nothing left
     RUNNING; with space again, the resume ends the study."""
     args = ["sweep", "sweep.n_trials=24", "sweep.seeds=1", "train.epochs=500", "sweep.batch_size=4",
-            "sweep.recheck_seeds=2", "tracking.log_model=false", "tracking.log_plots=false", "sweep.progress=false"]
+            "sweep.recheck_seeds=2", "tracking.log_model=false", "tracking.log_plots=false", "sweep.progress=false",
+            "train.log_every=2"]  # 251 metric points a curve: the study outgrows the disk midway
     disk = small_disk("3m")
     r = run_bpexp(*args, cwd=disk, process=True)
     assert r.returncode == 1 and "no space left on the device (a sqlite database" in one_line(r), r.stderr[-3000:]

@@ -71,10 +71,10 @@ def test_plan_groups_covers_every_member_once():
     assert sorted(i for g in groups for i in g) == list(range(len(widths)))
 
 
-def test_log_epochs_has_at_least_200_points_and_the_last():
+def test_log_epochs_has_at_least_100_points_and_the_last():
     for epochs in (1, 7, 200, 999, 5000):
         e = log_epochs(epochs, 0)
-        assert e[-1] == epochs - 1 and len(e) >= min(200, epochs)
+        assert e[-1] == epochs - 1 and len(e) >= min(100, epochs)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -127,6 +127,7 @@ class SweepConfig:
     search_space: Dict[str, Any] = field(default_factory=dict)
     sampler: Sampler = Sampler.tpe
     sampler_seed: Optional[int] = 0
+    tpe_history: int = 1000  # TPE models the 25 best and the newest tpe_history finished trials (0 = all): a draw's cost stops growing
     grid_points: int = 8  # values per float/int key when sampler=grid
     pruner: Pruner = Pruner.none
     metric: Metric = Metric.train_loss

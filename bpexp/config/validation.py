@@ -143,6 +143,7 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
           "must be in [1, 65536] (sweep.recheck=0 turns the re-check off)")
     _need(s.report_every >= 1, "sweep.report_every", s.report_every, "must be >= 1")
     _need(s.grid_points >= 1, "sweep.grid_points", s.grid_points, "must be >= 1")
+    _need(s.tpe_history >= 0, "sweep.tpe_history", s.tpe_history, "must be >= 0 (0 = every trial)")
     _need(bool(s.study_name), "sweep.study_name", s.study_name, "must not be empty")
     _need(len(s.study_name) <= MAX_STUDY_NAME_LENGTH, "sweep.study_name", s.study_name[:40] + "...",
           f"is {len(s.study_name)} characters long; Optuna's storage holds at most {MAX_STUDY_NAME_LENGTH}")

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from bpexp.config.schema import ConfigError, ParamSpec, Sampler, SweepAppConfig, SweepConfig, TrainAppConfig
 from bpexp.config.validation import validate_train
+from bpexp.study.bounded_tpe import BoundedTPESampler
 
 
 # ----------------------------------------------------------------------------- config
@@ -179,8 +180,10 @@ def _sampler(s: SweepConfig) -> optuna.samplers.BaseSampler:
         # constant_liar: trials asked while others of the batch run are steered away from them.
         # 8 random start-up trials, not Optuna's 10: told 4 at a time (bpexp/study/batches.py: batch_plan),
         # 10 means 12, and 8 measured better at 20 trials (docs/findings.md, "How many trials").
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=TPE_STARTUP_TRIALS)
+        # BoundedTPESampler: past sweep.tpe_history trials, TPE models the best and the newest
+        # ones, so that a draw's cost stops growing with the study (bpexp/study/bounded_tpe.py).
+        return BoundedTPESampler(history=s.tpe_history, seed=seed, multivariate=True, constant_liar=True,
+                                 n_startup_trials=TPE_STARTUP_TRIALS)
     if s.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if s.sampler == "cmaes":
