@@ -93,14 +93,24 @@ def train_points(n_train: int, test_epochs) -> list[int]:
     return sorted(every | {n_train - 1}) if n_train else []
 
 
+def curve_points(epochs, train, test_epochs, test, sharp_epochs, sharp) -> dict[str, dict[int, float]]:
+    """One curve's recorded points, {metric name: {epoch: value}}: train_loss at train_points,
+    test_loss at its test epochs, sharpness where measured (no entry when never). What the
+    metric history (metric_rows) and loss_curve.csv (curve_csv) both hold."""
+    points = {"train_loss": {e: float(train[e]) for e in train_points(len(train), test_epochs)},
+              "test_loss": dict(zip(np.asarray(test_epochs).tolist(), np.asarray(test).tolist()))}
+    if len(sharp_epochs):
+        points["sharpness"] = dict(zip(np.asarray(sharp_epochs).tolist(), np.asarray(sharp).tolist()))
+    return points
+
+
 def metric_rows(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> list[tuple[str, float, int]]:
     trial = len(results) > 1
     rows: list[tuple[str, float, int]] = []
 
-    def curve(suffix: str, epochs, train, test_epochs, test, sharp_epochs, sharp) -> None:
-        rows.extend((f"train_loss{suffix}", float(train[e]), e) for e in train_points(len(train), test_epochs))
-        rows.extend((f"test_loss{suffix}", float(v), int(e)) for e, v in zip(test_epochs, test))
-        rows.extend((f"sharpness{suffix}", float(v), int(e)) for e, v in zip(sharp_epochs, sharp))
+    def curve(suffix: str, *curves) -> None:
+        for name, points in curve_points(*curves).items():
+            rows.extend((f"{name}{suffix}", v, e) for e, v in points.items())
 
     c = outcome.curves
     if outcome.verdict != DIVERGED:  # a diverged run's last measured loss is no final one: no chart may take it for one
@@ -158,17 +168,14 @@ def run_note(results: Sequence[MemberResult], outcome: Outcome, metric: str) -> 
 
 def curve_csv(results: Sequence[MemberResult], outcome: Outcome) -> str:
     """The run's curves, then each seed's (a trial's), at the epochs the metric history holds
-    (train_points, the test and sharpness epochs), as exact as MLflow holds them: one table to
+    (curve_points), as exact as MLflow holds them: one table to
     read with pandas or a spreadsheet; blank where a curve has no measured value. Every epoch
     of 5000 was 20x the bytes (docs/findings.md, "Bytes per trial"); train.log_every=1 records
     them all."""
     columns: dict[str, dict[int, float]] = {}
 
-    def add(suffix: str, epochs, train, test_epochs, test, sharp_epochs, sharp) -> None:
-        columns[f"train_loss{suffix}"] = {e: float(train[e]) for e in train_points(len(train), test_epochs)}
-        columns[f"test_loss{suffix}"] = dict(zip(np.asarray(test_epochs).tolist(), np.asarray(test).tolist()))
-        if len(sharp_epochs):
-            columns[f"sharpness{suffix}"] = dict(zip(np.asarray(sharp_epochs).tolist(), np.asarray(sharp).tolist()))
+    def add(suffix: str, *curves) -> None:
+        columns.update((f"{name}{suffix}", points) for name, points in curve_points(*curves).items())
 
     c = outcome.curves
     ok = lambda v: np.isfinite(v)  # noqa: E731  (+inf: the median seed had diverged)

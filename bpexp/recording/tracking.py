@@ -55,9 +55,10 @@ def open_store(uri: str, experiment: str):
 
     with stores.local_store_lock(uri):
         stores.create_atomically(uri, "tracking.uri", create_store, data_table="runs")
-        moved = stores.sqlite_file(uri) and relocation.moved_from(stores.sqlite_file(uri))
+        db = stores.sqlite_file(uri)
+        moved = db and relocation.moved_from(db)
         if moved:  # a project folder moved whole: its runs' files are where the store is now
-            relocation.relocate(stores.sqlite_file(uri), *moved)
+            relocation.relocate(db, *moved)
         client = MlflowClient(uri)
         try:
             client.search_experiments(max_results=1)
