@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from bpexp.results import stability
-from bpexp.runtime import stores
+from bpexp.runtime import ui_links
 from bpexp.recording import svg
 from bpexp.recording import tracking
 from bpexp.config.schema import ConfigError, LrFindAppConfig
@@ -151,7 +151,7 @@ def point_to(cfg: LrFindAppConfig, run_id: str, figure: str, uri: str) -> None:
         fh.write(figure)
     print(f"figure: {path}")
     print(f"MLflow run {run_id} in experiment '{cfg.tracking.experiment}'")
-    print(f"open the MLflow UI: {stores.ui_command(uri)}")
+    print(f"open the MLflow UI: {ui_links.ui_command(uri)}")
 
 
 def lr_find(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:

@@ -25,7 +25,7 @@ from bpexp.launchers.workers import LaunchError, Workers, check as check_launche
 from bpexp.recording import study_record, tracking
 from bpexp.recording.recorder import Recorder, abandon
 from bpexp.recording.study_note import study_note
-from bpexp.runtime import stores
+from bpexp.runtime import stores, ui_links
 from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.failures import unreachable
 from bpexp.study import lr_units
@@ -118,7 +118,7 @@ def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
         experiment_id = recorder.experiment_id.result()
         study.set_user_attr(names.EXPERIMENT_ID, experiment_id)
         dashboard_note(study, study_note(summary) + f"\n\nMLflow: the study's parent run {parent}, "
-                       f"{stores.run_url(uri, experiment_id, parent)}")
+                       f"{ui_links.run_url(uri, experiment_id, parent)}")
         study.set_user_attr(names.RECORDED_TRIALS, trained(study))  # a rerun of the same command: nothing to do
     print_summary(cfg, study, summary, parent, uri, experiment_id)
     return summary.best_value

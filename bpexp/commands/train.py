@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from bpexp.runtime import stores
+from bpexp.runtime import ui_links
 from bpexp.recording import tracking
 from bpexp.config.environment import check_device, check_memory, check_network_memory, check_tracking_uri
 from bpexp.config.schema import TrainAppConfig
@@ -40,5 +40,5 @@ def train(cfg: TrainAppConfig, args: Sequence[str] = ()) -> float:
     else:
         print(f"final train_loss {result.final_train_loss:.6g}  test_loss {result.final_test_loss:.6g}  ({outcome.verdict})")
     print(f"MLflow run {run.result()} in experiment '{cfg.tracking.experiment}'")
-    print(f"open the MLflow UI: {stores.ui_command(uri)}")
+    print(f"open the MLflow UI: {ui_links.ui_command(uri)}")
     return result.final_train_loss if outcome.value is not None else float("nan")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from bpexp.runtime import failures, redaction
-from bpexp.runtime import stores
+from bpexp.runtime import stores, ui_links
 from bpexp.recording import tracking
 from bpexp import names
 
@@ -245,7 +245,7 @@ class Recorder:
         """Where a run is, for Optuna's user attributes: its id, and its page on a server."""
         links = {names.RUN_ID: run_id}
         if self.uri.startswith(("http://", "https://")):
-            links[names.RUN_URL] = stores.run_url(self.uri, self.experiment_id.result(), run_id)
+            links[names.RUN_URL] = ui_links.run_url(self.uri, self.experiment_id.result(), run_id)
         return links
 
     def call(self, fn: Callable, *args, **kwargs) -> Future:

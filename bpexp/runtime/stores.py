@@ -1,5 +1,6 @@
-"""Where records go: the tracking store's URI, whether it can be used, how to open it safely,
-and where its UI shows it (a URL's password is hidden by runtime/redaction.py).
+"""Where records go: the tracking store's URI, whether it can be used, how to open it safely
+(a URL's password is hidden by runtime/redaction.py). Where the MLflow UI shows a store:
+runtime/ui_links.py.
 
 Used by the main process before anything runs (it never imports MLflow itself) and by the
 recorder process; nothing here imports MLflow or torch.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shlex
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -331,40 +331,3 @@ def local_store_lock(uri: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(path.with_name(path.name + ".lock")):  # filelock: portable, unlike fcntl
         yield
-
-
-def ui_command(uri: str) -> str:
-    if uri.startswith(("http://", "https://")):
-        return f"open {redact(uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {shlex.quote(redact(uri))}"
-
-
-MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
-
-
-def ui_base(uri: str) -> str:
-    """The MLflow UI's address for this store: the server itself, or `mlflow ui`'s default.
-    Credentials never go into a printed or recorded link."""
-    if uri.startswith(("http://", "https://")):
-        from urllib.parse import urlsplit, urlunsplit
-
-        u = urlsplit(uri)
-        return urlunsplit((u.scheme, u.hostname + (f":{u.port}" if u.port else ""), u.path.rstrip("/"), "", ""))
-    return MLFLOW_UI
-
-
-# MLflow 3.x's UI (3.17 read here) takes its view from this query parameter, else from the
-# view its user last chose (localStorage), else GenAI; the experiment tag bpexp also sets
-# (names.EXPERIMENT_KIND) is read only where the UI's view switcher is off. So every link
-# bpexp prints or records carries the parameter.
-MODEL_TRAINING_VIEW = "workflowType=machine_learning"
-
-
-def experiment_url(uri: str, experiment_id: str) -> str:
-    """The experiment's run list, in the model-training view."""
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}?{MODEL_TRAINING_VIEW}"
-
-
-def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    """A run's page, in the model-training view."""
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING_VIEW}"

@@ -9,7 +9,7 @@ from dataclasses import replace
 import optuna
 
 from bpexp.results import stability
-from bpexp.runtime import stores
+from bpexp.runtime import ui_links
 from bpexp.config.schema import SweepAppConfig, storage_default
 from bpexp.results.outcome import (CONVERGED, DIVERGED, NOT_FIT, NOT_FIT_FRACTION, PARTLY_DIVERGED, PRUNED, TRAINED,
                                    VALUED, verdict_of)
@@ -104,8 +104,8 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
               f"stability.csv{' and plots/stability.png' if cfg.tracking.log_plots else ''} on the parent run, "
               f"or bpexp compare --parent {parent}")
     print(f"MLflow parent run {parent} in experiment '{cfg.tracking.experiment}'")
-    print(f"open the MLflow UI:       {stores.ui_command(uri)}")
-    print(f"  the study's runs:       {stores.experiment_url(uri, experiment_id)}")
+    print(f"open the MLflow UI:       {ui_links.ui_command(uri)}")
+    print(f"  the study's runs:       {ui_links.experiment_url(uri, experiment_id)}")
     print(f"open optuna-dashboard:    optuna-dashboard {shlex.quote(redaction.redact(storage))}")
 
 
