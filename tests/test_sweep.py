@@ -6,6 +6,9 @@ import re
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
+import time
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -290,9 +293,17 @@ def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypat
     other_ns.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{2**22 + 12345}@{liveness.PLACE}x")
     dead_here = study.ask()  # this host, boot and namespace, no such pid: provably gone
     dead_here.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{2**22 + 12345}@{liveness.PLACE}")
+    # died, not yet reaped by its parent (a launcher polling another worker): a zombie answers
+    # os.kill(pid, 0), yet it will never finish its trial
+    zombie_process = subprocess.Popen([sys.executable, "-c", ""])
+    while open(f"/proc/{zombie_process.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+        time.sleep(0.05)
+    zombie = study.ask()
+    zombie.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{zombie_process.pid}@{liveness.PLACE}")
     workers.fail_stale_trials(study)
+    zombie_process.wait()
     states = {t.number: t.state for t in study.trials}
-    assert states[dead.number] == states[dead_here.number] == TrialState.FAIL
+    assert states[dead.number] == states[dead_here.number] == states[zombie.number] == TrialState.FAIL
     assert states[unclaimed.number] == states[live.number] == states[elsewhere.number] == TrialState.RUNNING
     assert states[other_ns.number] == TrialState.RUNNING
     monkeypatch.setattr(workers, "GRACE_S", 0)  # unclaimed for longer than the grace period

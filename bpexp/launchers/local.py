@@ -32,7 +32,10 @@ class LocalWorkers(Workers):
         self.where = f"{n} worker processes on this machine (logs: {spec.logs}/worker-*.log)"
 
     def running(self) -> bool:
-        return any(p.poll() is None for p in self.procs)
+        # Every process polled (a list, not any() over a generator, which stops at the first live
+        # one): poll() reaps a dead worker, and until then its zombie reads as alive to the
+        # others, who then wait the heartbeat's grace (60 s) for its trials instead of taking them.
+        return any([p.poll() is None for p in self.procs])
 
     def failures(self) -> list[str]:
         return [f"worker {i}: exit {p.returncode}" for i, p in enumerate(self.procs)

@@ -62,6 +62,11 @@ def _in_chain(e: BaseException, test) -> Optional[BaseException]:
     return None
 
 
+def disk_full(e: BaseException) -> bool:
+    """Whether e, or what caused it, says the disk is full (sqlite says it in words)."""
+    return _in_chain(e, _disk_full) is not None
+
+
 def _disk_full(e: BaseException) -> bool:
     return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "database or disk is full" in str(e)
 

@@ -50,4 +50,14 @@ def worker_alive(worker: str) -> bool:
         return False
     except PermissionError:
         pass
-    return True
+    return not _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A process that died and that its parent has not reaped yet (state Z in /proc): it
+    answers os.kill(pid, 0), but it will never finish its trials."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (OSError, IndexError):  # gone meanwhile, or no /proc: as os.kill said
+        return False

@@ -31,7 +31,7 @@ from bpexp.recording.run_record import config_tree, run_record
 from bpexp.results.outcome import (CONSTRAINT, PRUNED, Outcome, optuna_attrs, optuna_constraint, optuna_state,
                                    trial_outcome)
 from bpexp.runtime.failpoints import failpoint
-from bpexp.runtime.failures import unreachable
+from bpexp.runtime.failures import disk_full, unreachable
 from bpexp.runtime.interrupts import StepTimeout, deferred_interrupts, interrupted, within
 from bpexp.runtime.liveness import THIS_WORKER
 from bpexp.study import lr_units
@@ -54,6 +54,10 @@ class Recording:
 
 
 CLEANUP_S = 10.0  # the longest a failing or interrupted sweep waits to settle its trials' runs
+# A write refused while settling is tried again: on a full disk a sqlite write that failed rolls
+# back and frees its journal, so the next small write (a trial's state, a run's end) often fits
+# (without it, 1 in 6 real full disks left a trial and its run RUNNING for the resume).
+SETTLE_TRIES, SETTLE_PAUSE_S = 3, 0.3
 
 
 # ----------------------------------------------------------------------------- the session
@@ -217,42 +221,55 @@ class Session:
         ends: dict[str, list[str]] = {"FINISHED": [], "KILLED": []}
         deadline = time.monotonic() + CLEANUP_S
         left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
+        todo = [(b, t) for b in batches for t in b.trials]
         try:
             # Bounded as a whole: with the database stopped (no answer, no error), each tell
             # would wait for ever; what is left RUNNING here the resume settles.
             with within(CLEANUP_S):
-                for b in batches:
-                    for t in b.trials:
-                        try:
-                            # A trial failed here may carry the verdict it was about to be told
-                            # with (attributes are set first): it says "failed", as its state does.
-                            t.set_user_attr(names.OUTCOME, "failed")
-                        except Exception:
-                            pass  # told already (finished: it keeps its verdict), or the storage is gone
-                        try:
-                            state = tell(self.study, t, None, TrialState.FAIL)
-                        except Exception:
-                            continue  # storage gone: the trial's state is unknown; leave its run to a resume
-                        future = b.runs.get(t.number)
-                        if future is None or not mlflow_answers:
-                            continue
-                        try:
-                            run_id = future.result(timeout=left())
-                        except Exception:
-                            continue  # its run was never created, or the recorder is stuck
-                        ends["FINISHED" if state in (TrialState.COMPLETE, TrialState.PRUNED) else "KILLED"].append(run_id)
+                for attempt in range(SETTLE_TRIES):
+                    if attempt:  # a full disk: the write that failed rolled back, freeing its journal
+                        time.sleep(SETTLE_PAUSE_S)
+                    todo = [(b, t) for b, t in todo if not self._settle_trial(b, t, ends, mlflow_answers, left)]
+                    if not todo:
+                        break
         except StepTimeout:
             pass
         for status, run_ids in ends.items():
             if run_ids and self.recording is not None:
-                try:
-                    if status == "KILLED":
-                        self.recording.recorder.call(tracking.end_failed_trial_runs, run_ids,
-                                                     "the sweep stopped before its trial was told").result(timeout=left())
-                    else:
-                        self.recording.recorder.call(tracking.end_runs, run_ids, status).result(timeout=left())
-                except Exception:
-                    pass  # RUNNING until the next sweep on this study settles them by their trials
+                end = ((tracking.end_failed_trial_runs, run_ids, "the sweep stopped before its trial was told")
+                       if status == "KILLED" else (tracking.end_runs, run_ids, status))
+                for attempt in range(SETTLE_TRIES):
+                    try:
+                        self.recording.recorder.call(*end).result(timeout=left())
+                        break
+                    except Exception as e:  # RUNNING until the next sweep on this study settles them by their trials
+                        if not disk_full(e) or left() < SETTLE_PAUSE_S:
+                            break
+                        time.sleep(SETTLE_PAUSE_S)
+
+    def _settle_trial(self, b: Batch, t: optuna.Trial, ends: dict[str, list[str]], mlflow_answers: bool,
+                      left) -> bool:
+        """Fail one trial if it still runs, and note how its run ends; False: a full disk refused
+        the write (try again), True: settled, or nothing more to do for it now."""
+        try:
+            # A trial failed here may carry the verdict it was about to be told
+            # with (attributes are set first): it says "failed", as its state does.
+            t.set_user_attr(names.OUTCOME, "failed")
+        except Exception:
+            pass  # told already (finished: it keeps its verdict), or the storage is gone
+        try:
+            state = tell(self.study, t, None, TrialState.FAIL)
+        except Exception as e:  # storage gone: the trial's state is unknown; leave its run to a resume
+            return not disk_full(e)
+        future = b.runs.get(t.number)
+        if future is None or not mlflow_answers:
+            return True
+        try:
+            run_id = future.result(timeout=left())
+        except Exception:
+            return True  # its run was never created, or the recorder is stuck
+        ends["FINISHED" if state in (TrialState.COMPLETE, TrialState.PRUNED) else "KILLED"].append(run_id)
+        return True
 
 
 def _best_value(study: optuna.Study) -> float:
