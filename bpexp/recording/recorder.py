@@ -20,6 +20,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any, Callable, Iterator, Optional
 
 from bpexp.runtime import failures, redaction
@@ -54,8 +55,13 @@ def _init() -> None:
     # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
     atexit.register(os._exit, 0)
     tracking.configure_mlflow()  # a recorder works in the background
-    # Pay for MLflow's import now, while the main process is busy with its own.
-    import mlflow.tracking  # noqa: F401
+    # Pay for MLflow's imports now, while the main process is busy with its own (torch): the
+    # client, the SQL store's module (~0.8 s more, on the connection's path otherwise) and the
+    # tags every run carries (git's commit of the code: ~0.3 s through GitPython).
+    import_module("mlflow.tracking")
+    if os.environ.get(SQL_STORE_LIKELY, "1") == "1":
+        import_module("mlflow.store.tracking.sqlalchemy_store")
+    tracking.context_tags()
 
 
 def _die_with_parent() -> None:
@@ -166,10 +172,19 @@ def _ready() -> None:
 _prestarted: Optional[ProcessPoolExecutor] = None
 
 
-def prestart() -> None:
-    """Start the recorder process now, before knowing what it will record (see cli.main)."""
+# Set by prestart for the recorder process: "0" when the command names a tracking server, whose
+# client needs no SQL store (a guess from the command line; a wrong one costs ~0.8 s of imports).
+SQL_STORE_LIKELY = "BPEXP_RECORDER_SQL_STORE"
+
+
+def prestart(argv: tuple[str, ...] = ()) -> None:
+    """Start the recorder process now, before knowing what it will record (see cli.main);
+    argv: the command's arguments, for a guess at the kind of store it will open."""
     global _prestarted
     if _prestarted is None:
+        uri = next((a.partition("=")[2] for a in reversed(argv) if a.startswith("tracking.uri=")),
+                   os.environ.get("MLFLOW_TRACKING_URI", ""))
+        os.environ[SQL_STORE_LIKELY] = "0" if uri.startswith(("http://", "https://")) else "1"
         _prestarted = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
         _prestarted.submit(_ready)
 
@@ -183,6 +198,16 @@ def keep_between_jobs() -> None:
     45 s to 12 s). Each job still opens its own store and experiment (`_connect`)."""
     global _kept
     _kept = True
+
+
+def close_kept() -> None:
+    """End a recorder process kept for a next job that will not come (the command ends): its
+    queue is empty, so this is quick, and the pool's semaphores are released (an os._exit
+    with the pool open left the resource tracker warning of leaked ones)."""
+    global _prestarted
+    if _prestarted is not None:
+        _prestarted.shutdown(wait=True)
+        _prestarted = None
 
 
 def abandon() -> None:
