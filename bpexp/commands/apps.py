@@ -23,6 +23,7 @@ from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime import interrupts
 from bpexp.runtime.interrupts import ServerStopped, Terminated
 from bpexp.runtime.stores import StoreError
+from bpexp.config.environment import check_tracking_uri
 from bpexp.config.schema import ConfigError, register_schemas
 from bpexp.config.validation import absolute_paths, validate_lr_find, validate_sweep, validate_train
 
@@ -62,8 +63,10 @@ def unknown_keys(cfg: DictConfig, obj) -> None:
         raise ConfigError(key, given[key], "is not a key of the config (see --help)")
 
 
-def run_checked(command: str, fn: Callable, cfg) -> float:
-    """Run the command with this job's overrides (what its runs record as the command line).
+def run_checked(command: str, load: Callable[[], Callable], cfg) -> float:
+    """Run the command (`load()` imports it) with this job's overrides (what its runs record
+    as the command line). The tracking store is checked before the import: the command's
+    modules import torch (1.4 s), and a store that cannot be used is said without waiting.
     Whatever ends it early is one line: a ConfigError found only at run time (no CUDA, a store
     that cannot be opened) exits 2; Ctrl-C 130, SIGTERM 143 (what was running is marked
     failed / KILLED by then); any other failure 1 (bpexp/runtime/failures.py)."""
@@ -77,7 +80,8 @@ def run_checked(command: str, fn: Callable, cfg) -> float:
     if hc.mode == RunMode.MULTIRUN:
         recorder.keep_between_jobs()
     try:
-        return fn(cfg, list(hc.overrides.task))
+        check_tracking_uri(cfg.tracking.uri)
+        return load()(cfg, list(hc.overrides.task))
     except (ConfigError, StoreError) as e:
         fail(command, str(e))
     except ServerStopped as e:  # a watch found the database stopped: a failure, not a signal
@@ -115,23 +119,29 @@ def redact_multirun_record(hc) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="train")
 def train_app(cfg: DictConfig) -> float:
-    from bpexp.commands.train import train
+    def load():  # its modules import torch: after run_checked's check of the store
+        from bpexp.commands.train import train
+        return train
 
-    return run_checked("train", train, checked(cfg, validate_train, "train"))
+    return run_checked("train", load, checked(cfg, validate_train, "train"))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="sweep")
 def sweep_app(cfg: DictConfig) -> float:
-    from bpexp.commands.sweep import sweep
+    def load():  # its modules import torch: after run_checked's check of the store
+        from bpexp.commands.sweep import sweep
+        return sweep
 
-    return run_checked("sweep", sweep, checked(cfg, validate_sweep, "sweep"))
+    return run_checked("sweep", load, checked(cfg, validate_sweep, "sweep"))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="lr-find")
 def lr_find_app(cfg: DictConfig) -> float:
-    from bpexp.commands.lr_find import lr_find
+    def load():  # its modules import torch: after run_checked's check of the store
+        from bpexp.commands.lr_find import lr_find
+        return lr_find
 
-    return run_checked("lr-find", lr_find, checked(cfg, validate_lr_find, "lr-find"))
+    return run_checked("lr-find", load, checked(cfg, validate_lr_find, "lr-find"))
 
 
 # command -> (Hydra app, validation, config name)
