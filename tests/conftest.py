@@ -215,3 +215,9 @@ def servers():
             pytest.fail("CI must provide BPEXP_TEST_PG_URL and BPEXP_TEST_MLFLOW_URI (see .ci/run)")
         pytest.skip("no PostgreSQL / MLflow server given (BPEXP_TEST_PG_URL, BPEXP_TEST_MLFLOW_URI)")
     return pg, mlflow
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests (real engines, whole studies) first, the rest in their order after them:
+    with `-n 2` a long test picked up last kept one core busy while the other sat idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
