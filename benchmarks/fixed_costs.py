@@ -44,9 +44,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bpexp-fixed-"))
     times: dict[tuple[str, str], list[float]] = {}
     try:
-        folders = {}
+        folders = {}  # checkout -> (its folder, its train run's id)
         for i, code in enumerate(codes):  # each checkout reads a study and a run it made itself
-            folders[code] = f = work / f"code{i}"
+            f = work / f"code{i}"
             f.mkdir()
             _, r = bpexp(code, f, "sweep", *STUDY)
             assert r.returncode == 0, r.stderr[-2000:]

@@ -114,6 +114,7 @@ def test_divergence_is_recorded(bpexp, local_store):
 def test_failure_marks_the_run_failed(tmp_path, monkeypatch):
     """An exception while training ends the run FAILED, with the reason as a tag."""
     from bpexp.commands import train as train_module
+    from bpexp.config.environment import check_tracking_uri
     from bpexp.config.schema import TrainAppConfig
 
     def boom(*a, **k):
@@ -122,8 +123,9 @@ def test_failure_marks_the_run_failed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(train_module, "train_population", boom)
+    cfg = TrainAppConfig()
     with pytest.raises(RuntimeError):
-        train_module.train(TrainAppConfig())
+        train_module.train(cfg, check_tracking_uri(cfg.tracking.uri))  # as run_checked calls it
     run = only_run(MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db"))
     assert run.info.status == "FAILED"
     assert "simulated crash" in run.data.tags["bpexp.error"]

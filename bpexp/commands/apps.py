@@ -64,9 +64,10 @@ def unknown_keys(cfg: DictConfig, obj) -> None:
 
 
 def run_checked(command: str, load: Callable[[], Callable], cfg) -> float:
-    """Run the command (`load()` imports it) with this job's overrides (what its runs record
-    as the command line). The tracking store is checked before the import: the command's
-    modules import torch (1.4 s), and a store that cannot be used is said without waiting.
+    """Run the command (`load()` imports it) on the checked tracking URI, with this job's
+    overrides (what its runs record as the command line). The tracking store is checked before
+    the import: the command's modules import torch (1.4 s), and a store that cannot be used is
+    said without waiting.
     Whatever ends it early is one line: a ConfigError found only at run time (no CUDA, a store
     that cannot be opened) exits 2; Ctrl-C 130, SIGTERM 143 (what was running is marked
     failed / KILLED by then); any other failure 1 (bpexp/runtime/failures.py)."""
@@ -80,8 +81,8 @@ def run_checked(command: str, load: Callable[[], Callable], cfg) -> float:
     if hc.mode == RunMode.MULTIRUN:
         recorder.keep_between_jobs()
     try:
-        check_tracking_uri(cfg.tracking.uri)
-        return load()(cfg, list(hc.overrides.task))
+        uri = check_tracking_uri(cfg.tracking.uri)
+        return load()(cfg, uri, list(hc.overrides.task))
     except (ConfigError, StoreError) as e:
         fail(command, str(e))
     except ServerStopped as e:  # a watch found the database stopped: a failure, not a signal

@@ -32,7 +32,7 @@ from bpexp.study.range_test import range_test
 from bpexp.recording.recorder import Recorder, RunRecord
 from bpexp.config.specs import member_of
 from bpexp.recording.run_record import config_tree
-from bpexp.config.environment import check_device, check_tracking_uri, check_network_memory
+from bpexp.config.environment import check_device, check_network_memory
 from bpexp import names
 
 def chart(cfg: LrFindAppConfig, found: dict) -> str:
@@ -118,10 +118,9 @@ def prediction_record(cfg: LrFindAppConfig, rows: list[dict], figure: str) -> Ru
                      files={"plots/stability_prediction.svg": figure, "stability_prediction.csv": buf.getvalue()})
 
 
-def predict(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
+def predict(cfg: LrFindAppConfig, uri: str, args: Sequence[str] = ()) -> float:
     """`bpexp lr-find lr_find=sharpness`: the prediction, recorded, printed; returns the median
     predicted lr of the first width and activation."""
-    uri = check_tracking_uri(cfg.tracking.uri)
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         with recorder.run("lr-find-sharpness", {**tracking.run_tags("lr-find", args),
                                                 names.ROLE: "lr-find"}) as run:
@@ -154,16 +153,15 @@ def point_to(cfg: LrFindAppConfig, run_id: str, figure: str, uri: str) -> None:
     print(f"open the MLflow UI: {ui_links.ui_command(uri)}")
 
 
-def lr_find(cfg: LrFindAppConfig, args: Sequence[str] = ()) -> float:
+def lr_find(cfg: LrFindAppConfig, uri: str, args: Sequence[str] = ()) -> float:
     """Run the range test (or the sharpness prediction), record it, print the suggestion and return it."""
     check_device(cfg.train.device)
     if cfg.lr_find.method == "sharpness":
-        return predict(cfg, args)
+        return predict(cfg, uri, args)
     problem = memory_problem(cfg.lr_find.epochs, cfg.lr_find.seeds, cfg.lr_find.seeds)
     if problem:
         raise ConfigError("lr_find.epochs", cfg.lr_find.epochs, problem)
     check_network_memory(cfg.model.hidden, cfg.data, cfg.lr_find.seeds)
-    uri = check_tracking_uri(cfg.tracking.uri)
     name = f"lr-find-h{shape_name(cfg.model.hidden)}-{cfg.train.optimizer}"
     with Recorder(uri, cfg.tracking.experiment) as recorder:
         with recorder.run(name, {**tracking.run_tags("lr-find", args), names.ROLE: "lr-find"}) as run:

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bpexp import names
-from bpexp.config.environment import check_device, check_network_memory, check_tracking_uri
+from bpexp.config.environment import check_device, check_network_memory
 from bpexp.config.schema import ConfigError, LauncherKind, SweepAppConfig, storage_default
 from bpexp.launchers import launch
 from bpexp.launchers.workers import LaunchError, Workers, check as check_launcher, follow_command, worker_count, worker_spec
@@ -40,12 +40,13 @@ from bpexp.training.budget import memory_problem
 from bpexp.training.data import dataset_from_config
 
 
-def sweep(cfg: SweepAppConfig, args: Sequence[str] = ()) -> float:
-    """Run (or resume) the study until it has sweep.n_trials trained trials; return the best value."""
+def sweep(cfg: SweepAppConfig, uri: str, args: Sequence[str] = ()) -> float:
+    """Run (or resume) the study until it has sweep.n_trials trained trials, recorded in the
+    tracking store at `uri` (checked and resolved: environment.check_tracking_uri); return the
+    best value."""
     check_device(cfg.train.device)
     check_search_space(cfg)
     check_searched_devices(cfg)
-    uri = check_tracking_uri(cfg.tracking.uri)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = dataset_from_config(cfg.data)
     check_memory(cfg)

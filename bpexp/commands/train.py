@@ -8,7 +8,7 @@ from typing import Sequence
 
 from bpexp.runtime import ui_links
 from bpexp.recording import tracking
-from bpexp.config.environment import check_device, check_memory, check_network_memory, check_tracking_uri
+from bpexp.config.environment import check_device, check_memory, check_network_memory
 from bpexp.config.schema import TrainAppConfig
 from bpexp.training.data import constant_loss, dataset_from_config
 from bpexp.training.network import shape_name
@@ -19,12 +19,12 @@ from bpexp.config.specs import member_of, train_spec
 from bpexp.recording.run_record import config_tree, run_record
 
 
-def train(cfg: TrainAppConfig, args: Sequence[str] = ()) -> float:
-    """Train the configured network, record it, and return its final training MSE."""
+def train(cfg: TrainAppConfig, uri: str, args: Sequence[str] = ()) -> float:
+    """Train the configured network, record it in the tracking store at `uri` (checked and
+    resolved: environment.check_tracking_uri), and return its final training MSE."""
     check_device(cfg.train.device)
     check_memory(cfg.train.epochs)
     check_network_memory(cfg.model.hidden, cfg.data)
-    uri = check_tracking_uri(cfg.tracking.uri)
     name = f"train-h{shape_name(cfg.model.hidden)}-lr{cfg.train.lr:g}-s{cfg.train.seed}" + (
         f"-{cfg.train.optimizer}" if cfg.train.optimizer != "gd" else "")
     with Recorder(uri, cfg.tracking.experiment) as recorder:

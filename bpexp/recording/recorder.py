@@ -45,7 +45,7 @@ class RunRecord:
     dataset: Optional[dict] = None  # the data it trained on, as an MLflow dataset input (tracking.log_dataset)
 
 
-def _init() -> None:
+def _init(sql_store: bool = True) -> None:
     # Ctrl-C (and SIGTERM, which Slurm and systemd send to every process of a job) reach this
     # process too; the main process decides what a run becomes, and this one carries it out.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -57,9 +57,11 @@ def _init() -> None:
     tracking.configure_mlflow()  # a recorder works in the background
     # Pay for MLflow's imports now, while the main process is busy with its own (torch): the
     # client, the SQL store's module (~0.8 s more, on the connection's path otherwise) and the
-    # tags every run carries (git's commit of the code: ~0.3 s through GitPython).
+    # tags every run carries (git's commit of the code: ~0.3 s through GitPython). sql_store:
+    # prestart's guess that the store is a database, not a tracking server (whose client needs
+    # no SQL store; a wrong guess costs ~0.8 s of imports in the background).
     import_module("mlflow.tracking")
-    if os.environ.get(SQL_STORE_LIKELY, "1") == "1":
+    if sql_store:
         import_module("mlflow.store.tracking.sqlalchemy_store")
     tracking.context_tags()
 
@@ -172,11 +174,6 @@ def _ready() -> None:
 _prestarted: Optional[ProcessPoolExecutor] = None
 
 
-# Set by prestart for the recorder process: "0" when the command names a tracking server, whose
-# client needs no SQL store (a guess from the command line; a wrong one costs ~0.8 s of imports).
-SQL_STORE_LIKELY = "BPEXP_RECORDER_SQL_STORE"
-
-
 def prestart(argv: tuple[str, ...] = ()) -> None:
     """Start the recorder process now, before knowing what it will record (see cli.main);
     argv: the command's arguments, for a guess at the kind of store it will open."""
@@ -184,8 +181,8 @@ def prestart(argv: tuple[str, ...] = ()) -> None:
     if _prestarted is None:
         uri = next((a.partition("=")[2] for a in reversed(argv) if a.startswith("tracking.uri=")),
                    os.environ.get("MLFLOW_TRACKING_URI", ""))
-        os.environ[SQL_STORE_LIKELY] = "0" if uri.startswith(("http://", "https://")) else "1"
-        _prestarted = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init)
+        _prestarted = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                                          initargs=(not uri.startswith(("http://", "https://")),))
         _prestarted.submit(_ready)
 
 
