@@ -217,6 +217,17 @@ def servers():
     return pg, mlflow
 
 
+def pytest_sessionstart(session):
+    """Build the compiled epoch loop (bpexp/training/compiled_epochs.py) once, in this process,
+    before pytest-xdist starts its workers (its own sessionstart runs after this one): on a
+    fresh checkout every worker and every `bpexp` process they start would otherwise build it
+    at once, ~5 s of CPU each, until one of them has cached it."""
+    if not hasattr(session.config, "workerinput"):
+        from bpexp.training import compiled_epochs
+
+        compiled_epochs.build()
+
+
 def pytest_collection_modifyitems(items):
     """The slow tests (real engines, whole studies) first, the rest in their order after them:
     with `-n 2` a long test picked up last kept one core busy while the other sat idle."""

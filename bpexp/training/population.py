@@ -8,6 +8,10 @@ tensor operations. Every member draws its initial weights exactly as a solo run 
 seed does, so a member's result is the same computation as training that config alone
 (tests/test_population.py checks 1e-6 agreement).
 
+On the CPU, groups of the seed's shape (one hidden layer, plain gradient descent) train in
+one compiled loop instead (compiled_epochs.py: each member at its own width, so such a group is
+never cut by width); the rest, and every group on CUDA, run as the tensor program.
+
 Every `chunk` epochs the trainer reads the losses back from the device (one sync), marks
 members whose loss left the finite range at the first epoch it did, asks the caller's
 `on_report` hook which members to prune, and compacts its tensors so stopped members no
@@ -25,7 +29,8 @@ from bpexp.training.budget import plan_groups
 from bpexp.training.data import Dataset
 from bpexp.training.divergence import diverged_mask
 from bpexp.training.backprop import gradients
-from bpexp.training.network import Params, init_weights, forward, mse, stack, unstack, widths_of
+from bpexp.training.network import (ACTIVATIONS, Params, _inputs, init_weights, forward, mse, padded_width, stack,
+                                    unstack, widths_of)
 from bpexp.training.optim import Optimizer, Schedule, Stepper, lr_table
 from bpexp.training.sharpness import Sharpness
 
@@ -140,6 +145,9 @@ class _Group:
     table: Optional[torch.Tensor]  # [K, epochs] scheduled learning rates; None when all constant
     stepper: Stepper
     sharpness: Optional[Sharpness]  # None when sharpness is not measured
+    widths: np.ndarray  # each member's own padded width (the compiled loop trains no more)
+    units: np.ndarray  # each member's real width (its Hessian's, in a compiled group)
+    compiled: bool  # trained by compiled_epochs.py (else by the tensor program)
     empty: bool = field(default=False)
 
     def compact(self, keep: np.ndarray, device: str) -> None:
@@ -148,6 +156,7 @@ class _Group:
             return
         sel = torch.as_tensor(np.flatnonzero(keep), device=device)
         self.rows, self.p, self.lr = self.rows[keep], self.p.select(sel), self.lr[sel]
+        self.widths, self.units = self.widths[keep], self.units[keep]
         self.table = None if self.table is None else self.table[sel]
         self.stepper.select(sel)
         if self.sharpness is not None:
@@ -202,65 +211,134 @@ class _Log:
 
 def build_groups(members: Sequence[Member], data: Dataset, spec: TrainSpec, log: _Log) -> list[_Group]:
     """Members of one activation, optimizer and depth, cut by width where plan_groups says."""
+    # numba is imported when a population is built, not with this module: a command that never
+    # trains (a rerun of a finished study, compare) does not wait for it (0.2 s).
+    from bpexp.training import compiled_epochs
+
     groups = []
     structure = [(mb.activation, mb.optimizer.name, len(widths_of(mb.hidden))) for mb in members]
     for key in sorted(set(structure)):
         idx = [i for i, s in enumerate(structure) if s == key]
-        for part in plan_groups([max(widths_of(members[i].hidden)) for i in idx], len(data.x)):
+        # The compiled loop trains each member at its own width: one group, no padding cost.
+        compiled = compiled_epochs.covers(key[0], key[1], key[2], spec.device)
+        parts = [range(len(idx))] if compiled else plan_groups([max(widths_of(members[i].hidden)) for i in idx],
+                                                              len(data.x))
+        for part in parts:
             rows = np.array([idx[j] for j in part])
             p = stack([log.inits[i] for i in rows]).to(spec.device)
             lr = torch.tensor([members[i].lr for i in rows], dtype=torch.float32, device=spec.device)
             table = lr_table([members[i].lr for i in rows], [members[i].schedule for i in rows], spec.epochs,
                              spec.device, torch.float32)
             stepper = Stepper([members[i].optimizer for i in rows], p.weights())
-            measure = Sharpness(p) if len(log.sharp_at) else None
-            groups.append(_Group(key[0], rows, p, lr, table, stepper, measure))
+            measure = Sharpness(p) if len(log.sharp_at) and not compiled else None
+            units = np.array([max(widths_of(members[i].hidden)) for i in rows], dtype=np.int64)
+            widths = np.array([padded_width(int(u)) for u in units], dtype=np.int64)
+            groups.append(_Group(key[0], rows, p, lr, table, stepper, measure, widths, units, compiled))
     return groups
 
 
 def train_group(g: _Group, data: Dataset, spec: TrainSpec, log: _Log, report_every: int,
                 on_report: Optional[ReportHook], chunk: int) -> None:
-    """Train one group to its last epoch, or until every member has stopped."""
-    epochs = spec.epochs
-    pending: list[torch.Tensor] = []
-    pending_test: list[torch.Tensor] = []
-    start = 0
-    for epoch in range(epochs):
+    """Train one group to its last epoch, or until every member has stopped.
+
+    Epochs run in chunks: after each (every `chunk` epochs, at every report, at the last) the
+    chunk's losses are read back (one device sync), diverged members stop, `on_report` may
+    prune, and the group compacts to the members left. Inside a chunk the epochs run in the
+    compiled loop (compiled_epochs.py) or as the tensor program, stopping where sharpness is
+    measured (on the weights that epoch's loss is measured on, before its step).
+    """
+    epochs, start = spec.epochs, 0
+    while start < epochs:
+        end = start + 1
+        while not (end == epochs or end % chunk == 0 or (report_every and end % report_every == 0)):
+            end += 1
+        stops = [e for e in log.sharp_at if start < e < end] + [end]
+        first = start
+        for stop in stops:
+            if log.is_sharp_epoch[first]:
+                log.sharp[g.rows, int(np.searchsorted(log.sharp_at, first))] = _sharpness(g, data)
+            (_compiled_epochs if g.compiled else _tensor_epochs)(g, data, log, first, stop)
+            first = stop
+        if _end_of_chunk(g, spec, log, start, end, bool(report_every) and end % report_every == 0, on_report):
+            return
+        start = end
+
+
+def _sharpness(g: _Group, data: Dataset) -> np.ndarray:
+    """lambda_max of each member's loss Hessian now: exactly, from the Hessian written out
+    (compiled_epochs.sharpness), in a compiled group; by Krylov iteration (sharpness.py) in the
+    tensor program's."""
+    if g.compiled:
+        from bpexp.training import compiled_epochs  # imported by build_groups already
+
+        return compiled_epochs.sharpness(g.p.ws[0].numpy(), g.p.bs[0].numpy(), g.p.ws[1].numpy(), g.p.bs[1].numpy(),
+                                         g.units, _array(_inputs(data.x)), _array(data.y), ACTIVATIONS[g.act])
+    return g.sharpness.measure(g.p, data.x, data.y, g.act).cpu().numpy()
+
+
+def _tensor_epochs(g: _Group, data: Dataset, log: _Log, first: int, stop: int) -> None:
+    """Epochs first .. stop-1 as the tensor program (network.py, backprop.py, optim.py); the
+    losses are read back once, at the end."""
+    pending, pending_test = [], []
+    for epoch in range(first, stop):
         if log.is_test_epoch[epoch]:
             with torch.no_grad():
                 pending_test.append(mse(forward(g.p, data.x_test, g.act)[0], data.y_test))
-        if log.is_sharp_epoch[epoch]:  # on the weights this epoch's loss is measured on
-            col = int(np.searchsorted(log.sharp_at, epoch))
-            log.sharp[g.rows, col] = g.sharpness.measure(g.p, data.x, data.y, g.act).cpu().numpy()
         loss, grads = gradients(g.p, data.x, data.y, g.act)
         pending.append(loss)
         g.stepper.step(g.p.weights(), grads, g.lr if g.table is None else g.table[:, epoch])
-        last = epoch == epochs - 1
-        report = bool(report_every) and (epoch + 1) % report_every == 0
-        if not (last or report or (epoch + 1) % chunk == 0):
-            continue
-        # One device sync per chunk: copy the chunk's losses to the host.
-        block = torch.stack(pending, 1).cpu().numpy()  # [K, epochs in chunk]
-        log.train[g.rows, start:epoch + 1] = block
-        if pending_test:
-            cols = np.searchsorted(log.test_at, [e for e in range(start, epoch + 1) if log.is_test_epoch[e]])
-            log.test[np.ix_(g.rows, cols)] = torch.stack(pending_test, 1).cpu().numpy()
-        pending, pending_test, start = [], [], epoch + 1
-        bad = diverged_mask(block, spec.diverge_above)
-        keep = ~bad.any(1)
+    log.train[g.rows, first:stop] = torch.stack(pending, 1).cpu().numpy()
+    if pending_test:
+        log.test[np.ix_(g.rows, _test_columns(log, first, stop))] = torch.stack(pending_test, 1).cpu().numpy()
+
+
+def _compiled_epochs(g: _Group, data: Dataset, log: _Log, first: int, stop: int) -> None:
+    """Epochs first .. stop-1 in the compiled loop, on the group's own tensors (numpy views)."""
+    from bpexp.training import compiled_epochs  # imported by build_groups already
+
+    cols = _test_columns(log, first, stop)
+    train = np.empty((len(g.rows), stop - first), dtype=np.float32)
+    test = np.empty((len(g.rows), len(cols)), dtype=np.float32)
+    lr = (g.lr.unsqueeze(1) if g.table is None else g.table).numpy()
+    compiled_epochs.train_epochs(g.p.ws[0].numpy(), g.p.bs[0].numpy(), g.p.ws[1].numpy(), g.p.bs[1].numpy(),
+                                 g.p.masks[0].numpy(), g.widths, _array(_inputs(data.x)), _array(data.y),
+                                 _array(_inputs(data.x_test)), _array(data.y_test), lr, first, stop,
+                                 log.is_test_epoch, ACTIVATIONS[g.act], train, test)
+    log.train[g.rows, first:stop] = train
+    if len(cols):
+        log.test[np.ix_(g.rows, cols)] = test
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    """A tensor as the C-ordered array the compiled loop was built for (another layout would
+    build it again, ~5 s)."""
+    return np.ascontiguousarray(t.numpy())
+
+
+def _test_columns(log: _Log, first: int, stop: int) -> np.ndarray:
+    return np.arange(np.searchsorted(log.test_at, first), np.searchsorted(log.test_at, stop))
+
+
+def _end_of_chunk(g: _Group, spec: TrainSpec, log: _Log, start: int, end: int, report: bool,
+                  on_report: Optional[ReportHook]) -> bool:
+    """Stop the chunk's diverged members (at the epoch each diverged), ask `on_report` which to
+    prune, store the weights of the members leaving and compact to the rest. True when none is
+    left."""
+    block = log.train[g.rows, start:end]
+    bad = diverged_mask(block, spec.diverge_above)
+    keep = ~bad.any(1)
+    for r in np.flatnonzero(~keep):
+        log.stop(g.rows[r], "diverged", start + int(np.argmax(bad[r])))
+    if report and keep.any():
+        live = g.rows[keep]
+        for i in on_report(end - 1, live, log.train[live, end - 1]):
+            keep[np.flatnonzero(g.rows == i)] = False
+            log.stop(i, "pruned", end - 1)
+    if end == spec.epochs:
+        keep[:] = False
+    if not keep.all():
         for r in np.flatnonzero(~keep):
-            log.stop(g.rows[r], "diverged", start - block.shape[1] + int(np.argmax(bad[r])))
-        if report and keep.any():
-            live = g.rows[keep]
-            for i in on_report(epoch, live, log.train[live, epoch]):
-                keep[np.flatnonzero(g.rows == i)] = False
-                log.stop(i, "pruned", epoch)
-        if last:
-            keep[:] = False
-        if not keep.all():  # store the weights of the members leaving, then compact to the rest
-            for r in np.flatnonzero(~keep):
-                i = g.rows[r]
-                log.finals[i] = unstack(g.p, r, log.hidden[i])
-            g.compact(keep, spec.device)
-        if g.empty:
-            return
+            i = g.rows[r]
+            log.finals[i] = unstack(g.p, r, log.hidden[i])
+        g.compact(keep, spec.device)
+    return g.empty

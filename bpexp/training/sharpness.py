@@ -32,6 +32,10 @@ A padded unit (network.py) has zero weights, but the Hessian couples its incomin
 outgoing weights (d2L/dw_in dw_out = g act'(0) x != 0). The vectors are kept at zero on
 padding, so the iteration sees exactly the real network's Hessian.
 
+A group that trains in the compiled loop (one hidden layer, gd, on the CPU) is measured there
+instead, exactly: compiled_epochs.hessians writes its small Hessian out and LAPACK takes the top
+eigenvalue (docs/findings.md, "The sequential start near the compute limit").
+
 The loss here is the plain formula with autograd (matmul, torch.tanh): the hand-written
 backward of network.py is for training; this is a measurement, checked against the
 eigenvalues of torch.autograd.functional.hessian (tests/test_sharpness.py).

@@ -1,0 +1,143 @@
+"""The compiled epoch loop (bpexp/training/compiled_epochs.py) against the tensor program and
+autograd: the same training to float32 rounding, and a member still its solo run bit for bit
+(tests/test_population.py runs on it: every one-hidden-layer gd member on the CPU uses it)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bpexp.training import compiled_epochs
+from bpexp.training.data import Dataset, make_dataset
+from bpexp.training.network import init_weights
+from bpexp.training.optim import Schedule
+from bpexp.training.population import Member, TrainSpec, train_population
+
+DATA = make_dataset("sin", -5, 5, 20)
+
+
+def tensor_program(monkeypatch, members, data, spec):
+    with monkeypatch.context() as m:
+        m.setattr(compiled_epochs, "covers", lambda *a: False)
+        return train_population(members, data, spec)
+
+
+def test_the_seeds_groups_are_compiled_and_the_rest_are_not():
+    assert compiled_epochs.covers("tanh", "gd", 1, "cpu")
+    assert not compiled_epochs.covers("tanh", "adam", 1, "cpu")
+    assert not compiled_epochs.covers("tanh", "gd", 2, "cpu")
+    assert not compiled_epochs.covers("tanh", "gd", 1, "cuda")
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+def test_the_compiled_loop_trains_as_the_tensor_program_does(monkeypatch, activation):
+    """Small learning rates (smooth trajectories, where float32 rounding does not grow): the
+    curves, test losses and weights agree to 1e-5 relative, every width from 1 to 32 (padded
+    widths 1 to 32 in one population), a schedule among them."""
+    rng = np.random.default_rng(3)
+    members = [Member(w, activation, float(10 ** rng.uniform(-3, -2)), int(rng.integers(1000)),
+                      schedule=Schedule("cosine") if w % 3 == 0 else Schedule())
+               for w in (1, 2, 3, 5, 8, 13, 21, 32)]
+    spec = TrainSpec(400, sharpness_every=100)
+    compiled = train_population(members, DATA, spec)
+    tensors = tensor_program(monkeypatch, members, DATA, spec)
+    for a, b in zip(compiled, tensors):
+        assert a.status == b.status == "finished"
+        np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
+        np.testing.assert_allclose(a.test_loss, b.test_loss, rtol=1e-5)
+        np.testing.assert_allclose(a.sharpness, b.sharpness, rtol=1e-3)
+        for k in a.final_weights:
+            np.testing.assert_allclose(a.final_weights[k], b.final_weights[k], rtol=1e-5, atol=1e-6)
+
+
+def test_one_compiled_step_is_the_autograd_gradient_step():
+    """Two inputs, a padded width, one epoch at lr 0.1: the new weights are w - 0.1 dL/dw with
+    dL/dw from autograd on the plain formula (float64), and the loss reported is the loss before
+    the step."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(15, 2, generator=g)
+    y = torch.sin(x[:, 0]) * x[:, 1]
+    data = Dataset(x, y, x[:4], y[:4])
+    member = Member(5, "tanh", 0.1, 4)
+    r = train_population([member], data, TrainSpec(1, sharpness_every=-1))[0]
+    w = {k: v.double().requires_grad_() for k, v in init_weights(5, 4, inputs=2).items()}
+    out = (w["w2"] @ torch.tanh(w["w1"] @ x.double().T + w["b1"]) + w["b2"])[0]
+    loss = ((out - y.double()) ** 2).mean()
+    loss.backward()
+    assert abs(r.train_loss[0] / loss.item() - 1) < 1e-6
+    for k in w:
+        expected = (w[k] - 0.1 * w[k].grad).detach()
+        np.testing.assert_allclose(r.final_weights[k].double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_diverging_member_stops_where_it_diverged_in_both_programs(monkeypatch):
+    """lr 1.5 on 16 units blows up within a few epochs: both programs stop it at the epoch
+    its loss left the bound, record the loss up to there, and its neighbour trains on."""
+    members = [Member(16, "tanh", 1.5, 1), Member(4, "tanh", 0.01, 99)]
+    spec = TrainSpec(300, sharpness_every=-1)
+    compiled = train_population(members, DATA, spec)
+    tensors = tensor_program(monkeypatch, members, DATA, spec)
+    assert compiled[0].status == tensors[0].status == "diverged"
+    assert compiled[0].stopped_at == tensors[0].stopped_at
+    assert compiled[1].status == "finished" and len(compiled[1].train_loss) == 300
+
+
+def test_the_loops_exp_is_within_one_ulp_of_the_true_exp():
+    """compiled_epochs.exp32 (the loop's own exp, so that the loop vectorises) on a million
+    float32 arguments over its whole range, against exp in float64: within 1 ULP where the
+    result is a normal float32; 0, inf and NaN where libm's expf gives them."""
+    from numba import njit
+
+    @njit(error_model="numpy")
+    def exp_all(a, out):
+        for i in range(a.size):
+            out[i] = compiled_epochs.exp32(a[i])
+
+    rng = np.random.default_rng(0)
+    d = np.concatenate([rng.uniform(-110, 110, 500_000), rng.uniform(-3, 3, 500_000)]).astype(np.float32)
+    got = np.empty_like(d)
+    exp_all(d, got)
+    true = np.exp(d.astype(np.float64))
+    normal = (true > np.finfo(np.float32).tiny) & (true < np.finfo(np.float32).max)
+    ulp = np.spacing(true[normal].astype(np.float32)).astype(np.float64)
+    assert (np.abs(got[normal] - true[normal]) / ulp).max() <= 1.0
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -104.5, 100.5, 89.0], dtype=np.float32)
+    got = np.empty_like(special)
+    exp_all(special, got)
+    assert np.isnan(got[0]) and got[1] == np.inf and got[2] == 0 and got[3] == 1
+    assert got[4] == 0 and got[5] == np.inf and got[6] == np.inf
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+def test_the_written_out_hessian_is_autograds(activation):
+    """compiled_epochs.hessians against torch.autograd.functional.hessian of the plain loss
+    (float64), for members of 1, 3 and 6 units on two inputs, padded together to 8; and
+    sharpness is its top eigenvalue."""
+    from bpexp.training.network import ACTIVATIONS, stack
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 2, generator=g)
+    y = torch.cos(x[:, 0]) + x[:, 1]
+    units = np.array([1, 3, 6])
+    p = stack([init_weights(int(u), int(u) + 10, inputs=2) for u in units])
+    args = [t.numpy() for t in (p.ws[0], p.bs[0], p.ws[1], p.bs[1])]
+    size = 4 * units.max() + 1
+    out = np.zeros((3, size, size))
+    code = ACTIVATIONS[activation]
+    compiled_epochs.hessians(*args, units, x.numpy(), y.numpy(), code, out)
+    act = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}[activation]
+    for k, u in enumerate(units):
+        def loss(flat):
+            w = flat[:2 * u].reshape(2, u)
+            b, wo, bo = flat[2 * u:3 * u], flat[3 * u:4 * u], flat[4 * u]
+            return ((act(x.double() @ w + b) @ wo + bo - y.double()) ** 2).mean()
+
+        flat = torch.cat([p.ws[0][k, :, :u].reshape(-1), p.bs[0][k, :u], p.ws[1][k, :u], p.bs[1][k:k + 1]]).double()
+        expected = torch.autograd.functional.hessian(loss, flat).numpy()
+        n = 4 * u + 1
+        np.testing.assert_allclose(out[k, :n, :n], expected, rtol=1e-9, atol=1e-12)
+        assert not out[k, n:].any() and not out[k, :, n:].any()
+    top = compiled_epochs.sharpness(*args, units, x.numpy(), y.numpy(), code)
+    for k, u in enumerate(units):
+        n = 4 * u + 1
+        assert abs(top[k] / np.linalg.eigvalsh(out[k, :n, :n])[-1] - 1) < 1e-6
