@@ -197,6 +197,26 @@ def test_a_signal_during_start_up_is_one_line(tmp_path, where, signame, status):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_signal_during_the_commands_imports_waits_for_them():
+    """Ctrl-C while the command's modules are imported (torch: a KeyboardInterrupt raised inside
+    its C++ start-up's callbacks aborted the process) is held until the import is done, then
+    raised: the import below runs to its end before the interrupt."""
+    from bpexp.commands import apps
+
+    done = []
+
+    def load():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # Python runs a signal's handler between bytecodes: here, unheld
+            time.sleep(0)
+        done.append("imported")
+        return print
+
+    with pytest.raises(KeyboardInterrupt):
+        apps.imported(load)
+    assert done == ["imported"]
+
+
 def test_ctrl_c_stops_a_huge_ask_at_the_next_trial(tmp_path):
     """sweep.batch_size=100000 asks Optuna for 100000 trials (minutes); Ctrl-C as it is about to
     ask the 20th stops the asking there: the 19 asked are failed, nothing is trained, exit 130."""

@@ -82,7 +82,7 @@ def run_checked(command: str, load: Callable[[], Callable], cfg) -> float:
         recorder.keep_between_jobs()
     try:
         uri = check_tracking_uri(cfg.tracking.uri)
-        return load()(cfg, uri, list(hc.overrides.task))
+        return imported(load)(cfg, uri, list(hc.overrides.task))
     except (ConfigError, StoreError) as e:
         fail(command, str(e))
     except ServerStopped as e:  # a watch found the database stopped: a failure, not a signal
@@ -167,6 +167,20 @@ def _first_line(e: BaseException) -> str:
     if cause is not None and str(cause).strip():
         text += " " + str(cause).strip().splitlines()[0]
     return text
+
+
+def imported(load: Callable[[], Callable]) -> Callable:
+    """load(), with Ctrl-C and SIGTERM held until it returns, then acted on (one line). The
+    command's modules import torch, whose C++ start-up calls back into Python: a KeyboardInterrupt
+    raised inside such a callback is thrown through C++ code that cannot pass it on, and the
+    process aborted (pybind11's error_already_set, SIGABRT, the resource tracker's warnings), 2 of
+    ~60 signals landing in the import in benchmarks/signals_at_any_moment.py. Held, a signal
+    waits for the import (~1.4 s)."""
+    interrupts.hold()
+    try:
+        return load()
+    finally:
+        interrupts.release()
 
 
 def run(command: str, args: list[str], info: bool) -> None:
