@@ -1,5 +1,5 @@
-"""The compiled epoch loop (bpexp/training/compiled_epochs.py) against the tensor program and
-autograd: the same training to float32 rounding, and a member still its solo run bit for bit
+"""The compiled epoch loop (bpexp/training/compiled_epochs.py) and its sharpness
+(compiled_sharpness.py) against the tensor program and autograd: the same training to float32 rounding, and a member still its solo run bit for bit
 (tests/test_population.py runs on it: every one-hidden-layer gd member on the CPU uses it)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bpexp.training import compiled_epochs
+from bpexp.training import compiled_epochs, compiled_sharpness
 from bpexp.training.data import Dataset, make_dataset
 from bpexp.training.network import init_weights
 from bpexp.training.optim import Schedule
@@ -110,7 +110,7 @@ def test_the_loops_exp_is_within_one_ulp_of_the_true_exp():
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
 def test_the_written_out_hessian_is_autograds(activation):
-    """compiled_epochs.hessians against torch.autograd.functional.hessian of the plain loss
+    """compiled_sharpness.hessians against torch.autograd.functional.hessian of the plain loss
     (float64), for members of 1, 3 and 6 units on two inputs, padded together to 8; and
     sharpness is its top eigenvalue."""
     from bpexp.training.network import ACTIVATIONS, stack
@@ -124,7 +124,7 @@ def test_the_written_out_hessian_is_autograds(activation):
     size = 4 * units.max() + 1
     out = np.zeros((3, size, size))
     code = ACTIVATIONS[activation]
-    compiled_epochs.hessians(*args, units, x.numpy(), y.numpy(), code, out)
+    compiled_sharpness.hessians(*args, units, x.numpy(), y.numpy(), code, out)
     act = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}[activation]
     for k, u in enumerate(units):
         def loss(flat):
@@ -137,7 +137,7 @@ def test_the_written_out_hessian_is_autograds(activation):
         n = 4 * u + 1
         np.testing.assert_allclose(out[k, :n, :n], expected, rtol=1e-9, atol=1e-12)
         assert not out[k, n:].any() and not out[k, :, n:].any()
-    top = compiled_epochs.sharpness(*args, units, x.numpy(), y.numpy(), code)
+    top = compiled_sharpness.sharpness(*args, units, x.numpy(), y.numpy(), code)
     for k, u in enumerate(units):
         n = 4 * u + 1
         assert abs(top[k] / np.linalg.eigvalsh(out[k, :n, :n])[-1] - 1) < 1e-6

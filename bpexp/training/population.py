@@ -266,13 +266,13 @@ def train_group(g: _Group, data: Dataset, spec: TrainSpec, log: _Log, report_eve
 
 def _sharpness(g: _Group, data: Dataset) -> np.ndarray:
     """lambda_max of each member's loss Hessian now: exactly, from the Hessian written out
-    (compiled_epochs.sharpness), in a compiled group; by Krylov iteration (sharpness.py) in the
+    (compiled_sharpness.py), in a compiled group; by Krylov iteration (sharpness.py) in the
     tensor program's."""
     if g.compiled:
-        from bpexp.training import compiled_epochs  # imported by build_groups already
+        from bpexp.training import compiled_sharpness  # numba: imported by build_groups already
 
-        return compiled_epochs.sharpness(g.p.ws[0].numpy(), g.p.bs[0].numpy(), g.p.ws[1].numpy(), g.p.bs[1].numpy(),
-                                         g.units, _array(_inputs(data.x)), _array(data.y), ACTIVATIONS[g.act])
+        return compiled_sharpness.sharpness(g.p.ws[0].numpy(), g.p.bs[0].numpy(), g.p.ws[1].numpy(), g.p.bs[1].numpy(),
+                                            g.units, _array(_inputs(data.x)), _array(data.y), ACTIVATIONS[g.act])
     return g.sharpness.measure(g.p, data.x, data.y, g.act).cpu().numpy()
 
 

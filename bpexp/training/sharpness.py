@@ -33,7 +33,7 @@ outgoing weights (d2L/dw_in dw_out = g act'(0) x != 0). The vectors are kept at 
 padding, so the iteration sees exactly the real network's Hessian.
 
 A group that trains in the compiled loop (one hidden layer, gd, on the CPU) is measured there
-instead, exactly: compiled_epochs.hessians writes its small Hessian out and LAPACK takes the top
+instead, exactly: compiled_sharpness.py writes its small Hessian out and LAPACK takes the top
 eigenvalue (docs/findings.md, "The sequential start near the compute limit").
 
 The loss here is the plain formula with autograd (matmul, torch.tanh): the hand-written
