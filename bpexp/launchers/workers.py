@@ -96,7 +96,7 @@ def check(cfg: LauncherConfig, storage: str, tracking_uri: str) -> None:
     if stores.sqlite_file(storage) is not None or storage.startswith("sqlite"):
         raise ConfigError("sweep.storage", redact(storage), f"launcher={cfg.kind} starts workers that may run on "
                           "other machines: give a database server they all reach (postgresql://...)")
-    if not tracking_uri.startswith(("http://", "https://")):
+    if not stores.is_tracking_server(tracking_uri):
         raise ConfigError("tracking.uri", redact(tracking_uri), f"launcher={cfg.kind} starts workers that may run on "
                           "other machines: give an MLflow tracking server they all reach (http://...)")
     _, password = without_password(storage)

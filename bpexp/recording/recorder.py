@@ -182,7 +182,7 @@ def prestart(argv: tuple[str, ...] = ()) -> None:
         uri = next((a.partition("=")[2] for a in reversed(argv) if a.startswith("tracking.uri=")),
                    os.environ.get("MLFLOW_TRACKING_URI", ""))
         _prestarted = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                          initargs=(not uri.startswith(("http://", "https://")),))
+                                          initargs=(not stores.is_tracking_server(uri),))
         _prestarted.submit(_ready)
 
 
@@ -269,7 +269,7 @@ class Recorder:
     def run_links(self, run_id: str) -> dict[str, str]:
         """Where a run is, for Optuna's user attributes: its id, and its page on a server."""
         links = {names.RUN_ID: run_id}
-        if self.uri.startswith(("http://", "https://")):
+        if stores.is_tracking_server(self.uri):
             links[names.RUN_URL] = ui_links.run_url(self.uri, self.experiment_id.result(), run_id)
         return links
 

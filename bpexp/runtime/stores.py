@@ -67,10 +67,16 @@ def resolve_uri(uri: Optional[str]) -> str:
     return uri
 
 
+def is_tracking_server(uri: str) -> bool:
+    """Whether a tracking URI is an MLflow tracking server (http/https), not a store of its own
+    (a database or folder this process opens)."""
+    return uri.startswith(("http://", "https://"))
+
+
 def split_credentials(uri: str) -> tuple[str, Optional[str], Optional[str]]:
     """http://user:pass@host:5000 -> ("http://host:5000", "user", "pass"): MLflow's client takes
     a server's credentials from $MLFLOW_TRACKING_USERNAME/_PASSWORD, not from the URI."""
-    if not uri.startswith(("http://", "https://")):
+    if not is_tracking_server(uri):
         return uri, None, None
     from urllib.parse import unquote
 
@@ -109,7 +115,7 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
     ($MLFLOW_TRACKING_USERNAME / _PASSWORD, or a token), so that a server that is down or
     wrong credentials are found before any training, not after it.
     """
-    if uri.startswith(("http://", "https://")):
+    if is_tracking_server(uri):
         import base64
         import urllib.error
         import urllib.request

@@ -6,10 +6,11 @@ from __future__ import annotations
 import shlex
 
 from bpexp.runtime.redaction import redact
+from bpexp.runtime.stores import is_tracking_server
 
 
 def ui_command(uri: str) -> str:
-    if uri.startswith(("http://", "https://")):
+    if is_tracking_server(uri):
         return f"open {redact(uri)} in a browser"
     return f"mlflow ui --backend-store-uri {shlex.quote(redact(uri))}"
 
@@ -20,7 +21,7 @@ MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 def ui_base(uri: str) -> str:
     """The MLflow UI's address for this store: the server itself, or `mlflow ui`'s default.
     Credentials never go into a printed or recorded link."""
-    if uri.startswith(("http://", "https://")):
+    if is_tracking_server(uri):
         from urllib.parse import urlsplit, urlunsplit
 
         u = urlsplit(uri)

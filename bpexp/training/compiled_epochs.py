@@ -249,7 +249,8 @@ def build() -> None:
     on an empty population: a process can pay that before it trains, or a test session once
     before its workers start."""
     one, none = np.zeros((1, 1), np.float32), np.zeros((0, 1), np.float32)
-    w1, bo, units, y = np.zeros((0, 1, 1), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(1, np.float32)
+    w1, bo, y = np.zeros((0, 1, 1), np.float32), np.zeros(0, np.float32), np.zeros(1, np.float32)
+    units = np.zeros(0, np.int64)
     train_epochs(w1, none, none, bo, none, units, one, y, one, y, none, 0, 0, np.zeros(1, np.bool_), 0, none, none)
     from bpexp.training import compiled_sharpness
 

@@ -271,8 +271,8 @@ def _sharpness(g: _Group, data: Dataset) -> np.ndarray:
     if g.compiled:
         from bpexp.training import compiled_sharpness  # numba: imported by build_groups already
 
-        return compiled_sharpness.sharpness(g.p.ws[0].numpy(), g.p.bs[0].numpy(), g.p.ws[1].numpy(), g.p.bs[1].numpy(),
-                                            g.units, _array(_inputs(data.x)), _array(data.y), ACTIVATIONS[g.act])
+        return compiled_sharpness.sharpness(*_weight_arrays(g), g.units, _array(_inputs(data.x)), _array(data.y),
+                                            ACTIVATIONS[g.act])
     return g.sharpness.measure(g.p, data.x, data.y, g.act).cpu().numpy()
 
 
@@ -300,13 +300,18 @@ def _compiled_epochs(g: _Group, data: Dataset, log: _Log, first: int, stop: int)
     train = np.empty((len(g.rows), stop - first), dtype=np.float32)
     test = np.empty((len(g.rows), len(cols)), dtype=np.float32)
     lr = (g.lr.unsqueeze(1) if g.table is None else g.table).numpy()
-    compiled_epochs.train_epochs(g.p.ws[0].numpy(), g.p.bs[0].numpy(), g.p.ws[1].numpy(), g.p.bs[1].numpy(),
-                                 g.p.masks[0].numpy(), g.widths, _array(_inputs(data.x)), _array(data.y),
-                                 _array(_inputs(data.x_test)), _array(data.y_test), lr, first, stop,
+    compiled_epochs.train_epochs(*_weight_arrays(g), g.p.masks[0].numpy(), g.widths, _array(_inputs(data.x)),
+                                 _array(data.y), _array(_inputs(data.x_test)), _array(data.y_test), lr, first, stop,
                                  log.is_test_epoch, ACTIVATIONS[g.act], train, test)
     log.train[g.rows, first:stop] = train
     if len(cols):
         log.test[np.ix_(g.rows, cols)] = test
+
+
+def _weight_arrays(g: _Group) -> tuple[np.ndarray, ...]:
+    """w1, b1, wo, bo of a one-hidden-layer group as numpy views of its tensors (the compiled
+    loops write the weights through them)."""
+    return g.p.ws[0].numpy(), g.p.bs[0].numpy(), g.p.ws[1].numpy(), g.p.bs[1].numpy()
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
