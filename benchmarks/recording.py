@@ -3,7 +3,9 @@
     python benchmarks/recording.py [--trials 100] [--seeds 1] [--floor-runs 50] [--peer-trials 10]
 
 1. `bpexp sweep sweep.n_trials=N sweep.seeds=S` end to end, a new process in a new folder:
-   wall seconds (what a user waits for, imports and the store's creation included).
+   wall seconds (what a user waits for, imports and the store's creation included), and the
+   CPU seconds of each of its processes (the main one: Optuna, training; the recorder: every
+   MLflow write), read from /proc every 0.1 s: which of the two sets the pace.
 2. The floor: one of that study's child runs, read back (params, tags, every metric row,
    every file), written again `--floor-runs` times through MlflowClient into a new sqlite
    store the way MLflow's client does it best: create_run with its tags, one log_batch, one
@@ -22,16 +24,59 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 
 
-def study_wall(folder: str, trials: int, seeds: int) -> float:
+def study_wall(folder: str, trials: int, seeds: int) -> tuple[float, dict[str, float]]:
+    """The study's wall seconds, and CPU seconds by process ("main", "recorder", "other")."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bpexp", "sweep", f"sweep.n_trials={trials}", f"sweep.seeds={seeds}",
-                    "sweep.progress=false"], cwd=folder, env=env, check=True, capture_output=True)
-    return time.perf_counter() - t
+    study = subprocess.Popen([sys.executable, "-m", "bpexp", "sweep", f"sweep.n_trials={trials}",
+                              f"sweep.seeds={seeds}", "sweep.progress=false"], cwd=folder, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cpu: dict[int, tuple[str, float]] = {}
+    while study.poll() is None:
+        for pid, (role, seconds) in process_cpu(study.pid).items():
+            cpu[pid] = (role or cpu.get(pid, ("other", 0.0))[0], seconds)
+        time.sleep(0.1)
+    wall = time.perf_counter() - t
+    if study.returncode:
+        raise SystemExit(f"bpexp sweep failed: {study.stderr.read().strip()}")
+    by_role: dict[str, float] = {}
+    for role, seconds in cpu.values():
+        by_role[role] = by_role.get(role, 0.0) + seconds
+    return wall, by_role
+
+
+def process_cpu(root: int) -> dict[int, tuple[Optional[str], float]]:
+    """pid -> (role, user + system CPU seconds so far) for root and its descendants (Linux /proc);
+    role None: unknown now (a process that has exited and not yet been reaped shows no command line)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    out = {}
+    for pid in tree:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # ended meanwhile: its last reading stays
+        # The recorder is a spawned multiprocessing worker ("spawn_main" in its command line);
+        # the resource tracker and git's helpers are "other".
+        role = "main" if pid == root else None if not cmd else "recorder" if b"spawn_main" in cmd else "other"
+        out[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
+    return out
 
 
 def child_content(folder: str):
@@ -86,7 +131,7 @@ if __name__ == "__main__":
 
     configure_mlflow()
     with tempfile.TemporaryDirectory() as folder:
-        wall = study_wall(folder, a.trials, a.seeds)
+        wall, cpu = study_wall(folder, a.trials, a.seeds)
         content = child_content(folder)
     floor = floor_ms(content, a.floor_runs)
     params, tags, metrics, files = content
@@ -96,6 +141,8 @@ if __name__ == "__main__":
           f"{floor * a.trials / 1000:.2f} s")
     print(f"bpexp sweep, {a.trials} trials x {a.seeds} seed(s), whole process: {wall:.2f} s = "
           f"{wall / (floor * a.trials / 1000):.2f} x the floor; {wall / a.trials * 1000:.0f} ms a trial")
+    print("  CPU seconds: " + ", ".join(f"{role} {seconds:.1f}" for role, seconds in sorted(cpu.items()))
+          + f" (the recorder's: {cpu.get('recorder', 0) / (floor * a.trials / 1000):.2f} x the floor)")
     if a.peer_trials:
         peer = peer_s(a.peer_trials)
         print(f"Optuna + MLflowCallback over the seed loop: {peer * 1000:.0f} ms a trial "
