@@ -1,10 +1,9 @@
-"""What a study's parent holds beside its records: the best network as an MLflow model, and
-the parameters' importances (both computed here, in the recorder process)."""
+"""The study's best and recommended networks as MLflow models on its parent run (made here, in
+the recorder process)."""
 from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -14,48 +13,6 @@ from bpexp.names import NOTE
 from bpexp.recording.study_note import model_note
 from bpexp.recording.weights import parse_weights, torch_module
 from bpexp.results.summary import StudySummary
-
-
-def param_importances(trials: list) -> dict[str, float]:
-    """Optuna's importances of the trials' parameters, by its default evaluator, PED-ANOVA (what
-    optuna-dashboard shows; {} when it cannot tell, e.g. a parameter with a single value so
-    far), from a study held in memory. Here, in the recorder process, not in the sweep's: the
-    import is made early (`warm_ups`) where it does not slow the training."""
-    if not trials:
-        return {}
-    import optuna
-    from optuna.importance import PedAnovaImportanceEvaluator
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study()
-    study.add_trials(spread_fixed_params(trials))
-    with warnings.catch_warnings():  # e.g. "importances will be equal" on tiny studies
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            return optuna.importance.get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
-        except (RuntimeError, ValueError):
-            return {}
-
-
-def spread_fixed_params(trials: list) -> list:
-    """The trials, each parameter that Optuna holds as a one-point distribution (a value set,
-    not sampled: train.lr in a study begun before lr_units.lr_distribution, with the lr searched
-    in units of the range test) given the range of its values over the trials instead: an
-    importance evaluator reads a one-point parameter as never varying and gives it importance 0,
-    which read as "the lr does not matter". COMPLETE trials only: the ones importances read."""
-    import optuna
-    from optuna.distributions import FloatDistribution
-
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    spread = {}
-    for name in {k for t in done for k, d in t.distributions.items() if d.single() and isinstance(d, FloatDistribution)}:
-        values = [t.params[name] for t in done if name in t.params]
-        if len(set(values)) > 1:
-            spread[name] = FloatDistribution(min(values), max(values), log=min(values) > 0)
-    if not spread:
-        return done
-    return [optuna.trial.create_trial(params=t.params, distributions={**t.distributions, **{
-        k: d for k, d in spread.items() if k in t.params}}, value=t.value) for t in done]
 
 
 def log_best_model(client, parent_run_id: str, best_run_id: str, summary: StudySummary,

@@ -16,7 +16,8 @@ from bpexp.recording.study_note import study_note
 from bpexp.runtime.redaction import redact_tree
 from bpexp.runtime.stores import StoreError
 from bpexp.recording.tracking import child_runs, end_failed_trial_runs, log_all, log_files, start_run
-from bpexp.recording.best_model import describe_best_model, log_best_model, log_recommended_model, param_importances
+from bpexp.recording.best_model import describe_best_model, log_best_model, log_recommended_model
+from bpexp.recording.importances import param_importances
 from bpexp import names
 
 
@@ -260,20 +261,24 @@ def trials_csv(trials, keys) -> str:
 
 
 def warm_ups(plots: bool, model: bool) -> list[tuple[str, ...]]:
-    """What the end of a study imports here, in steps of ~1-1.4 s each (2-core machine): Optuna's
-    importance module (the importance figure), torch, torch.export's tracer and mlflow.pytorch (the best
-    model; torch.export imports its tracer only when it first exports: ~1.3 s). The sweep sends
+    """What the end of a study imports here, in steps of ~1-2 s each (2-core machine): Optuna's
+    importance module (the importance figure; without scikit-learn, bpexp/recording/importances.py),
+    torch, torch.export's tracer and mlflow.pytorch (the best model; torch.export imports its
+    tracer only when it first exports: ~1.3 s). The sweep sends
     one step after each batch (`warm_up`), while its next batch trains, so that no batch waits
     for them and the study's end does not pay for them (a 1000-trial study's end: 6.1 s -> 3.7 s)."""
-    return [*([("optuna.importance",)] if plots else []),
+    return [*([("bpexp.recording.importances:optuna_importance",)] if plots else []),
             *([("torch",), ("torch.export._trace", "mlflow.pytorch")] if model else [])]
 
 
 def warm_up(client, modules: tuple[str, ...]) -> None:
     import importlib
 
-    for module in modules:
+    for module in modules:  # "package.module" or "package.module:function", called once imported
         try:
-            importlib.import_module(module)
+            module, _, call = module.partition(":")
+            loaded = importlib.import_module(module)
+            if call:
+                getattr(loaded, call)()
         except Exception:  # optional: the work that needs it imports (and reports) it itself
             pass
