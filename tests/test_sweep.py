@@ -418,7 +418,7 @@ def test_the_lr_set_per_trial_has_an_importance():
     from optuna.distributions import FloatDistribution, IntDistribution
     from optuna.trial import create_trial
 
-    from bpexp.recording.best_model import param_importances
+    from bpexp.recording.importances import param_importances
 
     trials = []
     for i in range(20):
