@@ -184,7 +184,7 @@ def test_compare_an_experiment_where_every_run_diverged(bpexp, tmp_path):
         p.name for p in (tmp_path / out).iterdir()}
 
 
-def test_the_importance_figure_needs_no_scikit_learn():
+def test_the_importance_figure_needs_no_scikit_learn(tmp_path):
     """The recorder imports Optuna's importance module without scikit-learn (1.45 s of its CPU
     a study, for a fANOVA evaluator bpexp does not use: bpexp/recording/importances.py); the
     importances are PED-ANOVA's, as the package imported as usual gives them, and scikit-learn
@@ -220,3 +220,11 @@ print(json.dumps([held_out, got]))
     expected = optuna.importance.get_param_importances(
         scope["study"], evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     assert got == pytest.approx(expected) and got["x"] > got["n"]
+    # A module that needs scikit-learn (as a later Optuna's importance package might) is imported as usual.
+    needs = tmp_path / "needs_sklearn.py"
+    needs.write_text("import sklearn.ensemble\nFOREST = sklearn.ensemble.RandomForestRegressor\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from bpexp.recording.importances import imported_without_sklearn\n"
+            "print(imported_without_sklearn('needs_sklearn').FOREST.__name__)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == ["RandomForestRegressor"], r.stderr

@@ -25,20 +25,28 @@ class _HoldOut(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name, path=None, target=None):
         if name == "sklearn" or name.startswith("sklearn."):
-            raise ImportError(f"{name}: not imported with optuna.importance (bpexp.recording.importances)")
+            raise ImportError(f"{name}: held out (bpexp.recording.importances)")
         return None
 
 
 def optuna_importance() -> ModuleType:
-    """optuna.importance, imported without scikit-learn unless either is imported already."""
-    if "optuna.importance" not in sys.modules and "sklearn" not in sys.modules:
+    """optuna.importance, imported without scikit-learn (see above)."""
+    return imported_without_sklearn("optuna.importance")
+
+
+def imported_without_sklearn(name: str) -> ModuleType:
+    """Module `name`, imported with scikit-learn held out unless either is imported already; a
+    module that cannot do without it (an ImportError) is imported as usual."""
+    if name not in sys.modules and "sklearn" not in sys.modules:
         hold = _HoldOut()
         sys.meta_path.insert(0, hold)
         try:
-            importlib.import_module("optuna.importance")
+            importlib.import_module(name)
+        except ImportError:  # it needs scikit-learn after all: imported as usual below
+            pass
         finally:
             sys.meta_path.remove(hold)
-    return sys.modules["optuna.importance"]
+    return importlib.import_module(name)
 
 
 def param_importances(trials: list) -> dict[str, float]:
