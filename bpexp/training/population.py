@@ -145,10 +145,14 @@ class _Group:
     table: Optional[torch.Tensor]  # [K, epochs] scheduled learning rates; None when all constant
     stepper: Stepper
     sharpness: Optional[Sharpness]  # None when sharpness is not measured
-    widths: np.ndarray  # each member's own padded width (the compiled loop trains no more)
     units: np.ndarray  # each member's real width (its Hessian's, in a compiled group)
     compiled: bool  # trained by compiled_epochs.py (else by the tensor program)
     empty: bool = field(default=False)
+
+    @property
+    def widths(self) -> np.ndarray:
+        """Each member's own padded width (network.padded_width): the compiled loop trains no more."""
+        return np.array([padded_width(int(u)) for u in self.units], dtype=np.int64)
 
     def compact(self, keep: np.ndarray, device: str) -> None:
         if not keep.any():
@@ -156,7 +160,7 @@ class _Group:
             return
         sel = torch.as_tensor(np.flatnonzero(keep), device=device)
         self.rows, self.p, self.lr = self.rows[keep], self.p.select(sel), self.lr[sel]
-        self.widths, self.units = self.widths[keep], self.units[keep]
+        self.units = self.units[keep]
         self.table = None if self.table is None else self.table[sel]
         self.stepper.select(sel)
         if self.sharpness is not None:
@@ -232,8 +236,7 @@ def build_groups(members: Sequence[Member], data: Dataset, spec: TrainSpec, log:
             stepper = Stepper([members[i].optimizer for i in rows], p.weights())
             measure = Sharpness(p) if len(log.sharp_at) and not compiled else None
             units = np.array([max(widths_of(members[i].hidden)) for i in rows], dtype=np.int64)
-            widths = np.array([padded_width(int(u)) for u in units], dtype=np.int64)
-            groups.append(_Group(key[0], rows, p, lr, table, stepper, measure, widths, units, compiled))
+            groups.append(_Group(key[0], rows, p, lr, table, stepper, measure, units, compiled))
     return groups
 
 
