@@ -37,26 +37,30 @@ def part_a(n: int) -> float:
     return time.perf_counter() - t
 
 
+LR_RANGE, HIDDEN_RANGE = (1e-4, 1.0), (1, 32)  # the peer's search space (log lr, linear width)
+
+
+def peer_objective(trial) -> float:
+    """The objective a user would write around the seed's loop: one seed (99), its last loss."""
+    sys.path.insert(0, str(HERE))
+    from seed_loop import train
+
+    lr = trial.suggest_float("lr", *LR_RANGE, log=True)
+    hidden = trial.suggest_int("hidden", *HIDDEN_RANGE)
+    losses, _ = train(hidden=hidden, lr=lr)
+    return losses[-1] if losses[-1] == losses[-1] else 1e5  # NaN -> a bad value
+
+
 def part_b(n: int) -> float:
     import optuna
     from optuna_integration.mlflow import MLflowCallback
 
-    sys.path.insert(0, str(HERE))
-    from seed_loop import train
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         callback = MLflowCallback(tracking_uri=f"sqlite:///{tmp}/mlflow.db", metric_name="train_loss")
-
-        def objective(trial):
-            lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
-            hidden = trial.suggest_int("hidden", 1, 32)
-            losses, _ = train(hidden=hidden, lr=lr)
-            return losses[-1] if losses[-1] == losses[-1] else 1e5  # NaN -> a bad value
-
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
         t = time.perf_counter()
-        study.optimize(objective, n_trials=n, callbacks=[callback])
+        study.optimize(peer_objective, n_trials=n, callbacks=[callback])
         return time.perf_counter() - t
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-LR_RANGE, HIDDEN_RANGE, PEER_SEED = (1e-4, 1.0), (1, 32), 99
+PEER_SEED = 99  # population.peer_objective's seed
 
 
 # ----------------------------------------------------------------------------- bpexp
@@ -71,16 +71,9 @@ def peer_real(kind: str, n: int) -> dict:
     start = time.perf_counter()
     import optuna
 
-    from seed_loop import train
+    from population import peer_objective as objective
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    def objective(trial):
-        lr = trial.suggest_float("lr", *LR_RANGE, log=True)
-        hidden = trial.suggest_int("hidden", *HIDDEN_RANGE)
-        losses, _ = train(hidden=hidden, lr=lr)
-        return losses[-1] if losses[-1] == losses[-1] else 1e5  # NaN -> a bad value
-
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         sampler = optuna.samplers.TPESampler(seed=0)
@@ -122,6 +115,8 @@ def peer_search(sampler_seed: int, max_trials: int, data, spec, good_enough) -> 
     """Trials a peer's TPE needs until its best config is good_enough (None: not within
     max_trials), and its answer then: (hidden, lr)."""
     import optuna
+
+    from population import HIDDEN_RANGE, LR_RANGE
 
     from bpexp.training.population import Member, train_population
 
