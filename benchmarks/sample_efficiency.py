@@ -3,8 +3,10 @@
 Runs the default study through the product's own loop (bpexp/study/session.py: the Session
 `bpexp sweep` runs, in memory and without MLflow), for each sampler and sampler seed; then,
 at budgets 20, 30, 50 and 100 trials, takes the recommendation as `bpexp sweep` makes it (the
-re-check: the top sweep.recheck trials on their seeds and sweep.recheck_seeds fresh ones,
-bpexp/study/recheck.py) and trains it on UNSEEN, 32 init seeds (10000-10031) that neither the
+re-check: the top sweep.recheck trials on their seeds and sweep.recheck_seeds fresh ones, its
+best sweep.recheck_final on sweep.recheck_final_seeds more,
+bpexp/study/recheck.py; with the trials the study's end tries next to the best ones,
+bpexp/study/neighbours.py) and trains it on UNSEEN, 32 init seeds (10000-10031) that neither the
 study nor the re-check ever uses. It reports, per budget (the median over sampler seeds):
 
 - the recommendation's median MSE over the unseen seeds, as a ratio to the grid's best
@@ -12,7 +14,8 @@ study nor the re-check ever uses. It reports, per budget (the median over sample
   oracle, picked on the unseen seeds themselves);
 - its worst unseen seed (as a ratio too) and its failure rate (diverged or stuck seeds over
   all studies' recommendations: results/outcome.py's definitions);
-- the same for three other rules read off the same re-check, to argue the choice: the old
+- the same for three other rules read off the same re-check (the finalists over all their
+  seeds, the others over the first round's), to argue the choice: the old
   rule (issue 15: the best worst seed over 3 fresh seeds only), the median over all seeds, and
   "q90": the fewest failed seeds, then the lowest 90th percentile (where bpexp takes the mean).
 
@@ -40,10 +43,11 @@ from bpexp.training.data import dataset_from_config
 from bpexp.training.data import constant_loss
 from bpexp.training.population import train_population
 from bpexp.results.outcome import Outcome, recheck_rank, trial_outcome
-from bpexp.study.recheck import best_of, candidates, recheck, recheck_seeds, top_trials
+from bpexp.study.recheck import best_of, candidates, rechecked, top_trials
 from bpexp.config.specs import member_of, train_spec
 from bpexp.study.search_space import make_sampler, trial_config
 from bpexp.study import lr_units
+from bpexp.study.neighbours import train_neighbours
 from bpexp.study.session import Session
 
 UNSEEN = list(range(10_000, 10_032))  # the seeds recommendations are judged on: never tuned on, nor re-checked on
@@ -60,15 +64,24 @@ def config(overrides: list[str]) -> SweepAppConfig:
     return cfg
 
 
-def run_study(cfg: SweepAppConfig, data) -> optuna.Study:
+def run_study(cfg: SweepAppConfig, data, tested: dict) -> optuna.Study:
     """The study as `bpexp sweep` runs it (bpexp/study/session.py: the same Session, the same
     batches, asks and tells), in memory and without MLflow."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=make_sampler(cfg.sweep), direction="minimize")
-    tested: dict = {}
     lr_units.test_every_config(cfg, data, tested)  # as the sweep does before its first batch
     Session(cfg, study, data, tested=tested).run()
     return study
+
+
+def study_end(cfg: SweepAppConfig, study: optuna.Study, budget: int, data, tested: dict) -> tuple[list, list]:
+    """The study as it would end after `budget` trials: its first `budget` trials in a copy, and
+    the trials its end tries next to the best ones (bpexp/study/neighbours.py: sweep.neighbours),
+    trained there by the same Session. Returns (the copy's trials with a value, the neighbours)."""
+    end = optuna.create_study(sampler=make_sampler(cfg.sweep), direction="minimize")
+    end.add_trials(study.trials[:budget])
+    extra = train_neighbours(cfg, end, data, tested=tested)
+    return [t for t in end.trials[:budget] if t.value is not None], extra
 
 
 def unseen(cfg: SweepAppConfig, configs: list, data, cache: dict) -> list[Outcome]:
@@ -105,17 +118,19 @@ def grid_best(cfg: SweepAppConfig, data) -> Outcome:
     return outcomes[best]
 
 
-def picks(cfg: SweepAppConfig, done: list, data) -> dict[str, object]:
-    """The trial each rule recommends, from one re-check of the top trials (as `bpexp sweep`)."""
+def picks(cfg: SweepAppConfig, done: list, neighbours: list, data) -> dict[str, object]:
+    """The trial each rule recommends, from one re-check of the top trials and the neighbours
+    (as `bpexp sweep`: recheck.recheck_study)."""
     top = candidates(cfg, done, cfg.sweep.recheck) if PICK == "per config" else top_trials(done, cfg.sweep.recheck)
-    outcomes = recheck(cfg, top, data, recheck_seeds(cfg))
+    top += [t for t in neighbours if t.number not in {c.number for c in top}]
+    outcomes, finalists = rechecked(cfg, top, data)
     k = cfg.sweep.seeds + 3  # the old rule: the study's seeds and the first 3 fresh ones, by the worst of them
     old = {n: (sum(1 for s in o.seeds[:k] if s in o.diverged_seeds),
                max(o.seed_values.get(s, np.inf) for s in o.seeds[:k]), n) for n, o in outcomes.items()}
     med = {n: (o.value if o.value is not None else np.inf, n) for n, o in outcomes.items()}
     q90 = {n: (len(o.failed_seeds), o.quantile(0.9) if o.value is not None else np.inf, n) for n, o in outcomes.items()}
     by_number = {t.number: t for t in top}
-    return {"bpexp": by_number.get(best_of(outcomes), top[0]), "worst of 6": by_number[min(old, key=old.get)],
+    return {"bpexp": by_number.get(best_of(outcomes, finalists), top[0]), "worst of 6": by_number[min(old, key=old.get)],
             "median": by_number[min(med, key=med.get)], "q90": by_number[min(q90, key=q90.get)]}
 
 
@@ -175,11 +190,12 @@ def main() -> None:
         for seed in range(a.seeds):
             cfg = config(["sweep.n_trials=100", f"sweep.sampler={sampler}", f"sweep.sampler_seed={seed}", *a.overrides])
             t = time.perf_counter()
-            study = run_study(cfg, data)
+            tested: dict = {}
+            study = run_study(cfg, data, tested)
             took.append(time.perf_counter() - t)
             for b in BUDGETS:
-                done = [tr for tr in study.trials[:b] if tr.value is not None]
-                chosen = picks(cfg, done, data)
+                done, neighbours = study_end(cfg, study, b, data, tested)
+                chosen = picks(cfg, done, neighbours, data)
                 outs = unseen(cfg, [trial_config(cfg, chosen[r].params) for r in RULES], data, cache)
                 for r, o in zip(RULES, outs):
                     got[(r, b)].append(o)

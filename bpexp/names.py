@@ -8,6 +8,7 @@ WORKER = "bpexp.worker"  # host:pid@boot.pidns of the process that owns a run or
 OUTCOME = "bpexp.outcome"  # the verdict: results/outcome.py's Verdict
 SUGGESTED_LR = "bpexp.suggested_lr"  # the range test's suggested lr for the trial's config (lr_units)
 RECHECK = "bpexp.recheck"  # a re-checked trial's verdict on fresh seeds (tag); every re-check (study attr)
+NEIGHBOUR_OF = "bpexp.neighbour_of"  # a trial the study's end tried next to a best config: that trial's number (study/neighbours.py)
 
 # ------------------------------------------------------------------ MLflow run tags
 COMMAND = "bpexp.command"  # the command line that made the run, passwords hidden

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from bpexp.runtime import stores
 from bpexp.config.schema import ConfigError
 from bpexp.runtime import redaction
-from tests.conftest import check_invariants, config_error, load, mlflow_runs, run_bpexp
+from tests.conftest import check_invariants, config_error, load, mlflow_runs, run_bpexp, sweep_args
 
 FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
 
@@ -31,7 +31,7 @@ def popen_bpexp(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Po
     full_env.update(env or {})
     # SIGINT as a terminal gives it: a test runner started in the background of a script
     # ignores SIGINT, and a child inherits that (Python then installs no KeyboardInterrupt)
-    return subprocess.Popen([sys.executable, "-m", "bpexp", *args], cwd=cwd, env=full_env, start_new_session=True,
+    return subprocess.Popen([sys.executable, "-m", "bpexp", *sweep_args(args)], cwd=cwd, env=full_env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 

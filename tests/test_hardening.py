@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from bpexp.recording import tracking
 from bpexp.recording import weights
 from bpexp.config.validation import load_train_config
-from tests.conftest import check_invariants, load, mlflow_runs, run_bpexp
+from tests.conftest import check_invariants, load, mlflow_runs, run_bpexp, sweep_args
 
 FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
 
@@ -79,7 +79,7 @@ def test_kill_9_at_each_point_then_resume(tmp_path, point):
 @pytest.mark.slow
 def test_three_concurrent_workers_on_one_sqlite_study(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = [sys.executable, "-m", "bpexp", "sweep", "sweep.n_trials=12", "sweep.batch_size=2", *FAST]
+    cmd = [sys.executable, "-m", "bpexp", *sweep_args(["sweep", "sweep.n_trials=12", "sweep.batch_size=2", *FAST])]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(3)]
     outs = [p.communicate(timeout=300) for p in procs]

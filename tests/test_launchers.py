@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from bpexp.config.schema import LauncherConfig, LauncherKind
 from bpexp.launchers.workers import follow_command, worker_spec
 from bpexp.results.outcome import TRAINED, verdict_of
-from tests.conftest import check_invariants, run_bpexp
+from tests.conftest import check_invariants, run_bpexp, sweep_args
 from tests.test_scale_out import MLFLOW, PG, check
 
 FAST = ["sweep.seeds=1", "sweep.batch_size=2", "train.epochs=300", "tracking.log_plots=false",
@@ -136,8 +136,10 @@ def test_a_command_following_a_study_stops_when_the_database_server_stops_answer
 def test_local_workers_share_the_study_one_dies_and_the_launcher_ends_it_once(tmp_path):
     """Two worker processes on a sqlite study; the first to train dies there as kill -9 kills;
     the other fails its trials (its pid is gone) and trains the rest; the launching
-    command says so, re-checks and records the study once, and exits 0."""
-    r = run_bpexp("sweep", "launcher=local", "launcher.workers=2", "sweep.n_trials=8", *FAST, cwd=tmp_path,
+    command says so, trains the trials next to the best ones (sweep.neighbours), re-checks in
+    two rounds and records the study once, and exits 0."""
+    r = run_bpexp("sweep", "launcher=local", "launcher.workers=2", "sweep.n_trials=8", *FAST, "sweep.neighbours=1",
+                  "sweep.recheck_final=2", "sweep.recheck_final_seeds=2", cwd=tmp_path,
                   env={"BPEXP_FAILPOINT": "training:1", "BPEXP_FAILPOINT_ONCE": str(tmp_path / "died")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "started 2 worker processes on this machine" in r.stdout and "recommended trial #" in r.stdout
@@ -146,6 +148,11 @@ def test_local_workers_share_the_study_one_dies_and_the_launcher_ends_it_once(tm
     study, client, parent, children = check_invariants(tmp_path, 8)
     assert parent.info.status == "FINISHED" and "recommended_value" in parent.data.metrics
     assert Counter(t.state for t in study.trials)[TrialState.FAIL] >= 1  # the dead worker's batch
+    # the neighbours: trained by the launching command, once, each with a child run (check_invariants)
+    extra = [t for t in study.trials if "bpexp.neighbour_of" in t.user_attrs]
+    assert extra and f"training {len(extra)} trials next to the best ones" in r.stdout
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in extra)  # PRUNED: diverged
+    assert sum(rc["final"] for rc in study.user_attrs["bpexp.recheck"].values()) == 2
     logs = tmp_path / "outputs" / "launch" / "lr_hidden"
     assert "this worker is done" in (logs / f"worker-{1 - int(dead[1])}.log").read_text()
     assert f"worker-{dead[1]}.log" in os.listdir(logs)
@@ -270,9 +277,9 @@ def test_a_slurm_array_trains_the_study_and_a_requeued_task_resumes(servers, slu
     """A real job array; task 0 is requeued once it runs (what preemption does: SIGTERM, back
     to the queue); its rerun joins the same study, which ends with n_trials trained."""
     name, exp = f"slurm-{uuid.uuid4().hex[:8]}", f"slurm-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "-m", "bpexp", "sweep", "launcher=slurm", "launcher.workers=2", f"sweep.storage={PG}",
+    cmd = [sys.executable, "-m", "bpexp", *sweep_args(["sweep", "launcher=slurm", "launcher.workers=2", f"sweep.storage={PG}",
            f"tracking.uri={MLFLOW}", f"sweep.study_name={name}", f"tracking.experiment={exp}",
-           "sweep.n_trials=10", *FAST]
+           "sweep.n_trials=10", *FAST])]
     launcher = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     job = None
     for _ in range(120):  # task 0 running: requeue it

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import load, mlflow_runs, run_bpexp
 
 ARGS = ["sweep", "sweep.n_trials=8", "sweep.seeds=2", "train.epochs=300", "sweep.recheck=3", "sweep.recheck_seeds=4",
-        "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false"]
+        "sweep.neighbours=0", "sweep.recheck_final=0", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false"]
 
 
 def test_the_best_trials_are_rechecked_on_fresh_seeds_and_recorded(tmp_path):
@@ -148,3 +148,155 @@ def test_a_config_that_fails_on_one_seed_loses_to_one_that_never_fails():
     fine = {s: 6.9e-4 for s in seeds} | {7: 1.4e-3}
     outcomes[1] = Outcome("converged", seeds, (), 6.9e-4, fine, empty)
     assert outcomes[1].stuck_seeds == () and best_of(outcomes) == 1
+
+
+def test_the_end_trains_the_trials_next_to_the_best_and_rechecks_them(tmp_path):
+    """sweep.neighbours (bpexp/study/neighbours.py): at the end, each width one step either side
+    of the best re-check candidates, at the same multiple of its own range test's lr, is trained
+    as a trial (a child run, tagged with the trial it is next to) and re-checked beside them."""
+    from optuna.trial import TrialState
+
+    args = [a for a in ARGS if not a.startswith("sweep.neighbours")]
+    r = run_bpexp(*args, "sweep.neighbours=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = load(tmp_path)
+    own = [t for t in study.trials if "bpexp.neighbour_of" not in t.user_attrs]
+    extra = [t for t in study.trials if "bpexp.neighbour_of" in t.user_attrs]
+    assert len(own) == 8 and all(t.number < 8 for t in own) and all(t.number >= 8 for t in extra)
+    # the sources: the best trial of each of the 2 best widths (the re-check's first 2 candidates)
+    valued = sorted((t for t in own if t.value is not None), key=lambda t: (t.value, t.number))
+    sources = [t for i, t in enumerate(valued) if t.params["model.hidden"] not in
+               [u.params["model.hidden"] for u in valued[:i]]][:2]
+    mult = "train.lr / lr_find"
+    wanted = {(s.params["model.hidden"] + d, s.params[mult]) for s in sources for d in (-1, 1)}
+    wanted -= {(s.params["model.hidden"], s.params[mult]) for s in sources}
+    wanted = {(w, m) for w, m in wanted if 1 <= w <= 32}
+    assert {(t.params["model.hidden"], t.params[mult]) for t in extra} == wanted and len(extra) == len(wanted)
+    for t in extra:
+        source = study.trials[t.user_attrs["bpexp.neighbour_of"]]
+        assert source in sources and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        assert abs(t.params["model.hidden"] - source.params["model.hidden"]) == 1
+        # its lr: the same multiple of its own width's range test
+        assert t.params["train.lr"] == pytest.approx(t.params[mult] * t.user_attrs["bpexp.suggested_lr"], rel=1e-12)
+        assert t.user_attrs["bpexp.suggested_lr"] != source.user_attrs["bpexp.suggested_lr"]
+    rechecked = {int(n) for n in study.user_attrs["bpexp.recheck"]}
+    assert {t.number for t in extra if t.value is not None} <= rechecked
+    assert {s.number for s in sources} <= rechecked
+    client, (parent,), children = mlflow_runs(tmp_path)
+    tags = {int(c.data.tags["optuna.trial_number"]): c.data.tags.get("bpexp.neighbour_of") for c in children}
+    assert {n: v for n, v in tags.items() if v is not None} == {t.number: str(t.user_attrs["bpexp.neighbour_of"])
+                                                                 for t in extra}
+    rows = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "recheck.csv", str(tmp_path / "dl")))))
+    assert {int(row["number"]): row["neighbour_of"] for row in rows} == {
+        n: str(study.trials[n].user_attrs.get("bpexp.neighbour_of", "")) for n in rechecked}
+    assert f"training {len(extra)} trials next to the best ones" in r.stdout
+    assert "re-checked" in r.stdout and "the best of each config apart from the lr and the trials next to the best ones" in r.stdout
+    for t in extra:
+        if t.number in rechecked:
+            assert f" #{t.number} (next to #{t.user_attrs['bpexp.neighbour_of']}): " in r.stdout
+    # a rerun finds them trained: nothing to do, no trial more
+    again = run_bpexp(*args, "sweep.neighbours=2", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout and len(load(tmp_path).trials) == len(study.trials)
+
+
+def test_the_neighbours_of_a_config_stay_in_the_search_space_and_are_trained_once():
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from bpexp.study.neighbours import missing, neighbour_params
+    from tests.conftest import compose_sweep
+
+    cfg = compose_sweep("sweep.neighbours=2")
+    dist = {"train.lr / lr_find": FloatDistribution(0.1, 3.0, log=True),
+            "model.hidden": IntDistribution(1, 32, log=True), "train.lr": FloatDistribution(1e-6, 30.0, log=True)}
+
+    def trial(n, w, m, value, state=optuna.trial.TrialState.COMPLETE, **attrs):
+        return optuna.trial.create_trial(params={"train.lr / lr_find": m, "model.hidden": w, "train.lr": m * 0.1},
+                                         distributions=dist, value=value if state.name == "COMPLETE" else None,
+                                         state=state, user_attrs=attrs)
+
+    study = optuna.create_study()
+    # the best two widths: 32 (the edge of the space) and 31 (its neighbour up is 32, a source itself)
+    study.add_trials([trial(0, 32, 1.0, 1e-3), trial(1, 31, 1.0, 2e-3), trial(2, 4, 0.5, 3e-3), trial(3, 32, 0.7, 4e-3)])
+    got = neighbour_params(cfg, study.trials)
+    assert [(n, p["model.hidden"], p["train.lr / lr_find"]) for n, p in got] == [(1, 30, 1.0)]
+    assert all("train.lr" not in p for _, p in got)  # derived from the multiple, by the trial's own range test
+    # the width 31 at multiple 1.0 of trial 0 is trial 1's own config: no neighbour again
+    # one already waiting (queued by a command cut short) or trained is not queued again
+    study.enqueue_trial({"train.lr / lr_find": 1.0, "model.hidden": 30})
+    assert missing(cfg, study.trials) == []
+    assert neighbour_params(compose_sweep("sweep.neighbours=0"), study.trials) == []
+    assert neighbour_params(compose_sweep("sweep.recheck=0"), study.trials) == []
+
+
+@pytest.mark.parametrize("where", ["neighbours-queued", "training:2"])  # the 8 trials: one batch (TPE's start-up)
+def test_a_sweep_killed_at_its_neighbours_trains_each_once_on_resume(tmp_path, where):
+    """kill -9 once the neighbours are queued (WAITING), or while they train (RUNNING: the resume
+    fails them): the rerun trains each neighbour once, and ends the study."""
+    from optuna.trial import TrialState
+
+    from tests.conftest import check_invariants
+
+    args = [a for a in ARGS if not a.startswith("sweep.neighbours")] + ["sweep.neighbours=2"]
+    r = run_bpexp(*args, cwd=tmp_path, env={"BPEXP_FAILPOINT": where})
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    cut = load(tmp_path)
+    queued = [t for t in cut.trials if "bpexp.neighbour_of" in t.user_attrs]
+    assert queued and {t.state for t in queued} == {TrialState.WAITING if where == "neighbours-queued" else TrialState.RUNNING}
+    r = run_bpexp(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study, *_ = check_invariants(tmp_path, 8)
+    extra = [t for t in study.trials if "bpexp.neighbour_of" in t.user_attrs
+             and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]  # PRUNED: diverged
+    keys = [(t.params["model.hidden"], t.params["train.lr / lr_find"]) for t in extra]
+    assert len(keys) == len(set(keys)) == len(queued)
+    assert {int(n) for n in study.user_attrs["bpexp.recheck"]} >= {t.number for t in extra if t.value is not None}
+
+
+def test_the_final_round_trains_the_best_of_the_first_on_more_seeds_and_recommends_among_them(tmp_path):
+    """sweep.recheck_final (bpexp/study/recheck.py: rechecked): the first round's best 2 by the
+    rule train on 3 more fresh seeds (105-107), and the recommendation is the best of those 2
+    over all 9 of their seeds."""
+    import math
+
+    args = [a for a in ARGS if not a.startswith("sweep.recheck_final")]
+    r = run_bpexp(*args, "sweep.recheck_final=2", "sweep.recheck_final_seeds=3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = load(tmp_path)
+    rechecked = {int(n): rc for n, rc in study.user_attrs["bpexp.recheck"].items()}
+    assert len(rechecked) == 3
+
+    def first_round(n):  # the rule over the study's seeds and the first 4 fresh ones only
+        rc = rechecked[n]
+        values = [rc["seed_values"].get(str(s), math.inf) for s in range(99, 105)]
+        median = statistics.median(values)
+        if not math.isfinite(median):
+            return None
+        diverged = sum(s in rc["diverged_seeds"] for s in range(99, 105))
+        stuck = sum(math.isfinite(v) and v > 10 * median for v in values)
+        return diverged + stuck, (statistics.fmean(values) if not diverged else math.inf), n
+
+    ranks = {n: first_round(n) for n in rechecked if first_round(n) is not None}
+    finalists = sorted(ranks, key=ranks.get)[:2]
+    assert len(finalists) == 2
+    for n, rc in rechecked.items():
+        assert rc["final"] == (n in finalists)
+        assert rc["seeds"] == list(range(99, 108 if n in finalists else 105))
+    rank = {n: (len(rechecked[n]["diverged_seeds"]) + len(rechecked[n]["stuck_seeds"]),
+                rechecked[n]["mean"] if rechecked[n]["mean"] is not None else math.inf, n)
+            for n in finalists if rechecked[n]["value"] is not None}
+    best = min(rank, key=rank.get)
+    assert study.user_attrs["bpexp.recommended"] == best
+    client, (parent,), _ = mlflow_runs(tmp_path)
+    rows = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "recheck.csv", str(tmp_path / "dl")))))
+    assert [row["final"] for row in rows] == ["1", "1", "0"] and rows[0]["number"] == str(best)
+    assert {int(row["number"]): int(row["n_seeds"]) for row in rows} == {n: len(rc["seeds"]) for n, rc in rechecked.items()}
+    per_seed = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "recheck_seeds.csv",
+                                                                  str(tmp_path / "dl2")))))
+    assert len(per_seed) == 9 * 2 + 6 and sum(row["fresh"] == "1" for row in per_seed) == 7 * 2 + 4
+    assert ("on 6 seeds each (the study's and 4 fresh ones, seeds 101-104); the best 2 again on 3 more "
+            "(seeds 105-107):") in r.stdout
+    assert f"recommended trial #{best} (the rule: the fewest failed seeds" in r.stdout
+    assert "of the 2 trained on 9 seeds):" in r.stdout
+    note = parent.data.tags["mlflow.note.content"]
+    assert "over its 9 seeds (the study's and 7 fresh ones, 101-107)" in note

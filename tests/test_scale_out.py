@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bpexp.results.outcome import TRAINED, verdict_of
+from tests.conftest import sweep_args
 
 PG = os.environ.get("BPEXP_TEST_PG_URL")
 MLFLOW = os.environ.get("BPEXP_TEST_MLFLOW_URI")
@@ -31,6 +32,7 @@ def start_workers(n, tmp_path, study, experiment, n_trials, extra=(), first_env=
            "sweep.batch_size=3", "train.epochs=400", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false",
            f"sweep.storage={PG}", f"tracking.uri={MLFLOW}", f"sweep.study_name={study}",
            f"tracking.experiment={experiment}", *extra]
+    cmd = [*cmd[:3], *sweep_args(cmd[3:])]
     procs = []
     for i in range(n):
         d = tmp_path / f"worker{i}"  # as on separate machines: nothing shared but the servers

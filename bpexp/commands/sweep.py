@@ -29,6 +29,7 @@ from bpexp.runtime import stores, ui_links
 from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime.failures import unreachable
 from bpexp.study import lr_units
+from bpexp.study.neighbours import train_neighbours
 from bpexp.study.recheck import recheck_study
 from bpexp.study.search_space import blind_trials, check_search_space
 from bpexp.study.batches import POPULATION, batch_plan
@@ -73,6 +74,7 @@ def sweep(cfg: SweepAppConfig, uri: str, args: Sequence[str] = ()) -> float:
         heartbeat = Heartbeat(study, watch=served)
         progress = _progress(cfg, study)
         workers: Optional[Workers] = None
+        neighbours: list = []  # trials the study's end tries next to its best ones, for the re-check
         try:
             if launching:
                 workers = start_workers(cfg, args, study, uri)
@@ -82,6 +84,8 @@ def sweep(cfg: SweepAppConfig, uri: str, args: Sequence[str] = ()) -> float:
             else:
                 warm_ups = study_record.warm_ups(cfg.tracking.log_plots, cfg.tracking.log_model)
                 Session(cfg, study, data, Recording(recorder, parent, tags, warm_ups), heartbeat, progress, tested).run()
+            if cfg.sweep.end:
+                neighbours = train_neighbours(cfg, study, data, Recording(recorder, parent, tags), heartbeat, tested)
             recorder.settle()  # every run ended, or the error that kept one from it
         except BaseException as e:
             if launching:  # Ctrl-C, SIGTERM, or the engine lost: the workers this command started stop too
@@ -110,7 +114,7 @@ def sweep(cfg: SweepAppConfig, uri: str, args: Sequence[str] = ()) -> float:
         summary = study_summary(study, cfg)
         recorded = recorder.call(study_record.record_study, parent, summary, cfg.sweep.register_as,
                                  cfg.tracking.log_plots, cfg.tracking.log_model)
-        recheck_study(cfg, study, data)
+        recheck_study(cfg, study, data, neighbours)
         summary = with_recheck(summary, study, cfg)
         recorder.call(study_record.record_recommendation, parent, summary, cfg.tracking.log_plots,
                       cfg.tracking.log_model).result()

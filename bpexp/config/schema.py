@@ -136,6 +136,9 @@ class SweepConfig:
     sequential_trials: int = 32  # automatic batches: the first trials 4 at a time (TPE's 8 start-up trials: one batch), each told before the next is asked
     recheck: int = 5  # at the end, this many trials (the best of each config apart from the lr) re-trained on fresh seeds; recommended by that (0 = off)
     recheck_seeds: int = 32  # the re-check's fresh seeds (after the study's): a 1-in-20 failure shows with 81 % chance
+    recheck_final: int = 3  # the re-check's final round: its best this-many train on recheck_final_seeds more fresh seeds; the recommendation is the best of them over all their seeds (0 = one round)
+    recheck_final_seeds: int = 64  # 96 recommended the same (docs/findings.md, "Neighbours, and a final round"), 1 s more
+    neighbours: int = 2  # at the end, the neighbours (each int key +-1 step, the lr multiple kept) of this many of the re-check's best candidates are trained as trials and re-checked too (0 = off)
     storage: Optional[str] = None  # None: sqlite under outputs/
     register_as: Optional[str] = None  # MLflow model registry name for the best network
     report_every: int = 250  # epochs between intermediate values reported to the pruner

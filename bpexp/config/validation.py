@@ -139,6 +139,10 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
     _need(s.batch_size >= 0, "sweep.batch_size", s.batch_size, "must be >= 0 (0 = automatic)")
     _need(s.sequential_trials >= 0, "sweep.sequential_trials", s.sequential_trials, "must be >= 0")
     _need(s.recheck >= 0, "sweep.recheck", s.recheck, "must be >= 0 (0 = off)")
+    _need(s.neighbours >= 0, "sweep.neighbours", s.neighbours, "must be >= 0 (0 = off)")
+    _need(s.recheck_final >= 0, "sweep.recheck_final", s.recheck_final, "must be >= 0 (0 = one round)")
+    _need(0 <= s.recheck_final_seeds <= 2**16, "sweep.recheck_final_seeds", s.recheck_final_seeds,
+          "must be in [0, 65536] (0 = one round)")
     _need(1 <= s.recheck_seeds <= 2**16, "sweep.recheck_seeds", s.recheck_seeds,
           "must be in [1, 65536] (sweep.recheck=0 turns the re-check off)")
     _need(s.report_every >= 1, "sweep.report_every", s.report_every, "must be >= 1")

@@ -4,7 +4,7 @@ MLflow's metric bars round ~7e-4 to "0.00"."""
 from __future__ import annotations
 
 from bpexp.results.outcome import CONVERGED, DIVERGED, NOT_FIT, NOT_FIT_FRACTION, PARTLY_DIVERGED, TRAINED
-from bpexp.results.summary import RECHECK_RULE, StudySummary, ranked
+from bpexp.results.summary import RECHECK_RULE, StudySummary, ranked, recheck_candidates, recheck_rounds, recommended_by
 
 
 def study_note(summary: StudySummary) -> str:
@@ -15,21 +15,22 @@ def study_note(summary: StudySummary) -> str:
     if n is not None:
         r = s.recheck[n]
         seeds = len(r.seeds)
-        lines += [f"### Recommended: trial #{n}: {_params(r.params)}", "",
-                  f"{metric} over its {seeds} seeds (the study's and {len(s.recheck_seeds)} fresh ones, "
-                  f"{_seeds(s.recheck_seeds)}): median **{r.value!r}**, mean {_num(r.mean)}, 90th percentile "
+        fresh = [x for x in r.seeds if x in set(s.recheck_seeds + s.final_seeds)]
+        lines += [f"### Recommended: trial {r.label(n)}: {_params(r.params)}", "",
+                  f"{metric} over its {seeds} seeds (the study's and {len(fresh)} fresh ones, "
+                  f"{_seeds(fresh)}): median **{r.value!r}**, mean {_num(r.mean)}, 90th percentile "
                   f"{_num(r.q90)}, worst {_num(r.worst)}; {r.failures()}.", "",
-                  f"The rule: {len(s.recheck)} trials, the best of each config apart from the lr, were trained "
-                  f"again on the fresh seeds; recommended: "
-                  f"{RECHECK_RULE} (recheck.csv, recheck_seeds.csv, plots/recheck_seeds.png, recommended_config.yaml).", ""]
+                  f"The rule: {len(s.recheck)} trials, {recheck_candidates(s.recheck)}, were trained "
+                  f"again {recheck_rounds(s)}; recommended: "
+                  f"{recommended_by(s)} (recheck.csv, recheck_seeds.csv, plots/recheck_seeds.png, recommended_config.yaml).", ""]
         rejected = [(m, q) for m, q in ranked(s.recheck) if m != n and q.failed]
         for m, q in rejected:
-            lines.append(f"Not chosen: #{m} ({_params(q.params)}): {q.failures()}.")
+            lines.append(f"Not chosen: {q.label(m)} ({_params(q.params)}): {q.failures()}.")
         lines += [""] if rejected else []
         lines += ["| trial | params | median | mean | 90th percentile | worst seed | failed seeds | value on the study's seeds |",
                   "|---|---|---|---|---|---|---|---|"]
         for m, q in ranked(s.recheck):
-            lines.append(f"| {'**#%d**' % m if m == n else '#%d' % m} | {_params(q.params)} | {_num(q.value)} | "
+            lines.append(f"| {'**%s**' % q.label(m) if m == n else q.label(m)} | {_params(q.params)} | {_num(q.value)} | "
                          f"{_num(q.mean)} | {_num(q.q90)} | {_num(q.worst)} | {q.failed} of {len(q.seeds)} | "
                          f"{_num(q.study_value)} |")
         lines.append("")
@@ -68,7 +69,8 @@ def model_note(summary: StudySummary, recommended: bool, run_id: str) -> str:
         lines += [f"{metric} on the study's seeds: {s.best_value!r} (the trial's value).", ""]
     if n in s.recheck:
         r = s.recheck[n]
-        lines.append(f"{metric} over {len(r.seeds)} seeds (the study's and {len(s.recheck_seeds)} fresh ones): "
+        lines.append(f"{metric} over {len(r.seeds)} seeds (the study's and "
+                     f"{sum(x in set(s.recheck_seeds + s.final_seeds) for x in r.seeds)} fresh ones): "
                      f"median {r.value!r}, mean {_num(r.mean)}, worst {_num(r.worst)}; {r.failures()}.")
         lines.append("")
     m = s.recommended_number

@@ -210,19 +210,20 @@ def record_recheck(client, parent_run_id: str, summary: StudySummary, figures: b
     out = csv.writer(buf, lineterminator="\n")
     # What a reader needs first comes first (MLflow's preview shows the leftmost columns), in
     # the order the recommendation ranks them (bpexp/study/recheck.py: best_of).
-    out.writerow(["number", "recommended", "seeds_failed", "recheck_mean", "recheck_value", "recheck_q90",
+    out.writerow(["number", "recommended", "final", "seeds_failed", "recheck_mean", "recheck_value", "recheck_q90",
                   "recheck_worst_seed", "recheck_outcome", "value", *keys, "n_seeds", "diverged_seeds", "stuck_seeds",
-                  "seeds", "mlflow_run_id"])
+                  "seeds", "neighbour_of", "mlflow_run_id"])
     for m, r in order:
-        out.writerow([m, int(m == n), r.failed, num(r.mean), num(r.value), num(r.q90), num(r.worst), r.verdict,
+        out.writerow([m, int(m == n), int(r.final), r.failed, num(r.mean), num(r.value), num(r.q90), num(r.worst), r.verdict,
                       num(r.study_value), *(json.dumps(v) if isinstance(v := r.params.get(k, ""), list) else v
                                             for k in keys),
-                      len(r.seeds), seeds(r.diverged_seeds), seeds(r.stuck_seeds), seeds(r.seeds), r.run_id])
+                      len(r.seeds), seeds(r.diverged_seeds), seeds(r.stuck_seeds), seeds(r.seeds),
+                      "" if r.neighbour_of is None else r.neighbour_of, r.run_id])
     files["recheck.csv"] = buf.getvalue()
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["number", "seed", "fresh", metric, "seed_outcome"])
-    fresh = set(summary.recheck_seeds)
+    fresh = set(summary.recheck_seeds + summary.final_seeds)
     for m, r in order:
         for s in r.seeds:
             v = r.seed_values.get(str(s))
@@ -233,13 +234,13 @@ def record_recheck(client, parent_run_id: str, summary: StudySummary, figures: b
         from bpexp.recording import plots
         from bpexp.results.outcome import STUCK_RATIO
 
-        groups = [(f"{'* ' if m == n else ''}#{m} " + short_params(
+        groups = [(f"{'* ' if m == n else ''}#{m} ({len(r.seeds)}) " + short_params(
             {k: v for k, v in r.params.items() if not k.endswith(" / lr_find")}),
             [*r.seed_values.values(), *[float("inf")] * len(r.diverged_seeds)]) for m, r in order]
         bounds = [STUCK_RATIO * r.value if r.value is not None else float("inf") for _, r in order]
         files["plots/recheck_seeds.png"] = plots.spread_plot(
             groups, f"final {metric} of each seed (log)",
-            f"re-checked configs over {len(order[0][1].seeds)} seeds (* recommended)", stuck_above=bounds)
+            "re-checked configs over their (n) seeds (* recommended)", stuck_above=bounds)
     return files
 
 

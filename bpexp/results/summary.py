@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from bpexp.results.outcome import STUCK_RATIO, recheck_rank
+from bpexp.results.outcome import NOT_FIT, STUCK_RATIO, recheck_rank
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,12 @@ class Rechecked:
     mean: Optional[float] = None  # the mean over every seed, if no seed diverged: what the recommendation minimises
     q90: Optional[float] = None  # the 90th percentile over every seed, if finite
     stuck_seeds: list[int] = field(default_factory=list)  # stuck far above the median (results/outcome.py)
+    neighbour_of: Optional[int] = None  # a trial the study's end tried next to this best trial (study/neighbours.py)
+    final: bool = False  # trained in the re-check's final round too (its figures are over all its seeds)
+
+    def label(self, number: int) -> str:
+        """'#31', or '#31 (next to #12)' for a neighbour trial."""
+        return f"#{number}" + (f" (next to #{self.neighbour_of})" if self.neighbour_of is not None else "")
 
     @property
     def failed(self) -> int:
@@ -65,14 +71,43 @@ class Rechecked:
         return ", ".join(figures) + "; " + self.failures()
 
 
+def recheck_candidates(recheck: dict[int, "Rechecked"]) -> str:
+    """Which trials were re-checked, in words (bpexp/study/recheck.py and neighbours.py)."""
+    return "the best of each config apart from the lr" + (
+        " and the trials next to the best ones" if any(r.neighbour_of is not None for r in recheck.values()) else "")
+
+
 RECHECK_RULE = (f"the fewest failed seeds (diverged, or stuck above {STUCK_RATIO:g}x the config's median), then the lowest "
-                "mean loss over the seeds")
+                "mean loss over the seeds; a config that does not fit at all last")
 
 
 def ranked(recheck: dict[int, Rechecked]) -> list[tuple[int, Rechecked]]:
     """The re-checked trials in the order the recommendation ranks them (bpexp/study/recheck.py:
-    best_of), those whose median seed diverged last."""
-    return sorted(recheck.items(), key=lambda kv: (kv[1].value is None, *recheck_rank(kv[1].failed, kv[1].mean, kv[0])))
+    best_of): the final round's first, those whose median seed diverged last."""
+    return sorted(recheck.items(), key=lambda kv: (not kv[1].final, kv[1].value is None, kv[1].verdict == NOT_FIT,
+                                                   *recheck_rank(kv[1].failed, kv[1].mean, kv[0])))
+
+
+def seed_range(seeds: list[int]) -> str:
+    return f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+
+
+def recheck_rounds(summary: "StudySummary") -> str:
+    """The re-check's rounds in words: 'on 35 seeds each (the study's and 32 fresh ones, seeds
+    102-133); the best 3 again on 96 more (seeds 134-229)'."""
+    fresh, final = summary.recheck_seeds, summary.final_seeds
+    first = min(len(r.seeds) for r in summary.recheck.values())
+    out = f"on {first} seeds each (the study's and {len(fresh)} fresh ones, {seed_range(fresh)})"
+    finalists = sum(r.final for r in summary.recheck.values())
+    if finalists and final:
+        out += f"; the best {finalists} again on {len(final)} more ({seed_range(final)})"
+    return out
+
+
+def recommended_by(summary: "StudySummary") -> str:
+    """The rule, and which trials it chose among."""
+    finalists = [r for r in summary.recheck.values() if r.final]
+    return RECHECK_RULE + (f", of the {len(finalists)} trained on {len(finalists[0].seeds)} seeds" if finalists else "")
 
 
 @dataclass
@@ -90,6 +125,7 @@ class StudySummary:
     counts: dict[str, int]  # verdict (and "failed") -> trials
     n_trials: int = 0  # sweep.n_trials as this run of the study had it (a top-up raises it)
     recheck: dict[int, Rechecked] = field(default_factory=dict)
-    recheck_seeds: list[int] = field(default_factory=list)  # the fresh seeds of the re-check
+    recheck_seeds: list[int] = field(default_factory=list)  # the fresh seeds of the re-check's first round
+    final_seeds: list[int] = field(default_factory=list)  # ... and of its final round, when it had one
     recommended_number: Optional[int] = None
     recommended_config: Optional[dict] = None

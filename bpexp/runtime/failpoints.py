@@ -10,8 +10,8 @@ environment, so that a test acts at a known moment instead of racing a running p
 
 The places: start (the first line of the command), composing (each config precheck composes),
 failing (reporting bad input), store-made (a new sqlite store made, not yet in place; in the recorder process
-for MLflow's), parent-created, asking (each trial asked), training, recording, told (bpexp
-sweep). No-ops otherwise: a dictionary lookup or two.
+for MLflow's), parent-created, asking (each trial asked), training, recording, told, neighbours-queued (the
+end's trials next to the best ones queued, not yet asked) (bpexp sweep). No-ops otherwise: a dictionary lookup or two.
 """
 from __future__ import annotations
 

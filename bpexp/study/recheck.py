@@ -5,17 +5,20 @@ user trains the recommendation with a seed of their own, so what matters is how 
 behaves on seeds nobody tuned on, failures included. Measured (docs/findings.md, "Seed risk"):
 at 3 hidden units and lr 0.25-0.31, about one seed in eight never fits (MSE ~0.27, 365x the
 median), at 4 units none does; a 100-trial study crowned the 3-unit config, fine on its 3
-seeds. So `sweep.recheck` trials (`candidates`: the best of each config apart from its lr)
+seeds. So `sweep.recheck` trials (`candidates`: the best of each config apart from its lr),
+and the trials the study's end tried next to the best ones (bpexp/study/neighbours.py),
 are trained again on their own seeds and
 `sweep.recheck_seeds` fresh ones (the seeds after the study's: 32 by default, so that a
 config failing on 1 seed in 20 shows a failure with probability 1 - 0.95**32 = 81 %, 1 in 10:
 97 %), as one population: a population member computes exactly what it computes alone, so
 the study's seeds give back their recorded numbers. 5 configs x 35 seeds x 5000 epochs is one
-population of 175 small networks (~2.5 s on 2 cores).
+population of 175 small networks (~2.5 s on 2 cores). Then a final round (`rechecked`): the
+best sweep.recheck_final (3) by the rule train on sweep.recheck_final_seeds (64) more, and the
+recommendation is the best of them over all their seeds.
 
 Each is read as a trial is (bpexp/results/outcome.py) over all its seeds: median, 90th
 percentile, worst, mean, and its failed seeds (diverged, or stuck far above its median). The
-recommendation (`best_of`) has the fewest failed seeds, then the lowest mean loss over its
+recommendation (`best_of`, among the finalists) has the fewest failed seeds, then the lowest mean loss over its
 seeds: the mean prices a rare stuck seed at what it costs the user who draws it (1 of 35
 seeds at 0.27 adds 7.7e-3, 10x a good median), where the median ignores it and the worst
 seed lets one seed's luck decide among configs that never fail (issue 15's rule; measured
@@ -34,7 +37,7 @@ from dataclasses import replace
 from typing import Optional, Sequence
 
 from bpexp.config.schema import SweepAppConfig
-from bpexp.results.outcome import VALUED, Outcome, recheck_rank, trial_outcome
+from bpexp.results.outcome import NOT_FIT, VALUED, Outcome, recheck_rank, trial_outcome
 from bpexp.training.data import constant_loss
 from bpexp.training.population import train_population
 from bpexp.config.specs import member_of, train_spec
@@ -43,9 +46,15 @@ from bpexp import names
 
 
 def recheck_seeds(cfg: SweepAppConfig) -> list[int]:
-    """The fresh seeds: the sweep.recheck_seeds seeds after the study's own."""
+    """The first round's fresh seeds: the sweep.recheck_seeds seeds after the study's own."""
     first = cfg.train.seed + cfg.sweep.seeds
     return list(range(first, first + cfg.sweep.recheck_seeds))
+
+
+def final_seeds(cfg: SweepAppConfig) -> list[int]:
+    """The final round's fresh seeds: the sweep.recheck_final_seeds seeds after the first round's."""
+    first = cfg.train.seed + cfg.sweep.seeds + cfg.sweep.recheck_seeds
+    return list(range(first, first + cfg.sweep.recheck_final_seeds))
 
 
 def top_trials(trials: Sequence, k: int) -> list:
@@ -69,55 +78,90 @@ def candidates(cfg: SweepAppConfig, trials: Sequence, k: int) -> list:
     return (first + rest)[:k]
 
 
+def train_seeds(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]) -> dict[int, list]:
+    """Each trial's results (MemberResults) on `seeds`, every trial and seed one population."""
+    members = [replace(member_of(trial_config(cfg, t.params)), seed=s) for t in trials for s in seeds]
+    if not members:
+        return {t.number: [] for t in trials}
+    results = train_population(members, data, train_spec(cfg.train, sharpness=False))
+    n = len(seeds)
+    return {t.number: results[i * n:(i + 1) * n] for i, t in enumerate(trials)}
+
+
 def recheck(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]) -> dict[int, Outcome]:
     """Each trial's outcome over the study's seeds and `seeds`, trained as one population."""
     own = study_seeds(cfg.train.seed, cfg.sweep.seeds)
-    every = own + [s for s in seeds if s not in own]
-    members = [replace(member_of(trial_config(cfg, t.params)), seed=s) for t in trials for s in every]
-    if not members:
-        return {}
-    results = train_population(members, data, train_spec(cfg.train, sharpness=False))
-    n, metric = len(every), str(cfg.sweep.metric)
+    return outcomes_of(cfg, data, train_seeds(cfg, trials, data, own + [s for s in seeds if s not in own]))
+
+
+def outcomes_of(cfg: SweepAppConfig, data, results: dict[int, list]) -> dict[int, Outcome]:
+    metric = str(cfg.sweep.metric)
     constant = constant_loss(data, metric)
-    return {t.number: trial_outcome(results[i * n:(i + 1) * n], metric, constant) for i, t in enumerate(trials)}
+    return {n: trial_outcome(rs, metric, constant) for n, rs in results.items() if rs}
 
 
-def best_of(outcomes: dict[int, Outcome]) -> Optional[int]:
-    """The trial to recommend: of those whose median seed has a value, the fewest failed seeds
-    (diverged or stuck), then the lowest mean over its seeds (outcome.recheck_rank). None if
-    every re-checked trial's median seed diverged."""
+def rechecked(cfg: SweepAppConfig, trials: Sequence, data) -> tuple[dict[int, Outcome], list[int]]:
+    """The re-check in two rounds; returns (each trial's outcome, the finalists).
+
+    Round 1: every candidate on the study's seeds and sweep.recheck_seeds fresh ones. Round 2:
+    the sweep.recheck_final best of them by the rule (`ranking`) on sweep.recheck_final_seeds
+    more. Why: the more candidates a round has, the likelier its winner is one whose 35 seeds
+    were lucky (a config failing on 1 seed in 20 shows no failure on 35 seeds 17 % of the time),
+    and a candidate near the edge of the lr is what the best ones are. Measured (docs/findings.md,
+    "Neighbours, and a final round"): with the neighbours re-checked too, one round recommended
+    configs that failed on 11 of 1280 unseen seeds at 30 trials, two rounds on 3 (as many as
+    without the neighbours). The finalists' outcomes are over all their seeds; the others' over
+    round 1's."""
+    own = study_seeds(cfg.train.seed, cfg.sweep.seeds)
+    first = train_seeds(cfg, trials, data, own + [s for s in recheck_seeds(cfg) if s not in own])
+    outcomes = outcomes_of(cfg, data, first)
+    finalists = ranking(outcomes)[:cfg.sweep.recheck_final] if cfg.sweep.recheck_final_seeds else []
+    if len(finalists) < 2:  # nothing left to decide
+        return outcomes, []
+    more = train_seeds(cfg, [t for t in trials if t.number in finalists], data, final_seeds(cfg))
+    outcomes.update(outcomes_of(cfg, data, {n: first[n] + more[n] for n in finalists}))
+    return outcomes, finalists
+
+
+def ranking(outcomes: dict[int, Outcome]) -> list[int]:
+    """The trials whose median seed has a value, best first: the fewest failed seeds (diverged
+    or stuck), then the lowest mean over its seeds (outcome.recheck_rank); a config that does
+    not fit (its median above a tenth of a constant prediction's loss: 2 hidden units, whose
+    seeds all sit near 0.27 and so none is "stuck") after every one that does."""
     valued = {n: o for n, o in outcomes.items() if o.verdict in VALUED}
-    if not valued:
-        return None
-    return min(valued, key=lambda n: recheck_rank(len(valued[n].failed_seeds), valued[n].mean, n))
+    return sorted(valued, key=lambda n: (valued[n].verdict == NOT_FIT,
+                                         *recheck_rank(len(valued[n].failed_seeds), valued[n].mean, n)))
 
 
-def recommend(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]):
-    """The recommended trial among `trials` (the best one when the re-check is off or every
-    re-checked trial diverged)."""
-    top = candidates(cfg, trials, max(1, cfg.sweep.recheck))
-    picked = best_of(recheck(cfg, top, data, seeds)) if cfg.sweep.recheck else None
-    return next((t for t in top if t.number == picked), top[0] if top else None)
+def best_of(outcomes: dict[int, Outcome], finalists: Sequence[int] = ()) -> Optional[int]:
+    """The trial to recommend: the first of the `ranking` of the finalists (of every trial,
+    without a final round). None if every such trial's median seed diverged."""
+    ranked = ranking({n: o for n, o in outcomes.items() if not finalists or n in finalists})
+    return ranked[0] if ranked else None
 
 
-def recheck_study(cfg: SweepAppConfig, study, data) -> None:
+def recheck_study(cfg: SweepAppConfig, study, data, neighbours: Sequence = ()) -> None:
     """Re-check the study's best trials and keep the result in the study (user attributes
     `bpexp.recheck`: trial number -> verdict and the figures over all its seeds, each seed's
     final metric, its diverged and stuck seeds; `bpexp.recommended`: the trial number, or
-    None), where every worker and resume read it."""
+    None), where every worker and resume read it. `neighbours`: the trials the study's end tried
+    next to its best (bpexp/study/neighbours.py), re-checked beside the candidates."""
     if not cfg.sweep.recheck:
         return
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    outcomes = recheck(cfg, candidates(cfg, done, cfg.sweep.recheck), data, recheck_seeds(cfg))
-    study.set_user_attr(names.RECHECK, {str(n): recheck_record(o) for n, o in outcomes.items()})
-    study.set_user_attr(names.RECOMMENDED, best_of(outcomes))
+    top = candidates(cfg, done, cfg.sweep.recheck)
+    top += [t for t in neighbours if t.number not in {c.number for c in top}]
+    outcomes, finalists = rechecked(cfg, top, data)
+    study.set_user_attr(names.RECHECK, {str(n): recheck_record(o, n in finalists) for n, o in outcomes.items()})
+    study.set_user_attr(names.RECOMMENDED, best_of(outcomes, finalists))
 
 
-def recheck_record(o: Outcome) -> dict:
-    """A re-checked config as the study keeps it (JSON: Optuna's user attributes)."""
+def recheck_record(o: Outcome, final: bool = False) -> dict:
+    """A re-checked config as the study keeps it (JSON: Optuna's user attributes); `final`: it
+    trained in the final round too."""
     finite = lambda v: None if v is None or not math.isfinite(v) else v  # noqa: E731
-    return {"verdict": o.verdict, "value": o.value, "mean": finite(o.mean), "q90": finite(o.quantile(0.9)),
+    return {"verdict": o.verdict, "final": final, "value": o.value, "mean": finite(o.mean), "q90": finite(o.quantile(0.9)),
             "worst": finite(o.quantile(1.0)), "seeds": list(o.seeds), "diverged_seeds": list(o.diverged_seeds),
             "stuck_seeds": list(o.stuck_seeds), "seed_values": {str(s): v for s, v in o.seed_values.items()}}

@@ -156,6 +156,8 @@ class Session:
             run.tags[names.TRIAL_STATE] = optuna_state(outcome)[0].name
             if names.SUGGESTED_LR in t.user_attrs:  # the lr searched in units of the range test's
                 run.tags[names.SUGGESTED_LR] = f"{t.user_attrs[names.SUGGESTED_LR]:.6g}"
+            if names.NEIGHBOUR_OF in t.user_attrs:  # tried at the study's end, next to a best config
+                run.tags[names.NEIGHBOUR_OF] = str(t.user_attrs[names.NEIGHBOUR_OF])
             # Created with the tags a resumed sweep needs to settle it, should this worker die.
             mine = {**rec.tags, names.STUDY_NAME: self.study.study_name, names.TRIAL_NUMBER: t.number,
                     names.WORKER: THIS_WORKER}

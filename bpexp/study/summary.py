@@ -14,8 +14,8 @@ from bpexp.config.schema import SweepAppConfig, storage_default
 from bpexp.results.outcome import (CONVERGED, DIVERGED, NOT_FIT, NOT_FIT_FRACTION, PARTLY_DIVERGED, PRUNED, TRAINED,
                                    VALUED, verdict_of)
 from bpexp.recording.run_record import config_tree
-from bpexp.results.summary import RECHECK_RULE, Rechecked, StudySummary, TrialRow, ranked
-from bpexp.study.recheck import recheck_seeds
+from bpexp.results.summary import Rechecked, StudySummary, TrialRow, ranked, recheck_candidates, recheck_rounds, recommended_by
+from bpexp.study.recheck import final_seeds, recheck_seeds
 from bpexp.study.search_space import searched, trial_config
 from bpexp import names
 from bpexp.runtime import redaction
@@ -57,13 +57,18 @@ def with_recheck(summary: StudySummary, study: optuna.Study, cfg: SweepAppConfig
     user attributes: the sweep reads it again once its re-check is done (the rest of the
     summary is recorded meanwhile)."""
     by_number = {r.number: r for r in summary.trials}
+    neighbour_of = {t.number: t.user_attrs[names.NEIGHBOUR_OF] for t in study.get_trials(deepcopy=False)
+                    if names.NEIGHBOUR_OF in t.user_attrs}
     rechecked = {int(n): Rechecked(v["verdict"], v["value"], v.get("worst"), v["seeds"], v["diverged_seeds"],
                                    v["seed_values"], by_number[int(n)].params, by_number[int(n)].value,
-                                   by_number[int(n)].run_id, v.get("mean"), v.get("q90"), v.get("stuck_seeds", []))
+                                   by_number[int(n)].run_id, v.get("mean"), v.get("q90"), v.get("stuck_seeds", []),
+                                   neighbour_of.get(int(n)), v.get("final", False))
                  for n, v in study.user_attrs.get(names.RECHECK, {}).items() if int(n) in by_number}
     recommended = study.user_attrs.get(names.RECOMMENDED)
     recommended = recommended if recommended in rechecked else None
+    final = any(r.final for r in rechecked.values())
     return replace(summary, recheck=rechecked, recheck_seeds=recheck_seeds(cfg) if rechecked else [],
+                   final_seeds=final_seeds(cfg) if final else [],
                    recommended_number=recommended,
                    recommended_config=config_tree(trial_config(cfg, rechecked[recommended].params))
                    if recommended is not None else None)
@@ -86,18 +91,17 @@ def print_summary(cfg: SweepAppConfig, study: optuna.Study, summary: StudySummar
         print_params(summary.best_params)
     n = summary.recommended_number
     if summary.recheck:
-        fresh = summary.recheck_seeds
-        seeds = f"seeds {fresh[0]}-{fresh[-1]}" if len(fresh) > 1 else f"seed {fresh[0]}"
-        print(f"re-checked {len(summary.recheck)} trials, the best of each config apart from the lr, on "
-              f"{len(next(iter(summary.recheck.values())).seeds)} seeds each (the study's and {len(fresh)} fresh ones, {seeds}):")
+        print(f"re-checked {len(summary.recheck)} trials, {recheck_candidates(summary.recheck)}, "
+              f"{recheck_rounds(summary)}:")
         for m, r in ranked(summary.recheck):
-            print(f"  {'recommended' if m == n else 'not chosen '} #{m}: {r.describe()}")
+            print(f"  {'recommended' if m == n else 'not chosen '} {r.label(m)}: {r.describe()}")
             print(f"  {'':11}  " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in r.params.items()))
         if n is None:
             print("every one's median seed diverged there: no recommendation (recheck.csv on the parent run)")
         else:
-            print(f"recommended trial #{n} (the rule: {RECHECK_RULE}):")
+            near = summary.recheck[n].neighbour_of
+            print(f"recommended trial #{n} ({'' if near is None else f'next to #{near}; '}the rule: {recommended_by(summary)}):")
             print_params(summary.recheck[n].params)
     if any(s.measured or s.predicted_init for s in summary.stability.values()):
         print(f"where each width's learning rate stops training, measured and predicted by sharpness: "
