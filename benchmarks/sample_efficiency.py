@@ -43,7 +43,7 @@ from bpexp.training.data import dataset_from_config
 from bpexp.training.data import constant_loss
 from bpexp.training.population import train_population
 from bpexp.results.outcome import Outcome, recheck_rank, trial_outcome
-from bpexp.study.recheck import best_of, candidates, rechecked, top_trials
+from bpexp.study.recheck import and_neighbours, best_of, candidates, rechecked, top_trials
 from bpexp.config.specs import member_of, train_spec
 from bpexp.study.search_space import make_sampler, trial_config
 from bpexp.study import lr_units
@@ -121,8 +121,8 @@ def grid_best(cfg: SweepAppConfig, data) -> Outcome:
 def picks(cfg: SweepAppConfig, done: list, neighbours: list, data) -> dict[str, object]:
     """The trial each rule recommends, from one re-check of the top trials and the neighbours
     (as `bpexp sweep`: recheck.recheck_study)."""
-    top = candidates(cfg, done, cfg.sweep.recheck) if PICK == "per config" else top_trials(done, cfg.sweep.recheck)
-    top += [t for t in neighbours if t.number not in {c.number for c in top}]
+    top = and_neighbours(candidates(cfg, done, cfg.sweep.recheck) if PICK == "per config"
+                         else top_trials(done, cfg.sweep.recheck), neighbours)
     outcomes, finalists = rechecked(cfg, top, data)
     k = cfg.sweep.seeds + 3  # the old rule: the study's seeds and the first 3 fresh ones, by the worst of them
     old = {n: (sum(1 for s in o.seeds[:k] if s in o.diverged_seeds),

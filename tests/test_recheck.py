@@ -224,7 +224,7 @@ def test_the_neighbours_of_a_config_stay_in_the_search_space_and_are_trained_onc
     # the width 31 at multiple 1.0 of trial 0 is trial 1's own config: no neighbour again
     # one already waiting (queued by a command cut short) or trained is not queued again
     study.enqueue_trial({"train.lr / lr_find": 1.0, "model.hidden": 30})
-    assert missing(cfg, study.trials) == []
+    assert missing(cfg, study.trials, neighbour_params(cfg, study.trials)) == []
     assert neighbour_params(compose_sweep("sweep.neighbours=0"), study.trials) == []
     assert neighbour_params(compose_sweep("sweep.recheck=0"), study.trials) == []
 

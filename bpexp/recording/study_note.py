@@ -4,7 +4,8 @@ MLflow's metric bars round ~7e-4 to "0.00"."""
 from __future__ import annotations
 
 from bpexp.results.outcome import CONVERGED, DIVERGED, NOT_FIT, NOT_FIT_FRACTION, PARTLY_DIVERGED, TRAINED
-from bpexp.results.summary import RECHECK_RULE, StudySummary, ranked, recheck_candidates, recheck_rounds, recommended_by
+from bpexp.results.summary import (RECHECK_RULE, StudySummary, ranked, recheck_candidates, recheck_rounds,
+                                   recommended_by, seed_span)
 
 
 def study_note(summary: StudySummary) -> str:
@@ -15,10 +16,10 @@ def study_note(summary: StudySummary) -> str:
     if n is not None:
         r = s.recheck[n]
         seeds = len(r.seeds)
-        fresh = [x for x in r.seeds if x in set(s.recheck_seeds + s.final_seeds)]
+        fresh = [x for x in r.seeds if x in s.fresh_seeds]
         lines += [f"### Recommended: trial {r.label(n)}: {_params(r.params)}", "",
                   f"{metric} over its {seeds} seeds (the study's and {len(fresh)} fresh ones, "
-                  f"{_seeds(fresh)}): median **{r.value!r}**, mean {_num(r.mean)}, 90th percentile "
+                  f"{seed_span(fresh)}): median **{r.value!r}**, mean {_num(r.mean)}, 90th percentile "
                   f"{_num(r.q90)}, worst {_num(r.worst)}; {r.failures()}.", "",
                   f"The rule: {len(s.recheck)} trials, {recheck_candidates(s.recheck)}, were trained "
                   f"again {recheck_rounds(s)}; recommended: "
@@ -70,7 +71,7 @@ def model_note(summary: StudySummary, recommended: bool, run_id: str) -> str:
     if n in s.recheck:
         r = s.recheck[n]
         lines.append(f"{metric} over {len(r.seeds)} seeds (the study's and "
-                     f"{sum(x in set(s.recheck_seeds + s.final_seeds) for x in r.seeds)} fresh ones): "
+                     f"{sum(x in s.fresh_seeds for x in r.seeds)} fresh ones): "
                      f"median {r.value!r}, mean {_num(r.mean)}, worst {_num(r.worst)}; {r.failures()}.")
         lines.append("")
     m = s.recommended_number
@@ -93,6 +94,3 @@ def _params(params: dict) -> str:
 def _num(v) -> str:
     return "" if v is None else repr(v)
 
-
-def _seeds(seeds: list) -> str:
-    return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0]) if seeds else ""

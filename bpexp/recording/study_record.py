@@ -223,7 +223,7 @@ def record_recheck(client, parent_run_id: str, summary: StudySummary, figures: b
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["number", "seed", "fresh", metric, "seed_outcome"])
-    fresh = set(summary.recheck_seeds + summary.final_seeds)
+    fresh = summary.fresh_seeds
     for m, r in order:
         for s in r.seeds:
             v = r.seed_values.get(str(s))

@@ -88,8 +88,13 @@ def ranked(recheck: dict[int, Rechecked]) -> list[tuple[int, Rechecked]]:
                                                    *recheck_rank(kv[1].failed, kv[1].mean, kv[0])))
 
 
+def seed_span(seeds: list[int]) -> str:
+    """'102-133', '102', or '' for none."""
+    return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0]) if seeds else ""
+
+
 def seed_range(seeds: list[int]) -> str:
-    return f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return f"seeds {seed_span(seeds)}" if len(seeds) > 1 else f"seed {seed_span(seeds)}"
 
 
 def recheck_rounds(summary: "StudySummary") -> str:
@@ -129,3 +134,8 @@ class StudySummary:
     final_seeds: list[int] = field(default_factory=list)  # ... and of its final round, when it had one
     recommended_number: Optional[int] = None
     recommended_config: Optional[dict] = None
+
+    @property
+    def fresh_seeds(self) -> set[int]:
+        """Every fresh seed of the re-check, both rounds'."""
+        return set(self.recheck_seeds + self.final_seeds)

@@ -75,29 +75,32 @@ def neighbour_params(cfg: SweepAppConfig, trials: Sequence) -> list[tuple[int, d
     return out
 
 
-def missing(cfg: SweepAppConfig, trials: Sequence) -> list[tuple[int, dict]]:
-    """The neighbours no trial trained (COMPLETE or PRUNED), training (RUNNING: another command
+def missing(cfg: SweepAppConfig, trials: Sequence, wanted: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """The neighbours (`wanted`: neighbour_params) no trial trained (COMPLETE or PRUNED), training (RUNNING: another command
     ending the study; a dead worker's was failed by take_over before) or waiting has the params
     of yet: one that FAILED is trained again. A WAITING trial, queued by enqueue_trial, holds its
     params in its system attribute `fixed_params` until it is asked."""
     have = {_key(sampled(cfg, t.params)) for t in trials
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)}
     have |= {_key(sampled(cfg, t.system_attrs.get("fixed_params", {}))) for t in trials if t.state == TrialState.WAITING}
-    return [(n, p) for n, p in neighbour_params(cfg, trials) if _key(p) not in have]
+    return [(n, p) for n, p in wanted if _key(p) not in have]
 
 
-def neighbour_trials(cfg: SweepAppConfig, trials: Sequence) -> list:
-    """The trials with a value that have a neighbour's params: the re-check's extra candidates."""
-    wanted = {_key(p) for _, p in neighbour_params(cfg, trials)}
-    return [t for t in trials if t.value is not None and _key(sampled(cfg, t.params)) in wanted]
+def neighbour_trials(cfg: SweepAppConfig, trials: Sequence, wanted: list[tuple[int, dict]]) -> list:
+    """The trials with a value that have a neighbour's params (`wanted`): the re-check's extra candidates."""
+    keys = {_key(p) for _, p in wanted}
+    return [t for t in trials if t.value is not None and _key(sampled(cfg, t.params)) in keys]
 
 
 def train_neighbours(cfg: SweepAppConfig, study, data, recording=None, heartbeat=None, tested=None) -> list:
     """Train the neighbours no trial has tried yet, as one batch of the study's Session (child
     runs, told to Optuna), and return every neighbour trial with a value (the re-check's extra
     candidates). Queued first (Optuna's enqueue_trial: the next asks take them, their params
-    fixed), so that a neighbour queued by a command cut short is trained by the next."""
-    for source, params in missing(cfg, study.get_trials(deepcopy=False)):
+    fixed), so that a neighbour queued by a command cut short is trained by the next. Which
+    neighbours does not change as they train: their sources are never neighbours themselves."""
+    trials = study.get_trials(deepcopy=False)
+    wanted = neighbour_params(cfg, trials)
+    for source, params in missing(cfg, trials, wanted):
         study.enqueue_trial(params, user_attrs={names.NEIGHBOUR_OF: source})
     failpoint("neighbours-queued")
     waiting = count(study, TrialState.WAITING)
@@ -107,7 +110,7 @@ def train_neighbours(cfg: SweepAppConfig, study, data, recording=None, heartbeat
               f"the lr multiple kept) for the re-check", flush=True)
         Session(replace(cfg, sweep=replace(cfg.sweep, n_trials=n_trials)), study, data, recording, heartbeat,
                 None, tested).run()
-    return neighbour_trials(cfg, study.get_trials(deepcopy=False))
+    return neighbour_trials(cfg, study.get_trials(deepcopy=False), wanted)
 
 
 def _key(params: dict) -> tuple:

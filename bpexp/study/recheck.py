@@ -78,6 +78,12 @@ def candidates(cfg: SweepAppConfig, trials: Sequence, k: int) -> list:
     return (first + rest)[:k]
 
 
+def and_neighbours(top: Sequence, neighbours: Sequence) -> list:
+    """The re-check's candidates: `top`, then the neighbour trials (bpexp/study/neighbours.py) not among them."""
+    have = {t.number for t in top}
+    return [*top, *(t for t in neighbours if t.number not in have)]
+
+
 def train_seeds(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]) -> dict[int, list]:
     """Each trial's results (MemberResults) on `seeds`, every trial and seed one population."""
     members = [replace(member_of(trial_config(cfg, t.params)), seed=s) for t in trials for s in seeds]
@@ -86,12 +92,6 @@ def train_seeds(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int
     results = train_population(members, data, train_spec(cfg.train, sharpness=False))
     n = len(seeds)
     return {t.number: results[i * n:(i + 1) * n] for i, t in enumerate(trials)}
-
-
-def recheck(cfg: SweepAppConfig, trials: Sequence, data, seeds: Sequence[int]) -> dict[int, Outcome]:
-    """Each trial's outcome over the study's seeds and `seeds`, trained as one population."""
-    own = study_seeds(cfg.train.seed, cfg.sweep.seeds)
-    return outcomes_of(cfg, data, train_seeds(cfg, trials, data, own + [s for s in seeds if s not in own]))
 
 
 def outcomes_of(cfg: SweepAppConfig, data, results: dict[int, list]) -> dict[int, Outcome]:
@@ -151,9 +151,7 @@ def recheck_study(cfg: SweepAppConfig, study, data, neighbours: Sequence = ()) -
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    top = candidates(cfg, done, cfg.sweep.recheck)
-    top += [t for t in neighbours if t.number not in {c.number for c in top}]
-    outcomes, finalists = rechecked(cfg, top, data)
+    outcomes, finalists = rechecked(cfg, and_neighbours(candidates(cfg, done, cfg.sweep.recheck), neighbours), data)
     study.set_user_attr(names.RECHECK, {str(n): recheck_record(o, n in finalists) for n, o in outcomes.items()})
     study.set_user_attr(names.RECOMMENDED, best_of(outcomes, finalists))
 
