@@ -174,6 +174,13 @@ def test_reproduce_a_train_run_bit_for_bit(tmp_path, recorded_run):
     r = run_bpexp("reproduce", run_id, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "reproduced bit for bit" in r.stdout and "largest relative difference: 0" in r.stdout
+    # The run is read by a process of its own (recorder.reader) while this one imports torch:
+    # the command's own process never imports MLflow.
+    probe = f"import sys\nfrom bpexp import cli\ntry:\n    cli.main(['reproduce', '{run_id}'])\n" \
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules, 'mlflow' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+    assert r.stdout.split()[-3:] == ["0", "True", "False"] and "reproduced bit for bit" in r.stdout, r.stderr
 
 
 def test_reproduce_detects_tampered_weights(tmp_path, recorded_run):

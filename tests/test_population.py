@@ -7,7 +7,8 @@ import torch
 
 from bpexp.training.data import make_dataset
 from bpexp.training.budget import plan_groups
-from bpexp.training.population import Member, TrainSpec, log_epochs, train_population
+from bpexp.training.log_points import log_epochs
+from bpexp.training.population import Member, TrainSpec, train_population
 
 DATA = make_dataset("sin", -5, 5, 20)
 

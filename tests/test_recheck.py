@@ -168,20 +168,33 @@ def test_the_end_trains_the_trials_next_to_the_best_and_rechecks_them(tmp_path):
     sources = [t for i, t in enumerate(valued) if t.params["model.hidden"] not in
                [u.params["model.hidden"] for u in valued[:i]]][:2]
     mult = "train.lr / lr_find"
+    # each width one step either side at the source's multiple; the source's width at its multiple / and x 1.5
     wanted = {(s.params["model.hidden"] + d, s.params[mult]) for s in sources for d in (-1, 1)}
+    wanted |= {(s.params["model.hidden"], m) for s in sources for m in (s.params[mult] / 1.5, s.params[mult] * 1.5)}
     wanted -= {(s.params["model.hidden"], s.params[mult]) for s in sources}
-    wanted = {(w, m) for w, m in wanted if 1 <= w <= 32}
+    wanted = {(w, m) for w, m in wanted if 1 <= w <= 32 and 0.1 <= m <= 3.0}
     assert {(t.params["model.hidden"], t.params[mult]) for t in extra} == wanted and len(extra) == len(wanted)
     for t in extra:
         source = study.trials[t.user_attrs["bpexp.neighbour_of"]]
         assert source in sources and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        assert abs(t.params["model.hidden"] - source.params["model.hidden"]) == 1
-        # its lr: the same multiple of its own width's range test
+        # its lr: the multiple times its own width's range test
         assert t.params["train.lr"] == pytest.approx(t.params[mult] * t.user_attrs["bpexp.suggested_lr"], rel=1e-12)
-        assert t.user_attrs["bpexp.suggested_lr"] != source.user_attrs["bpexp.suggested_lr"]
+        if t.params["model.hidden"] != source.params["model.hidden"]:  # a width's neighbour: the multiple kept
+            assert abs(t.params["model.hidden"] - source.params["model.hidden"]) == 1
+            assert t.params[mult] == source.params[mult]
+            assert t.user_attrs["bpexp.suggested_lr"] != source.user_attrs["bpexp.suggested_lr"]
+        else:  # the lr's: the same width's range test, the lr / or x 1.5
+            assert t.user_attrs["bpexp.suggested_lr"] == source.user_attrs["bpexp.suggested_lr"]
+            assert t.params["train.lr"] / source.params["train.lr"] == pytest.approx(1.5 ** (1 if t.params[mult] >
+                                                                                             source.params[mult] else -1))
+    assert any(t.params["model.hidden"] == study.trials[t.user_attrs["bpexp.neighbour_of"]].params["model.hidden"]
+               for t in extra)  # neighbours along the lr were trained
     rechecked = {int(n) for n in study.user_attrs["bpexp.recheck"]}
     assert {t.number for t in extra if t.value is not None} <= rechecked
-    assert {s.number for s in sources} <= rechecked
+    for s in sources:  # re-checked, unless a neighbour along the lr took its place as its width's best
+        better = [t.number for t in extra if t.params["model.hidden"] == s.params["model.hidden"]
+                  and t.value is not None and t.value < s.value]
+        assert s.number in rechecked or set(better) & rechecked, (s.number, better, rechecked)
     client, (parent,), children = mlflow_runs(tmp_path)
     tags = {int(c.data.tags["optuna.trial_number"]): c.data.tags.get("bpexp.neighbour_of") for c in children}
     assert {n: v for n, v in tags.items() if v is not None} == {t.number: str(t.user_attrs["bpexp.neighbour_of"])
@@ -206,7 +219,7 @@ def test_the_neighbours_of_a_config_stay_in_the_search_space_and_are_trained_onc
     from bpexp.study.neighbours import missing, neighbour_params
     from tests.conftest import compose_sweep
 
-    cfg = compose_sweep("sweep.neighbours=2")
+    cfg = compose_sweep("sweep.neighbours=2", "sweep.neighbour_factor=1")  # the int key's neighbours only
     dist = {"train.lr / lr_find": FloatDistribution(0.1, 3.0, log=True),
             "model.hidden": IntDistribution(1, 32, log=True), "train.lr": FloatDistribution(1e-6, 30.0, log=True)}
 
@@ -227,9 +240,17 @@ def test_the_neighbours_of_a_config_stay_in_the_search_space_and_are_trained_onc
     assert missing(cfg, study.trials, neighbour_params(cfg, study.trials)) == []
     assert neighbour_params(compose_sweep("sweep.neighbours=0"), study.trials) == []
     assert neighbour_params(compose_sweep("sweep.recheck=0"), study.trials) == []
+    # along the lr's multiple (log scale) too: / and x 2 here, kept within [0.1, 3]
+    got = neighbour_params(compose_sweep("sweep.neighbours=2", "sweep.neighbour_factor=2"), study.trials)
+    assert [(n, p["model.hidden"], p["train.lr / lr_find"]) for n, p in got] == [
+        (0, 32, 0.5), (0, 32, 2.0), (1, 31, 0.5), (1, 31, 2.0), (1, 30, 1.0)]  # the search space's order: lr, hidden
+    study.add_trial(trial(4, 32, 2.0, 5e-3))  # the multiple 2.0 at width 32: tried already
+    assert [p for _, p in missing(cfg, study.trials, got)] == [{"train.lr / lr_find": 0.5, "model.hidden": 32},
+                                                              {"train.lr / lr_find": 0.5, "model.hidden": 31},
+                                                              {"train.lr / lr_find": 2.0, "model.hidden": 31}]
 
 
-@pytest.mark.parametrize("where", ["neighbours-queued", "training:2"])  # the 8 trials: one batch (TPE's start-up)
+@pytest.mark.parametrize("where", ["neighbours-queued", "training:2"])  # training:2: the neighbours' first batch
 def test_a_sweep_killed_at_its_neighbours_trains_each_once_on_resume(tmp_path, where):
     """kill -9 once the neighbours are queued (WAITING), or while they train (RUNNING: the resume
     fails them): the rerun trains each neighbour once, and ends the study."""
@@ -242,7 +263,11 @@ def test_a_sweep_killed_at_its_neighbours_trains_each_once_on_resume(tmp_path, w
     assert r.returncode == -9, (r.returncode, r.stderr)
     cut = load(tmp_path)
     queued = [t for t in cut.trials if "bpexp.neighbour_of" in t.user_attrs]
-    assert queued and {t.state for t in queued} == {TrialState.WAITING if where == "neighbours-queued" else TrialState.RUNNING}
+    states = {t.state for t in queued}
+    if where == "neighbours-queued":
+        assert queued and states == {TrialState.WAITING}
+    else:  # the first batch of them training, the rest (a batch of 4: the study's sequential start) still queued
+        assert TrialState.RUNNING in states and states <= {TrialState.RUNNING, TrialState.WAITING}
     r = run_bpexp(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study, *_ = check_invariants(tmp_path, 8)

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from bpexp.runtime import stores
-from bpexp.recording import tracking
+from bpexp.recording import recorder, tracking
 from bpexp.recording import weights
 from bpexp.config.schema import ConfigError
 from bpexp.config.validation import load_train_config
@@ -28,8 +28,8 @@ from bpexp.config.environment import check_memory
 from bpexp import names
 from bpexp.runtime import redaction
 
-# torch and the modules that train are imported once a run is found: an unknown run id is
-# answered without them (torch's import is ~1.3 s of the ~5 s such an answer took).
+# torch and the modules that train are imported while the reader process reads the run: an
+# unknown run id in a local store is answered without either (torch's import is ~1.3 s).
 
 TOLERANCE = 1e-6  # relative, when not bitwise (another machine, torch version or device)
 
@@ -83,14 +83,24 @@ def read_artifact(client, run, name: str, tmp: str) -> str:
     return Path(local).read_text(encoding="utf-8")
 
 
-def recorded_data(client, run, path: str, tmp: str) -> str:
+def recorded_data(stored: Stored, path: str, reader, uri: str, tmp: str) -> str:
     """The run's CSV file: at its recorded path if the file there is still the same (by its
     SHA-256), else the copy MLflow holds (on the run, or on its sweep's parent run)."""
-    sha = run.data.tags.get(names.DATA_SHA256)
+    sha = stored.tags.get(names.DATA_SHA256)
     if os.path.isfile(path) and file_sha256(path) == sha:
         return path
-    name = f"data/{os.path.basename(path)}"
-    for run_id in (run.info.run_id, run.data.tags.get("mlflow.parentRunId")):
+    runs = (stored.run_id, stored.tags.get("mlflow.parentRunId"))
+    local = reader.submit(download_data, uri, runs, f"data/{os.path.basename(path)}", sha, tmp).result()
+    if local is None:
+        raise ValueError(f"the CSV file {path} is gone or changed, and no recorded copy matches its SHA-256")
+    return local
+
+
+def download_data(uri: str, runs: tuple, name: str, sha: Optional[str], tmp: str) -> Optional[str]:
+    """The first of these runs' copies of a CSV file whose SHA-256 is `sha`, downloaded under
+    tmp; None if none (in the reader process)."""
+    client = tracking.read_client(uri)
+    for run_id in runs:
         if run_id:
             try:
                 local = client.download_artifacts(run_id, name, tmp)
@@ -98,7 +108,7 @@ def recorded_data(client, run, path: str, tmp: str) -> str:
                 continue
             if file_sha256(local) == sha:
                 return local
-    raise ValueError(f"the CSV file {path} is gone or changed, and no recorded copy matches its SHA-256")
+    return None
 
 
 def recorded_curve(text: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +165,7 @@ class Recorded:
     """What a run holds that reproducing it needs, read and checked."""
 
     run_id: str
-    run: Any
+    name: str  # the run's name
     cfg: Any  # its TrainAppConfig
     data: Any  # the Dataset it trained on
     initial: dict  # weights as recorded (train.seed's)
@@ -166,24 +176,51 @@ class Recorded:
     metric: str  # what the value is of: its study's sweep.metric, or train_loss
 
 
+@dataclass
+class Stored:
+    """What MLflow holds of the run, as plain data: read in the reader process (read_stored)."""
+
+    run_id: str
+    name: str
+    tags: dict
+    metrics: dict
+    files: dict  # config.yaml, weights/initial.json, weights/final.json, curves/loss_curve.csv: their text
+    metric: str  # what its value is of: its study's sweep.metric (a trial), else train_loss
+    note: Optional[str]  # what to say first (a study's parent: which of its trials is reproduced)
+
+
+FILES = ("config.yaml", "weights/initial.json", "weights/final.json", "curves/loss_curve.csv")
+
+
 def reproduce(run_id: str, uri: str) -> int:
     """Train the run again from what MLflow holds; 0 on a match, 1 on a mismatch, 2 if it cannot be."""
     db = stores.sqlite_file(uri)
     if db is not None and db.is_file() and stores.sqlite_holds_run(db, run_id) is False:
         print(f"bpexp reproduce: error: run {run_id!r} not found in {redaction.redact(uri)}", file=sys.stderr)
         return 2
-    client = tracking.read_client(uri)  # a StoreError: one line, exit 2 (cli.read_only_command)
+    tracking.check_readable(uri)  # a StoreError: one line, exit 2 (cli.read_only_command)
+    # MLflow is read in a process of its own while this one imports torch and the modules that
+    # train (the two imports overlap: docs/findings.md, "Fixed costs")
+    reader = recorder.reader(uri)
     try:
-        recorded = read_recorded(client, *find_run(client, run_id, uri))
-        check_initial_weights(recorded)
-    except Refused as e:
-        print(f"bpexp reproduce: {e}", file=sys.stderr)
-        return e.status
-    import torch
+        with tempfile.TemporaryDirectory() as tmp:
+            found = reader.submit(read_stored, uri, run_id, tmp)
+            import torch
 
-    from bpexp.config.specs import member_of, train_spec
-    from bpexp.training.population import train_population
+            from bpexp.config.specs import member_of, train_spec
+            from bpexp.training.population import train_population
 
+            try:
+                stored = found.result()
+                if stored.note:
+                    print(stored.note)
+                recorded = parse_recorded(stored, reader, uri, tmp)
+                check_initial_weights(recorded)
+            except Refused as e:
+                print(f"bpexp reproduce: {e}", file=sys.stderr)
+                return e.status
+    finally:
+        reader.shutdown(wait=False, cancel_futures=True)
     cfg = recorded.cfg
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise
@@ -192,8 +229,9 @@ def reproduce(run_id: str, uri: str) -> int:
     return report(recorded, results)
 
 
-def find_run(client, run_id: str, uri: str) -> tuple[str, Any]:
-    """(run id, run) of the network to reproduce: the run itself, or a study parent's best trial."""
+def find_run(client, run_id: str, uri: str) -> tuple[str, Any, Optional[str]]:
+    """(run id, run, what to say) of the network to reproduce: the run itself, or a study
+    parent's best trial."""
     try:
         run = client.get_run(run_id)
     except Exception as e:
@@ -207,44 +245,33 @@ def find_run(client, run_id: str, uri: str) -> tuple[str, Any]:
         if not child:
             raise Refused(f"error: run {run_id} is the parent of study '{run.data.tags.get(names.STUDY_NAME)}', "
                           "which has no best trial recorded yet")
-        print(f"run {run_id} is the parent of study '{run.data.tags.get(names.STUDY_NAME)}': "
-              f"reproducing its best trial #{best}, run {child[0].info.run_id}")
-        return child[0].info.run_id, child[0]
+        return child[0].info.run_id, child[0], (
+            f"run {run_id} is the parent of study '{run.data.tags.get(names.STUDY_NAME)}': "
+            f"reproducing its best trial #{best}, run {child[0].info.run_id}")
     if role is not None:  # an lr-find run, a compare report: no one network to train again
         raise Refused(f"error: run {run_id} is a {role} run ({names.ROLE}={role}), not a trained network: "
                       "reproduce a train run, a sweep's trial or its parent")
-    return run_id, run
+    return run_id, run, None
 
 
-def read_recorded(client, run_id: str, run) -> Recorded:
-    """Its config, data, weights and curve, each checked as untrusted input: a file that fails
-    is named in one line (Refused), no code in it ever runs (weights.py, validation.py)."""
-    files, name = {}, "config.yaml"
-    with tempfile.TemporaryDirectory() as tmp:
+def unreadable(run_id: str, name: str, e: BaseException) -> Refused:
+    """A recorded file that fails its checks, in one line."""
+    reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
+    return Refused(f"error: run {run_id} cannot be reproduced: {name}: {reason}")
+
+
+def read_stored(uri: str, run_id: str, tmp: str) -> Stored:
+    """The run's files, tags and metrics (in the reader process: recorder.reader)."""
+    client = tracking.read_client(uri)
+    run_id, run, note = find_run(client, run_id, uri)
+    files = {}
+    for name in FILES:
         try:
-            for name in ("config.yaml", "weights/initial.json", "weights/final.json", "curves/loss_curve.csv"):
-                try:
-                    files[name] = read_artifact(client, run, name, tmp)
-                except LookupError:
-                    raise OSError(f"not recorded on this run (status {run.info.status})") from None
-            name = "config.yaml"
-            cfg = load_train_config(files[name], check_data=False)
-            check_memory(cfg.train.epochs)
-            if cfg.data.source == "csv":
-                name = "data"
-                cfg.data.path = recorded_data(client, run, cfg.data.path, tmp)
-            name = "weights/initial.json"
-            initial = weights.parse_weights(files[name])
-            name = "weights/final.json"
-            final = weights.parse_weights(files[name])
-            from bpexp.training.data import dataset_from_config
-
-            data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
-            name = "curves/loss_curve.csv"
-            losses = {s: recorded_curve(files[name], s) for s in recorded_seeds(files[name], cfg.train.seed)}
-        except (OSError, ValueError, ConfigError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-            reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
-            raise Refused(f"error: run {run_id} cannot be reproduced: {name}: {reason}") from None
+            files[name] = read_artifact(client, run, name, tmp)
+        except LookupError:
+            raise unreadable(run_id, name, OSError(f"not recorded on this run (status {run.info.status})")) from None
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            raise unreadable(run_id, name, e) from None
     metric = "train_loss"
     parent = run.data.tags.get("mlflow.parentRunId")
     if parent:  # a sweep's trial: its value is of its study's metric
@@ -252,9 +279,34 @@ def read_recorded(client, run_id: str, run) -> Recorded:
             metric = client.get_run(parent).data.params.get("sweep.metric", metric)
         except Exception:
             pass
+    return Stored(run_id, run.info.run_name, dict(run.data.tags), dict(run.data.metrics), files, metric, note)
+
+
+def parse_recorded(stored: Stored, reader, uri: str, tmp: str) -> Recorded:
+    """Its config, data, weights and curve, each checked as untrusted input: a file that fails
+    is named in one line (Refused), no code in it ever runs (weights.py, validation.py)."""
+    files, name = stored.files, "config.yaml"
+    try:
+        cfg = load_train_config(files[name], check_data=False)
+        check_memory(cfg.train.epochs)
+        if cfg.data.source == "csv":
+            name = "data"
+            cfg.data.path = recorded_data(stored, cfg.data.path, reader, uri, tmp)
+        name = "weights/initial.json"
+        initial = weights.parse_weights(files[name])
+        name = "weights/final.json"
+        final = weights.parse_weights(files[name])
+        from bpexp.training.data import dataset_from_config
+
+        data = dataset_from_config(cfg.data)  # while a downloaded CSV is still there
+        name = "curves/loss_curve.csv"
+        losses = {s: recorded_curve(files[name], s) for s in recorded_seeds(files[name], cfg.train.seed)}
+    except (OSError, ValueError, ConfigError, RecursionError) as e:
+        raise unreadable(stored.run_id, name, e) from None
     # the value: a trial's objective; a one-seed trial's or a train run's last point of its metric
-    value = run.data.metrics.get("objective", run.data.metrics.get(metric))
-    return Recorded(run_id, run, cfg, data, initial, final, losses, run.data.tags.get(names.OUTCOME), value, metric)
+    value = stored.metrics.get("objective", stored.metrics.get(stored.metric))
+    return Recorded(stored.run_id, stored.name, cfg, data, initial, final, losses, stored.tags.get(names.OUTCOME),
+                    value, stored.metric)
 
 
 def recorded_seeds(text: str, seed: int) -> list[int]:
@@ -292,7 +344,7 @@ def report(r: Recorded, results) -> int:
                                                       np.float64(np.nan if r.value is None else r.value))
     worst = max(diffs, key=diffs.get)
     seeds = ", ".join(str(res.member.seed) for res in results)
-    print(f"run {r.run_id}: {r.run.info.run_name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
+    print(f"run {r.run_id}: {r.name} ({cfg.model.hidden} hidden, lr {cfg.train.lr:g}, "
           f"seed{'s' if len(results) > 1 else ''} {seeds}, {cfg.train.epochs} epochs)")
     for res in results:
         epochs, recorded = r.losses[res.member.seed]

@@ -140,6 +140,8 @@ def validate_sweep(cfg: SweepAppConfig | DictConfig) -> None:
     _need(s.sequential_trials >= 0, "sweep.sequential_trials", s.sequential_trials, "must be >= 0")
     _need(s.recheck >= 0, "sweep.recheck", s.recheck, "must be >= 0 (0 = off)")
     _need(s.neighbours >= 0, "sweep.neighbours", s.neighbours, "must be >= 0 (0 = off)")
+    _need(1 <= s.neighbour_factor <= 100, "sweep.neighbour_factor", s.neighbour_factor,
+          "must be in [1, 100] (1 = no neighbours along a float key)")
     _need(s.recheck_final >= 0, "sweep.recheck_final", s.recheck_final, "must be >= 0 (0 = one round)")
     _need(0 <= s.recheck_final_seeds <= 2**16, "sweep.recheck_final_seeds", s.recheck_final_seeds,
           "must be in [0, 65536] (0 = one round)")

@@ -45,7 +45,7 @@ class RunRecord:
     dataset: Optional[dict] = None  # the data it trained on, as an MLflow dataset input (tracking.log_dataset)
 
 
-def _init(sql_store: bool = True) -> None:
+def _init(sql_store: bool = True, run_tags: bool = True) -> None:
     # Ctrl-C (and SIGTERM, which Slurm and systemd send to every process of a job) reach this
     # process too; the main process decides what a run becomes, and this one carries it out.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -57,13 +57,15 @@ def _init(sql_store: bool = True) -> None:
     tracking.configure_mlflow()  # a recorder works in the background
     # Pay for MLflow's imports now, while the main process is busy with its own (torch): the
     # client, the SQL store's module (~0.8 s more, on the connection's path otherwise) and the
-    # tags every run carries (git's commit of the code: ~0.3 s through GitPython). sql_store:
-    # prestart's guess that the store is a database, not a tracking server (whose client needs
-    # no SQL store; a wrong guess costs ~0.8 s of imports in the background).
+    # tags every run carries (git's commit of the code: ~0.3 s through GitPython; run_tags:
+    # False for a reader, which records no run). sql_store: prestart's guess that the store is a
+    # database, not a tracking server (whose client needs no SQL store; a wrong guess costs
+    # ~0.8 s of imports in the background).
     import_module("mlflow.tracking")
     if sql_store:
         import_module("mlflow.store.tracking.sqlalchemy_store")
-    tracking.context_tags()
+    if run_tags:
+        tracking.context_tags()
 
 
 def _die_with_parent() -> None:
@@ -184,6 +186,18 @@ def prestart(argv: tuple[str, ...] = ()) -> None:
         _prestarted = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
                                           initargs=(not stores.is_tracking_server(uri),))
         _prestarted.submit(_ready)
+
+
+def reader(uri: str) -> ProcessPoolExecutor:
+    """A process of its own for a read-only command's MLflow reads (reproduce): it imports
+    MLflow and its store's module (~2.5 s) while this process imports torch (~1.3 s) and the
+    modules that train. Its tasks are functions of a module that does not import torch; what
+    they return is plain data (unpickling MLflow's objects here would import MLflow here too).
+    The caller shuts it down."""
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                               initargs=(not stores.is_tracking_server(uri), False))
+    pool.submit(redaction.add_secrets, *redaction.remembered())  # it redacts the errors it raises
+    return pool
 
 
 _kept = False  # a Hydra multirun: the next job takes over this recorder process

@@ -103,14 +103,19 @@ def _lost_a_race(e: BaseException) -> bool:
     return "duplicate key value" in text or "UNIQUE constraint failed" in text
 
 
-def read_client(uri: str):
-    """An MlflowClient to read the store at `uri` (reproduce, compare): checked first, quickly
-    (a server must answer, a local store exist and be whole); a StoreError naming
-    --tracking-uri otherwise."""
+def check_readable(uri: str) -> None:
+    """A StoreError naming --tracking-uri unless the store at `uri` can be read (reproduce,
+    compare), checked quickly and without MLflow's import: a server must answer, a local store
+    exist and be whole."""
     configure_mlflow()
     problem = stores.read_problem(uri)
     if problem:
         raise stores.StoreError("--tracking-uri", redact(uri), problem)
+
+
+def read_client(uri: str):
+    """An MlflowClient to read the store at `uri`, checked first (check_readable)."""
+    check_readable(uri)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(stores.use_credentials(uri))

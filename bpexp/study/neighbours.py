@@ -10,13 +10,15 @@ width: 4 units at the 3-unit trial's multiple is a config near its own best lr.
 So at the study's end, before the re-check, the `sweep.neighbours` best re-check candidates
 (the best trial of each config apart from its lr) get their neighbours trained as trials: each
 int key of the search space one step up and one step down, every other param kept (the lr as
-the same multiple of the new config's range test, or the same lr where the lr is absolute).
-They are trials like any other (a child run each, told to Optuna, user attribute and tag
-`bpexp.neighbour_of`: the trial they are next to), trained on the study's seeds as one batch,
-and the re-check takes them as candidates beside its own. Measured on unseen seeds
-(benchmarks/sample_efficiency.py, 40 sampler seeds): at 30 trials the recommendation's median
-went from 1.15x the grid's best to 1.08x, and with the re-check's final round (recheck.py) as
-few unseen seeds failed as before (3 of 1280); docs/findings.md, "Neighbours, and a final round".
+the same multiple of the new config's range test, or the same lr where the lr is absolute), and
+each log-scale float key (the lr's multiple, in the default study) / and x
+`sweep.neighbour_factor` (1.5). They are trials like any other (a child run each, told to
+Optuna, user attribute and tag `bpexp.neighbour_of`: the trial they are next to), trained on
+the study's seeds as one batch, and the re-check takes them as candidates beside its own.
+Measured on unseen seeds (benchmarks/sample_efficiency.py, 20 sampler seeds, each on 32 seeds of
+its own): at 30 trials the recommendation's median, against the grid's best judged on 1280
+seeds, was 1.19x with the width's neighbours alone and is 1.03x with the lr's too, no unseen
+seed failing either way; docs/findings.md, "Rare failures" and "Neighbours along the lr".
 
 Everything here is read off the study's trials, so a resume that finds the neighbours trained
 does not train them again, and one cut short trains what is missing.
@@ -24,7 +26,7 @@ does not train them again, and one cut short trains what is missing.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from optuna.trial import TrialState
 
@@ -44,10 +46,20 @@ def sampled(cfg: SweepAppConfig, params: dict) -> dict:
     return {n: v for n, v in params.items() if n not in derived}
 
 
-def steps(cfg: SweepAppConfig) -> list[tuple[str, int, int, int]]:
-    """(param name, step, low, high) of every int key searched: the axes a config has neighbours on."""
-    return [(param_name(k, p), int(p.step or 1), int(p.low), int(p.high))
-            for k, p in searched(cfg.sweep.search_space) if p.type == "int"]
+def steps(cfg: SweepAppConfig) -> list[tuple[str, Callable, Callable, float, float]]:
+    """(param name, one step down, one step up, low, high) of the axes a config has neighbours
+    on: every int key searched (its step), and every log-scale float key (/ and x
+    sweep.neighbour_factor: the lr's multiple, whose best lies in a band too narrow for TPE's
+    first 30 trials to have tried twice)."""
+    out = []
+    for k, p in searched(cfg.sweep.search_space):
+        if p.type == "int":
+            step = int(p.step or 1)
+            out.append((param_name(k, p), lambda v, s=step: v - s, lambda v, s=step: v + s, int(p.low), int(p.high)))
+        elif p.type == "float" and p.log and cfg.sweep.neighbour_factor > 1:
+            f = float(cfg.sweep.neighbour_factor)
+            out.append((param_name(k, p), lambda v, f=f: v / f, lambda v, f=f: v * f, float(p.low), float(p.high)))
+    return out
 
 
 def sources(cfg: SweepAppConfig, trials: Sequence) -> list:
@@ -66,8 +78,8 @@ def neighbour_params(cfg: SweepAppConfig, trials: Sequence) -> list[tuple[int, d
         seen.add(_key(sampled(cfg, t.params)))
     for t in chosen:
         base = sampled(cfg, t.params)
-        for name, step, low, high in steps(cfg):
-            for value in (base[name] - step, base[name] + step):
+        for name, down, up, low, high in steps(cfg):
+            for value in (down(base[name]), up(base[name])):
                 params = {**base, name: value}
                 if low <= value <= high and _key(params) not in seen:
                     seen.add(_key(params))
@@ -106,8 +118,9 @@ def train_neighbours(cfg: SweepAppConfig, study, data, recording=None, heartbeat
     waiting = count(study, TrialState.WAITING)
     if waiting:
         n_trials = trained(study) + waiting
+        along = f"; each log-scale float key x and / {cfg.sweep.neighbour_factor:g}" if cfg.sweep.neighbour_factor > 1 else ""
         print(f"bpexp sweep: training {waiting} trials next to the best ones (each int key one step either side, "
-              f"the lr multiple kept) for the re-check", flush=True)
+              f"the lr multiple kept{along}) for the re-check", flush=True)
         Session(replace(cfg, sweep=replace(cfg.sweep, n_trials=n_trials)), study, data, recording, heartbeat,
                 None, tested).run()
     return neighbour_trials(cfg, study.get_trials(deepcopy=False), wanted)

@@ -8,13 +8,13 @@ median), at 4 units none does; a 100-trial study crowned the 3-unit config, fine
 seeds. So `sweep.recheck` trials (`candidates`: the best of each config apart from its lr),
 and the trials the study's end tried next to the best ones (bpexp/study/neighbours.py),
 are trained again on their own seeds and
-`sweep.recheck_seeds` fresh ones (the seeds after the study's: 32 by default, so that a
-config failing on 1 seed in 20 shows a failure with probability 1 - 0.95**32 = 81 %, 1 in 10:
-97 %), as one population: a population member computes exactly what it computes alone, so
-the study's seeds give back their recorded numbers. 5 configs x 35 seeds x 5000 epochs is one
-population of 175 small networks (~2.5 s on 2 cores). Then a final round (`rechecked`): the
-best sweep.recheck_final (3) by the rule train on sweep.recheck_final_seeds (64) more, and the
-recommendation is the best of them over all their seeds.
+`sweep.recheck_seeds` fresh ones (the seeds after the study's: 16 by default), as one
+population: a population member computes exactly what it computes alone, so the study's seeds
+give back their recorded numbers. 5 configs x 35 seeds x 5000 epochs is one population of 175
+small networks (~2.5 s on 2 cores). Then a final round (`rechecked`): the best
+sweep.recheck_final (3) by the rule train on sweep.recheck_final_seeds (80) more, and the
+recommendation is the best of them over all their 99 seeds: a config failing on 1 seed in 20
+shows a failure there with probability 1 - 0.95**99 = 99 % (on the first round's 19 seeds: 62 %).
 
 Each is read as a trial is (bpexp/results/outcome.py) over all its seeds: median, 90th
 percentile, worst, mean, and its failed seeds (diverged, or stuck far above its median). The
@@ -105,7 +105,7 @@ def rechecked(cfg: SweepAppConfig, trials: Sequence, data) -> tuple[dict[int, Ou
 
     Round 1: every candidate on the study's seeds and sweep.recheck_seeds fresh ones. Round 2:
     the sweep.recheck_final best of them by the rule (`ranking`) on sweep.recheck_final_seeds
-    more. Why: the more candidates a round has, the likelier its winner is one whose 35 seeds
+    more. Why: the more candidates a round has, the likelier its winner is one whose seeds
     were lucky (a config failing on 1 seed in 20 shows no failure on 35 seeds 17 % of the time),
     and a candidate near the edge of the lr is what the best ones are. Measured (docs/findings.md,
     "Neighbours, and a final round"): with the neighbours re-checked too, one round recommended
