@@ -12,13 +12,13 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from bpexp.runtime import stores
 from bpexp.recording import recorder, tracking
+from bpexp.commands.recorded_run import Refused, Stored, download_data, read_stored, unreadable
 from bpexp.recording import weights
 from bpexp.config.schema import ConfigError
 from bpexp.config.validation import load_train_config
@@ -47,42 +47,6 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.abs(a - b) / np.maximum(np.abs(b), 1e-12)).max()) if a.size else 0.0
 
 
-MAX_ARTIFACT_BYTES = 64 * 2**20  # a recorded file larger than this was not written by bpexp
-
-
-def read_artifact(client, run, name: str, tmp: str) -> str:
-    """A recorded file's text. In a local store, a file that is a symlink or not a regular file
-    (a FIFO, /dev/zero) is refused before it is read; anywhere, one too large to be bpexp's."""
-    import stat
-    from urllib.parse import unquote, urlparse
-
-    root = run.info.artifact_uri
-    if root.startswith("file:") or root.startswith("/"):
-        base = unquote(urlparse(root).path) if root.startswith("file:") else root
-        src = os.path.join(base, name)
-        try:
-            st = os.lstat(src)
-        except FileNotFoundError:
-            raise LookupError(name) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError("is a symlink or not a regular file in the artifact store")
-        # Every folder on the way from the run's folder down is the store's own, not a link to
-        # a folder elsewhere (whose files would be read, and named in errors, as the run's).
-        folders = [os.path.dirname(base), base, *(os.path.join(base, *name.split("/")[:i])
-                                                   for i in range(1, name.count("/") + 1))]
-        if any(os.path.islink(f) for f in folders):
-            raise ValueError("lies under a symlinked folder in the artifact store")
-        if st.st_size > MAX_ARTIFACT_BYTES:
-            raise ValueError(f"is {st.st_size} bytes, too large to be a bpexp file")
-    try:
-        local = client.download_artifacts(run.info.run_id, name, tmp)
-    except Exception:  # MlflowException: not recorded (a run killed before its files)
-        raise LookupError(name) from None
-    if os.path.getsize(local) > MAX_ARTIFACT_BYTES:
-        raise ValueError(f"is {os.path.getsize(local)} bytes, too large to be a bpexp file")
-    return Path(local).read_text(encoding="utf-8")
-
-
 def recorded_data(stored: Stored, path: str, reader, uri: str, tmp: str) -> str:
     """The run's CSV file: at its recorded path if the file there is still the same (by its
     SHA-256), else the copy MLflow holds (on the run, or on its sweep's parent run)."""
@@ -94,21 +58,6 @@ def recorded_data(stored: Stored, path: str, reader, uri: str, tmp: str) -> str:
     if local is None:
         raise ValueError(f"the CSV file {path} is gone or changed, and no recorded copy matches its SHA-256")
     return local
-
-
-def download_data(uri: str, runs: tuple, name: str, sha: Optional[str], tmp: str) -> Optional[str]:
-    """The first of these runs' copies of a CSV file whose SHA-256 is `sha`, downloaded under
-    tmp; None if none (in the reader process)."""
-    client = tracking.read_client(uri)
-    for run_id in runs:
-        if run_id:
-            try:
-                local = client.download_artifacts(run_id, name, tmp)
-            except Exception:  # not on this run
-                continue
-            if file_sha256(local) == sha:
-                return local
-    return None
 
 
 def recorded_curve(text: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,14 +101,6 @@ def curve_diff(reproduced: np.ndarray, recorded: tuple[np.ndarray, np.ndarray]) 
     return max_rel_diff(reproduced[epochs], values)
 
 
-class Refused(Exception):
-    """Why a run cannot be reproduced (one line), and the exit status that says so."""
-
-    def __init__(self, message: str, status: int = 2):
-        super().__init__(message)
-        self.status = status
-
-
 @dataclass
 class Recorded:
     """What a run holds that reproducing it needs, read and checked."""
@@ -174,22 +115,6 @@ class Recorded:
     verdict: Optional[str]  # the run's tag bpexp.outcome
     value: Optional[float]  # a trial's objective; a train run's last train_loss
     metric: str  # what the value is of: its study's sweep.metric, or train_loss
-
-
-@dataclass
-class Stored:
-    """What MLflow holds of the run, as plain data: read in the reader process (read_stored)."""
-
-    run_id: str
-    name: str
-    tags: dict
-    metrics: dict
-    files: dict  # config.yaml, weights/initial.json, weights/final.json, curves/loss_curve.csv: their text
-    metric: str  # what its value is of: its study's sweep.metric (a trial), else train_loss
-    note: Optional[str]  # what to say first (a study's parent: which of its trials is reproduced)
-
-
-FILES = ("config.yaml", "weights/initial.json", "weights/final.json", "curves/loss_curve.csv")
 
 
 def reproduce(run_id: str, uri: str) -> int:
@@ -227,59 +152,6 @@ def reproduce(run_id: str, uri: str) -> int:
     members = [replace(member_of(cfg), seed=s) for s in recorded.losses]  # every seed, one population
     results = train_population(members, recorded.data, train_spec(cfg.train, sharpness=False))
     return report(recorded, results)
-
-
-def find_run(client, run_id: str, uri: str) -> tuple[str, Any, Optional[str]]:
-    """(run id, run, what to say) of the network to reproduce: the run itself, or a study
-    parent's best trial."""
-    try:
-        run = client.get_run(run_id)
-    except Exception as e:
-        raise Refused(f"error: run {run_id!r} not found in {redaction.redact(uri)} ({type(e).__name__})") from None
-    role = run.data.tags.get(names.ROLE)
-    if role == "study":  # a sweep's parent: its best trial (best value on the study's own seeds; the
-        # recommendation, re-checked on fresh seeds, is tag recommended.trial_number: reproduce that run by its id)
-        best = run.data.tags.get("best.trial_number")
-        child = [r for r in tracking.child_runs(client, run_id, "attributes.status = 'FINISHED'")
-                 if r.data.tags.get(names.TRIAL_NUMBER) == best] if best is not None else []
-        if not child:
-            raise Refused(f"error: run {run_id} is the parent of study '{run.data.tags.get(names.STUDY_NAME)}', "
-                          "which has no best trial recorded yet")
-        return child[0].info.run_id, child[0], (
-            f"run {run_id} is the parent of study '{run.data.tags.get(names.STUDY_NAME)}': "
-            f"reproducing its best trial #{best}, run {child[0].info.run_id}")
-    if role is not None:  # an lr-find run, a compare report: no one network to train again
-        raise Refused(f"error: run {run_id} is a {role} run ({names.ROLE}={role}), not a trained network: "
-                      "reproduce a train run, a sweep's trial or its parent")
-    return run_id, run, None
-
-
-def unreadable(run_id: str, name: str, e: BaseException) -> Refused:
-    """A recorded file that fails its checks, in one line."""
-    reason = "not a text file (a pickle?)" if isinstance(e, UnicodeDecodeError) else str(e)
-    return Refused(f"error: run {run_id} cannot be reproduced: {name}: {reason}")
-
-
-def read_stored(uri: str, run_id: str, tmp: str) -> Stored:
-    """The run's files, tags and metrics (in the reader process: recorder.reader)."""
-    client = tracking.read_client(uri)
-    run_id, run, note = find_run(client, run_id, uri)
-    files = {}
-    for name in FILES:
-        try:
-            files[name] = read_artifact(client, run, name, tmp)
-        except LookupError:
-            raise unreadable(run_id, name, OSError(f"not recorded on this run (status {run.info.status})")) from None
-        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
-            raise unreadable(run_id, name, e) from None
-    metric = "train_loss"
-    parent = run.data.tags.get("mlflow.parentRunId")
-    if parent:  # a sweep's trial: its value is of its study's metric
-        try:
-            metric = client.get_run(parent).data.params.get("sweep.metric", metric)
-        except Exception:
-            pass
-    return Stored(run_id, run.info.run_name, dict(run.data.tags), dict(run.data.metrics), files, metric, note)
 
 
 def parse_recorded(stored: Stored, reader, uri: str, tmp: str) -> Recorded:

@@ -173,6 +173,13 @@ def _ready() -> None:
     """A no-op task: submitting it makes the pool start its process."""
 
 
+def _process(uri: str, run_tags: bool) -> ProcessPoolExecutor:
+    """A pool of one process, spawned (a fork would copy this process's threads and locks),
+    that imports MLflow as _init says for a store at `uri`."""
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                               initargs=(not stores.is_tracking_server(uri), run_tags))
+
+
 _prestarted: Optional[ProcessPoolExecutor] = None
 
 
@@ -183,8 +190,7 @@ def prestart(argv: tuple[str, ...] = ()) -> None:
     if _prestarted is None:
         uri = next((a.partition("=")[2] for a in reversed(argv) if a.startswith("tracking.uri=")),
                    os.environ.get("MLFLOW_TRACKING_URI", ""))
-        _prestarted = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                          initargs=(not stores.is_tracking_server(uri),))
+        _prestarted = _process(uri, run_tags=True)
         _prestarted.submit(_ready)
 
 
@@ -194,8 +200,7 @@ def reader(uri: str) -> ProcessPoolExecutor:
     modules that train. Its tasks are functions of a module that does not import torch; what
     they return is plain data (unpickling MLflow's objects here would import MLflow here too).
     The caller shuts it down."""
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                               initargs=(not stores.is_tracking_server(uri), False))
+    pool = _process(uri, run_tags=False)
     pool.submit(redaction.add_secrets, *redaction.remembered())  # it redacts the errors it raises
     return pool
 

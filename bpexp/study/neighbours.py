@@ -26,7 +26,7 @@ does not train them again, and one cut short trains what is missing.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Iterator, Sequence
 
 from optuna.trial import TrialState
 
@@ -46,20 +46,21 @@ def sampled(cfg: SweepAppConfig, params: dict) -> dict:
     return {n: v for n, v in params.items() if n not in derived}
 
 
-def steps(cfg: SweepAppConfig) -> list[tuple[str, Callable, Callable, float, float]]:
-    """(param name, one step down, one step up, low, high) of the axes a config has neighbours
-    on: every int key searched (its step), and every log-scale float key (/ and x
-    sweep.neighbour_factor: the lr's multiple, whose best lies in a band too narrow for TPE's
-    first 30 trials to have tried twice)."""
-    out = []
+def either_side(cfg: SweepAppConfig, base: dict) -> Iterator[tuple[str, object]]:
+    """(param name, value) of a config's neighbours on each axis, inside the search space: every
+    int key one step down and up, and every log-scale float key / and x sweep.neighbour_factor
+    (the lr's multiple, whose best lies in a band too narrow for TPE's first 30 trials to have
+    tried twice)."""
     for k, p in searched(cfg.sweep.search_space):
+        name, value = param_name(k, p), base[param_name(k, p)]
         if p.type == "int":
             step = int(p.step or 1)
-            out.append((param_name(k, p), lambda v, s=step: v - s, lambda v, s=step: v + s, int(p.low), int(p.high)))
+            values = (value - step, value + step)
         elif p.type == "float" and p.log and cfg.sweep.neighbour_factor > 1:
-            f = float(cfg.sweep.neighbour_factor)
-            out.append((param_name(k, p), lambda v, f=f: v / f, lambda v, f=f: v * f, float(p.low), float(p.high)))
-    return out
+            values = (value / cfg.sweep.neighbour_factor, value * cfg.sweep.neighbour_factor)
+        else:
+            continue
+        yield from ((name, v) for v in values if p.low <= v <= p.high)
 
 
 def sources(cfg: SweepAppConfig, trials: Sequence) -> list:
@@ -78,12 +79,11 @@ def neighbour_params(cfg: SweepAppConfig, trials: Sequence) -> list[tuple[int, d
         seen.add(_key(sampled(cfg, t.params)))
     for t in chosen:
         base = sampled(cfg, t.params)
-        for name, down, up, low, high in steps(cfg):
-            for value in (down(base[name]), up(base[name])):
-                params = {**base, name: value}
-                if low <= value <= high and _key(params) not in seen:
-                    seen.add(_key(params))
-                    out.append((t.number, params))
+        for name, value in either_side(cfg, base):
+            params = {**base, name: value}
+            if _key(params) not in seen:
+                seen.add(_key(params))
+                out.append((t.number, params))
     return out
 
 
