@@ -307,6 +307,36 @@ def test_a_real_full_disk_is_one_line_and_the_resume_ends_the_study(small_disk):
     check_invariants(disk, 24)
 
 
+def test_a_trial_failed_on_a_full_disk_never_keeps_the_verdict_it_was_about_to_be_told(monkeypatch):
+    """The disk filled between a trial's verdict (its attributes, written first) and its tell;
+    settling it wrote "failed" over the verdict, and that write failed too, then the disk freed
+    and the trial was failed saying "converged" (seen once in the test above). The attribute is
+    tried again before the trial is failed."""
+    import optuna
+
+    from bpexp.study import session
+    from bpexp.study.batches import Batch
+
+    monkeypatch.setattr(session, "SETTLE_PAUSE_S", 0.01)
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("bpexp.outcome", "converged")
+    write, writes = trial.set_user_attr, []
+
+    def full_once(key, value):
+        writes.append(key)
+        if len(writes) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(key, value)
+
+    monkeypatch.setattr(trial, "set_user_attr", full_once)
+    settling = object.__new__(session.Session)
+    settling.study, settling.recording = study, None
+    settling.settle([Batch(trials=[trial])])
+    (t,) = study.trials
+    assert t.state == TrialState.FAIL and t.user_attrs["bpexp.outcome"] == "failed" and len(writes) == 2
+
+
 # ------------------------------------------------------------------ a study never split or mixed
 def test_a_resume_never_mixes_data_or_splits_the_study(tmp_path):
     data = tmp_path / "d.csv"

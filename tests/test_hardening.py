@@ -169,11 +169,18 @@ def recorded_run(tmp_path):
     return client, run.info.run_id
 
 
-def test_reproduce_a_train_run_bit_for_bit(tmp_path, recorded_run):
+def test_reproduce_a_train_run_bit_for_bit(tmp_path, recorded_run, monkeypatch):
+    from bpexp.recording import recorder
+
     client, run_id = recorded_run
+    started, start = [], recorder._process
+    monkeypatch.setattr(recorder, "_process", lambda *a: started.append(a) or start(*a))
     r = run_bpexp("reproduce", run_id, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "reproduced bit for bit" in r.stdout and "largest relative difference: 0" in r.stdout
+    # A process that keeps its recorder between commands (a multirun; this test's) reads through
+    # the train run's recorder: no process started
+    assert not started
     # The run is read by a process of its own (recorder.reader) while this one imports torch:
     # the command's own process never imports MLflow.
     probe = f"import sys\nfrom bpexp import cli\ntry:\n    cli.main(['reproduce', '{run_id}'])\n" \
@@ -191,8 +198,6 @@ def test_reproduce_detects_tampered_weights(tmp_path, recorded_run):
     client.log_text(run_id, weights.weights_json(w), "weights/final.json")
     r = run_bpexp("reproduce", run_id, cwd=tmp_path)
     assert r.returncode == 1 and "MISMATCH" in r.stderr and "final w2" in r.stderr
-
-
 
 
 @pytest.mark.parametrize("artifact", ["config.yaml", "config_target", "weights/initial.json", "weights/extra_key"])

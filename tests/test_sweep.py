@@ -284,6 +284,7 @@ def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypat
     unclaimed = study.ask()  # its worker died before claiming it
     dead = study.ask()
     dead.set_user_attr("bpexp.worker", f"{socket.gethostname()}:{2**22 + 12345}")  # no such pid
+    dead.set_user_attr("bpexp.outcome", "converged")  # killed between its verdict and its tell
     live = study.ask()
     live.set_user_attr("bpexp.worker", liveness.THIS_WORKER)
     elsewhere = study.ask()
@@ -304,6 +305,7 @@ def test_stale_trials_of_dead_or_vanished_workers_are_failed(tmp_path, monkeypat
     zombie_process.wait()
     states = {t.number: t.state for t in study.trials}
     assert states[dead.number] == states[dead_here.number] == states[zombie.number] == TrialState.FAIL
+    assert study.trials[dead.number].user_attrs["bpexp.outcome"] == "failed"  # as its state says
     assert states[unclaimed.number] == states[live.number] == states[elsewhere.number] == TrialState.RUNNING
     assert states[other_ns.number] == TrialState.RUNNING
     monkeypatch.setattr(workers, "GRACE_S", 0)  # unclaimed for longer than the grace period

@@ -126,7 +126,7 @@ def reproduce(run_id: str, uri: str) -> int:
     tracking.check_readable(uri)  # a StoreError: one line, exit 2 (cli.read_only_command)
     # MLflow is read in a process of its own while this one imports torch and the modules that
     # train (the two imports overlap: docs/findings.md, "Fixed costs")
-    reader = recorder.reader(uri)
+    reader, whole = recorder.reader(uri), False  # whole: its reads ended, none cut short
     try:
         with tempfile.TemporaryDirectory() as tmp:
             found = reader.submit(read_stored, uri, run_id, tmp)
@@ -143,9 +143,11 @@ def reproduce(run_id: str, uri: str) -> int:
                 check_initial_weights(recorded)
             except Refused as e:
                 print(f"bpexp reproduce: {e}", file=sys.stderr)
+                whole = True
                 return e.status
+        whole = True
     finally:
-        reader.shutdown(wait=False, cancel_futures=True)
+        recorder.done_reading(reader, whole)
     cfg = recorded.cfg
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"  # compare within the tolerance instead of bitwise

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Callable, Iterator, Optional
 
-from bpexp.runtime import failures, redaction
-from bpexp.runtime import stores, ui_links
+from bpexp.runtime import failures, liveness, redaction, stores, ui_links
 from bpexp.recording import tracking
 from bpexp import names
 
@@ -50,7 +49,7 @@ def _init(sql_store: bool = True, run_tags: bool = True) -> None:
     # process too; the main process decides what a run becomes, and this one carries it out.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
+    liveness.die_with_parent()
     # Every task is finished and committed before the pool lets this process go, so skip the
     # interpreter's teardown (about 0.8 s with MLflow loaded, and the main process waits for it).
     atexit.register(os._exit, 0)
@@ -66,17 +65,6 @@ def _init(sql_store: bool = True, run_tags: bool = True) -> None:
         import_module("mlflow.store.tracking.sqlalchemy_store")
     if run_tags:
         tracking.context_tags()
-
-
-def _die_with_parent() -> None:
-    """If the main process is killed (kill -9), take this one down too, at once: otherwise it
-    would go on recording the tasks already queued, after a resumed sweep settled them."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the pool ends with its queue instead
-        pass
 
 
 def _connect(uri: str, experiment: str, cwd: str) -> str:
@@ -186,8 +174,9 @@ _prestarted: Optional[ProcessPoolExecutor] = None
 def prestart(argv: tuple[str, ...] = ()) -> None:
     """Start the recorder process now, before knowing what it will record (see cli.main);
     argv: the command's arguments, for a guess at the kind of store it will open."""
-    global _prestarted
+    global _prestarted, _handed_on
     if _prestarted is None:
+        _handed_on = False
         uri = next((a.partition("=")[2] for a in reversed(argv) if a.startswith("tracking.uri=")),
                    os.environ.get("MLFLOW_TRACKING_URI", ""))
         _prestarted = _process(uri, run_tags=True)
@@ -199,13 +188,30 @@ def reader(uri: str) -> ProcessPoolExecutor:
     MLflow and its store's module (~2.5 s) while this process imports torch (~1.3 s) and the
     modules that train. Its tasks are functions of a module that does not import torch; what
     they return is plain data (unpickling MLflow's objects here would import MLflow here too).
-    The caller shuts it down."""
-    pool = _process(uri, run_tags=False)
+    A recorder handed on from an earlier command (keep_between_jobs) serves instead, in this
+    command's folder. Give it back with done_reading."""
+    global _prestarted
+    if _handed_on and _prestarted is not None:
+        pool, _prestarted = _prestarted, None
+        pool.submit(os.chdir, os.getcwd())  # a relative sqlite:/// URI is this command's
+    else:
+        pool = _process(uri, run_tags=False)
     pool.submit(redaction.add_secrets, *redaction.remembered())  # it redacts the errors it raises
     return pool
 
 
+def done_reading(pool: ProcessPoolExecutor, whole: bool) -> None:
+    """Kept for a next command (keep_between_jobs) if its reads ended `whole`, none cut short
+    by an error (its task may still run); else ended without waiting."""
+    global _prestarted, _handed_on
+    if _kept and whole and _prestarted is None:
+        _prestarted, _handed_on = pool, True
+    else:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 _kept = False  # a Hydra multirun: the next job takes over this recorder process
+_handed_on = False  # _prestarted was handed on by an earlier job: started and idle
 
 
 def keep_between_jobs() -> None:
@@ -227,18 +233,17 @@ def close_kept() -> None:
 
 
 def abandon() -> None:
-    """Stop a prestarted recorder at once, without waiting for its imports (on bad input)."""
+    """Stop a prestarted recorder at once, without waiting for its imports (on bad input). One
+    handed on between jobs has nothing to wait for: it stays for the next."""
     global _prestarted
-    if _prestarted is not None:
+    if _prestarted is not None and not _handed_on:
         for child in multiprocessing.active_children():
             # SIGKILL: it has written nothing, and it ignores SIGTERM once _init runs, so a
             # terminate() left the pool waiting for its imports to finish (1.85 s of a 2.6 s
             # `bpexp train train.lr=abc`)
             child.kill()
-        # Wait for the pool's manager thread to see the child gone and close its wake-up pipe:
-        # at exit, concurrent.futures wakes that thread through the pipe, and on Python 3.11
-        # the two race (the check for a closed pipe and the write are not atomic), printing an
-        # "OSError: Bad file descriptor" traceback after the one-line error (seen once in CI).
+        # Wait for the pool's manager thread to close its wake-up pipe: at exit, on Python 3.11,
+        # concurrent.futures' hook races it and prints "OSError: Bad file descriptor" (CI, once).
         _prestarted.shutdown(wait=True, cancel_futures=True)
         _prestarted = None
 
@@ -307,14 +312,14 @@ class Recorder:
             f.result()
 
     def close(self) -> None:
-        global _prestarted
+        global _prestarted, _handed_on
         try:
             self.settle()
         except BaseException:
             self.stop()
             raise
         if _kept and _prestarted is None:
-            _prestarted = self._pool  # the next job's Recorder takes it (see keep_between_jobs)
+            _prestarted, _handed_on = self._pool, True  # the next job's Recorder takes it (see keep_between_jobs)
         else:
             self._pool.shutdown(wait=True)
 

@@ -1,7 +1,7 @@
 """Who runs where: this process's name in every record it makes ("host:pid@boot.pidns"), and
 whether the process a record names is provably gone (the next command settles what such a
-process left RUNNING: its Optuna trials, its MLflow runs). Nothing here imports MLflow, Optuna
-or torch.
+process left RUNNING: its Optuna trials, its MLflow runs); and a helper process that ends
+with its parent. Nothing here imports MLflow, Optuna or torch.
 
 A pid means one process only within one PID namespace of one boot of one host. Containers
 with host networking (Kubernetes hostNetwork pods, `docker run --network host`) share the
@@ -13,6 +13,7 @@ every worker writes to the shared storage, is what settles it (bpexp/study/worke
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 
@@ -61,3 +62,15 @@ def _zombie(pid: int) -> bool:
             return f.read().rpartition(b")")[2].split()[0] == b"Z"
     except (OSError, IndexError):  # gone meanwhile, or no /proc: as os.kill said
         return False
+
+
+def die_with_parent() -> None:
+    """If the parent process is killed (kill -9), take this one down too, at once (a recorder
+    process would otherwise go on recording the tasks already queued, after a resumed sweep
+    settled them)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool ends with its queue instead
+        pass

@@ -257,8 +257,11 @@ class Session:
             # A trial failed here may carry the verdict it was about to be told
             # with (attributes are set first): it says "failed", as its state does.
             t.set_user_attr(names.OUTCOME, "failed")
-        except Exception:
-            pass  # told already (finished: it keeps its verdict), or the storage is gone
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # told already: finished, it keeps its verdict
+        except Exception as e:  # the storage is gone, or the disk full
+            if disk_full(e):  # failed now, it would keep the verdict (seen once): try again
+                return False
         try:
             state = tell(self.study, t, None, TrialState.FAIL)
         except Exception as e:  # storage gone: the trial's state is unknown; leave its run to a resume

@@ -41,6 +41,11 @@ def fail_stale_trials(study: optuna.Study) -> None:
         # Unclaimed: its worker died between asking for it and claiming it (milliseconds apart).
         orphan = worker is None and t.datetime_start and (now - t.datetime_start).total_seconds() > GRACE_S
         if orphan or (worker is not None and not worker_alive(worker)):
+            if names.OUTCOME in t.user_attrs:  # killed between its verdict and its tell: it says "failed", as its state
+                try:
+                    study._storage.set_trial_user_attr(t._trial_id, names.OUTCOME, "failed")
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # another worker failed it meanwhile
             tell(study, t.number, None, TrialState.FAIL)
 
 
