@@ -29,6 +29,25 @@ def test_the_seeds_groups_are_compiled_and_the_rest_are_not():
     assert not compiled_epochs.covers("tanh", "gd", 1, "cuda")
 
 
+def test_threads_split_a_population_and_every_member_is_still_its_solo_run(monkeypatch):
+    """The members are split among threads (compiled_epochs.train_in_parts): each trains the
+    same bits whether the loop runs its part on 1, 2 or 3 threads, and alone."""
+    widths = [1, 2, 4, 5, 8, 13, 3, 6] * 3  # 24 members: parts of 8 at 3 threads
+    members = [Member(h, "tanh", lr, seed) for h, lr, seed in zip(widths, np.geomspace(0.01, 0.5, 24), range(24))]
+    spec = TrainSpec(400, log_every=7, sharpness_every=-1)
+    runs = {}
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(compiled_epochs, "THREADS", threads)
+        runs[threads] = train_population(members, DATA, spec)
+    assert compiled_epochs.parts(np.array(widths), 3) == [0, 8, 16, 24]  # equal work: 50 a part
+    assert compiled_epochs.parts(np.array(widths[:7]), 2) == [0, 7]  # under 2 x MIN_PART members: one part
+    solo = train_population([members[13]], DATA, spec)[0]
+    same = lambda a, b: np.array_equal(a.train_loss, b.train_loss) and all(  # noqa: E731
+        np.array_equal(np.asarray(a.final_weights[k]), np.asarray(b.final_weights[k])) for k in a.final_weights)
+    assert all(same(a, b) for threads in (2, 3) for a, b in zip(runs[1], runs[threads]))
+    assert same(runs[3][13], solo)
+
+
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
 def test_the_compiled_loop_trains_as_the_tensor_program_does(monkeypatch, activation):
     """Small learning rates (smooth trajectories, where float32 rounding does not grow): the

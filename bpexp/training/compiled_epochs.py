@@ -32,6 +32,9 @@ numba's user-wide cache where that is read-only), then loaded in ~0.4 s per proc
 """
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -170,11 +173,12 @@ def _mse(out, y, points, terms):
 def compile_cached(fn):
     """fn compiled, its machine code cached on disk (beside this file, or in numba's user-wide
     cache where that is read-only); compiled in memory where no cache can be written at all
-    (numba raises at decoration then), so a read-only install still trains, ~3 s later."""
+    (numba raises at decoration then), so a read-only install still trains, ~3 s later.
+    nogil: threads each train a part of the members at once (population.py)."""
     try:
-        return njit(cache=True, error_model="numpy")(fn)
+        return njit(cache=True, error_model="numpy", nogil=True)(fn)
     except RuntimeError:
-        return njit(error_model="numpy")(fn)
+        return njit(error_model="numpy", nogil=True)(fn)
 
 
 def train_epochs(w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, first, stop, test_epoch, act,
@@ -242,6 +246,37 @@ def train_epochs(w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, firs
 
 
 train_epochs = compile_cached(train_epochs)
+
+# The loop holds no GIL (nogil), so threads train parts of a population at once, a core each.
+# Each member is computed on its own, so any split gives the same bits.
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+MIN_PART = 4  # members a thread trains at least (a 4-trial start batch of 12 networks: 2 parts)
+
+
+def parts(widths: np.ndarray, threads: int) -> list[int]:
+    """Bounds 0 = b0 < b1 < ... = K that split the members into up to `threads` runs of
+    consecutive members with about equal work (a member's grows with its width)."""
+    k = len(widths)
+    n = max(1, min(threads, k // MIN_PART))
+    work = np.cumsum(np.asarray(widths, dtype=np.float64) + 1)
+    cuts = {int(np.searchsorted(work, work[-1] * i / n)) + 1 for i in range(1, n)}
+    return sorted({0, k} | {c for c in cuts if 0 < c < k})
+
+
+def train_in_parts(per_member: tuple, shared: tuple, lr, first, stop, test_epoch, act, train_loss, test_loss) -> None:
+    """train_epochs(*per_member, *shared, lr, ...) with the members (the first axis of
+    per_member's arrays, lr's and the losses') split among THREADS threads (parts)."""
+    def part(a: int, b: int) -> None:
+        train_epochs(*(v[a:b] for v in per_member), *shared, lr[a:b], first, stop, test_epoch, act,
+                     train_loss[a:b], test_loss[a:b])
+
+    bounds = parts(per_member[-1], THREADS)
+    others = [threading.Thread(target=part, args=ab) for ab in zip(bounds[1:-1], bounds[2:])]
+    for t in others:
+        t.start()
+    part(bounds[0], bounds[1] if len(bounds) > 1 else 0)
+    for t in others:
+        t.join()
 
 
 def build() -> None:

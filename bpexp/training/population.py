@@ -279,9 +279,10 @@ def _compiled_epochs(g: _Group, data: Dataset, log: _Log, first: int, stop: int)
     train = np.empty((len(g.rows), stop - first), dtype=np.float32)
     test = np.empty((len(g.rows), len(cols)), dtype=np.float32)
     lr = (g.lr.unsqueeze(1) if g.table is None else g.table).numpy()
-    compiled_epochs.train_epochs(*_weight_arrays(g), g.p.masks[0].numpy(), g.widths, _array(_inputs(data.x)),
-                                 _array(data.y), _array(_inputs(data.x_test)), _array(data.y_test), lr, first, stop,
-                                 log.is_test_epoch, ACTIVATIONS[g.act], train, test)
+    compiled_epochs.train_in_parts((*_weight_arrays(g), g.p.masks[0].numpy(), g.widths),
+                                   (_array(_inputs(data.x)), _array(data.y), _array(_inputs(data.x_test)),
+                                    _array(data.y_test)), lr, first, stop, log.is_test_epoch, ACTIVATIONS[g.act],
+                                   train, test)
     log.train[g.rows, first:stop] = train
     if len(cols):
         log.test[np.ix_(g.rows, cols)] = test
