@@ -46,6 +46,17 @@ def test_threads_split_a_population_and_every_member_is_still_its_solo_run(monke
         np.array_equal(np.asarray(a.final_weights[k]), np.asarray(b.final_weights[k])) for k in a.final_weights)
     assert all(same(a, b) for threads in (2, 3) for a, b in zip(runs[1], runs[threads]))
     assert same(runs[3][13], solo)
+    loop, parts_run = compiled_epochs.train_epochs, []
+
+    def fails_in_a_thread(*args):  # the second part, on a thread of its own: its error is not lost
+        parts_run.append(1)
+        if len(parts_run) == 2:
+            raise ValueError("in a part")
+        return loop(*args)
+
+    monkeypatch.setattr(compiled_epochs, "train_epochs", fails_in_a_thread)
+    with pytest.raises(ValueError, match="in a part"):
+        train_population(members, DATA, spec)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])

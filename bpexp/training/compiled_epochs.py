@@ -266,9 +266,14 @@ def parts(widths: np.ndarray, threads: int) -> list[int]:
 def train_in_parts(per_member: tuple, shared: tuple, lr, first, stop, test_epoch, act, train_loss, test_loss) -> None:
     """train_epochs(*per_member, *shared, lr, ...) with the members (the first axis of
     per_member's arrays, lr's and the losses') split among THREADS threads (parts)."""
+    errors: list[BaseException] = []  # raised here once every part has ended, not lost in a thread
+
     def part(a: int, b: int) -> None:
-        train_epochs(*(v[a:b] for v in per_member), *shared, lr[a:b], first, stop, test_epoch, act,
-                     train_loss[a:b], test_loss[a:b])
+        try:
+            train_epochs(*(v[a:b] for v in per_member), *shared, lr[a:b], first, stop, test_epoch, act,
+                         train_loss[a:b], test_loss[a:b])
+        except BaseException as e:  # a Ctrl-C in the main thread's part waits for the others (a chunk)
+            errors.append(e)
 
     bounds = parts(per_member[-1], THREADS)
     others = [threading.Thread(target=part, args=ab) for ab in zip(bounds[1:-1], bounds[2:])]
@@ -277,6 +282,8 @@ def train_in_parts(per_member: tuple, shared: tuple, lr, first, stop, test_epoch
     part(bounds[0], bounds[1] if len(bounds) > 1 else 0)
     for t in others:
         t.join()
+    if errors:
+        raise errors[0]
 
 
 def build() -> None:
