@@ -52,7 +52,8 @@ def either_side(cfg: SweepAppConfig, base: dict) -> Iterator[tuple[str, object]]
     (the lr's multiple, whose best lies in a band too narrow for TPE's first 30 trials to have
     tried twice)."""
     for k, p in searched(cfg.sweep.search_space):
-        name, value = param_name(k, p), base[param_name(k, p)]
+        name = param_name(k, p)
+        value = base[name]
         if p.type == "int":
             step = int(p.step or 1)
             values = (value - step, value + step)
