@@ -151,20 +151,20 @@ def load(tmp_path, name="lr_hidden"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/outputs/optuna.db")
 
 
-def mlflow_runs(tmp_path, uri=None):
-    """(client, parent runs, child runs) of the bpexp experiment a sweep in tmp_path wrote
+def mlflow_runs(tmp_path, uri=None, experiment="bpexp"):
+    """(client, parent runs, child runs) of the experiment a sweep in tmp_path wrote
     (to its default store, or to the store at `uri`)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri or f"sqlite:///{tmp_path}/outputs/mlflow.db")
-    exp = client.get_experiment_by_name("bpexp").experiment_id
+    exp = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([exp], max_results=5000)
     parents = [r for r in runs if r.data.tags.get("bpexp.role") == "study"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return client, parents, children
 
 
-def check_invariants(tmp_path, n_trials, uri=None):
+def check_invariants(tmp_path, n_trials, uri=None, experiment="bpexp"):
     """The sweep's invariants: n_trials trained (converged, partly diverged, not fit or
     diverged) besides the trials its end tried next to the best ones (bpexp/study/neighbours.py),
     one FINISHED child run per finished trial and none for failed ones, unique trial
@@ -179,7 +179,7 @@ def check_invariants(tmp_path, n_trials, uri=None):
     states = Counter(t.state for t in study.trials)
     assert sum(1 for t in study.trials if verdict_of(t) in TRAINED and "bpexp.neighbour_of" not in t.user_attrs) == n_trials
     assert states[TrialState.RUNNING] == 0
-    client, parents, children = mlflow_runs(tmp_path, uri)
+    client, parents, children = mlflow_runs(tmp_path, uri, experiment)
     assert len(parents) == 1
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     finished = Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED")

@@ -168,3 +168,33 @@ def test_a_network_too_big_for_this_machine_is_refused_before_allocating(tmp_pat
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert f"error: {key}=" in r.stderr and "GiB to train" in r.stderr
     assert not (tmp_path / "outputs" / "mlflow.db").exists() and not (tmp_path / "outputs" / "optuna.db").exists()
+
+
+def test_a_storage_that_cannot_be_opened_is_found_before_the_sweep_imports_anything(tmp_path):
+    """The sweep's storage is checked where the tracking store is (commands/apps.run_checked),
+    before the sweep's modules (torch) are imported and while its recorder still imports MLflow:
+    a URL that is none (its text never repeated: it may hold a password), a folder where the
+    sqlite file would be, a folder that cannot be written, a server that refuses connections.
+    A storage that may work is left to Optuna's opening."""
+    import socket
+
+    from bpexp.config.environment import check_storage
+    from bpexp.config.schema import ConfigError
+
+    (tmp_path / "folder.db").mkdir()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    refused = {
+        "secretive-not-a-url": "not a database URL",
+        f"sqlite:///{tmp_path}/folder.db": "is a folder, not a sqlite database file",
+        "sqlite:////proc/study.db": "cannot create anything in the folder /proc",
+        f"postgresql://u:pw@127.0.0.1:{closed}/db": f"no database server answers at 127.0.0.1:{closed} (Connection refused)",
+    }
+    for url, reason in refused.items():
+        with pytest.raises(ConfigError, match="^sweep.storage=") as e:
+            check_storage(url)
+        line = str(e.value).split("=", 1)[1].split(": ", 1)[1]  # the reason, after the key and value
+        assert reason in line and "pw" not in line and "secretive" not in line, line
+    check_storage(f"sqlite:///{tmp_path}/new/study.db")  # a new file in a folder that can be made
+    check_storage("postgresql://u@/db?host=/var/run/postgresql")  # a unix socket: left to Optuna

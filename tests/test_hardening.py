@@ -1,4 +1,5 @@
-"""Hardening: bad input, divergence, kill -9, concurrent workers, secrets, safe loading.
+"""Hardening: bad input, divergence, kill -9, secrets, safe loading. Concurrent workers on one
+sqlite study: tests/test_launchers.py (launcher=local); on PostgreSQL: tests/test_scale_out.py.
 
 Bad input as a whole: tests/test_bad_input.py.
 """
@@ -9,7 +10,6 @@ import shutil
 import pickle
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from bpexp.recording import tracking
 from bpexp.recording import weights
 from bpexp.config.validation import load_train_config
-from tests.conftest import check_invariants, load, mlflow_runs, run_bpexp, sweep_args
+from tests.conftest import check_invariants, load, mlflow_runs, run_bpexp
 
 FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
 
@@ -74,25 +74,6 @@ def test_kill_9_at_each_point_then_resume(tmp_path, point):
             assert c.info.status == "KILLED"
     if point != "parent-created":
         assert failed  # the batch in flight was failed, not lost or counted
-
-
-@pytest.mark.slow
-def test_three_concurrent_workers_on_one_sqlite_study(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = [sys.executable, "-m", "bpexp", *sweep_args(["sweep", "sweep.n_trials=12", "sweep.batch_size=2", *FAST])]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    study, client, parent, children = check_invariants(tmp_path, 12)
-    numbers = [t.number for t in study.trials]
-    assert len(numbers) == len(set(numbers))
-    assert Counter(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED") \
-        == Counter(t.number for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
-    workers = {c.data.tags["bpexp.worker"] for c in children}
-    assert len(workers) >= 2  # the work really was shared
-    surplus = [t for t in study.trials if t.user_attrs.get("bpexp.surplus")]
-    assert all(t.state == TrialState.FAIL for t in surplus)
 
 
 def test_secrets_never_reach_mlflow(tmp_path, monkeypatch):

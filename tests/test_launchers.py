@@ -134,27 +134,33 @@ def test_a_command_following_a_study_stops_when_the_database_server_stops_answer
 # ------------------------------------------------------------------ local
 @pytest.mark.slow
 def test_local_workers_share_the_study_one_dies_and_the_launcher_ends_it_once(tmp_path):
-    """Two worker processes on a sqlite study; the first to train dies there as kill -9 kills;
-    the other fails its trials (its pid is gone) and trains the rest; the launching
-    command says so, trains the trials next to the best ones (sweep.neighbours), re-checks in
-    two rounds and records the study once, and exits 0."""
-    r = run_bpexp("sweep", "launcher=local", "launcher.workers=2", "sweep.n_trials=8", *FAST, "sweep.neighbours=1",
+    """Three worker processes on one sqlite study, started at once (they race to create it); the
+    first to train dies there as kill -9 kills; the others fail its trials (its pid is gone),
+    share the rest (no trial number twice, a surplus trial failed, never trained) and finish;
+    the launching command says so, trains the trials next to the best ones (sweep.neighbours),
+    re-checks in two rounds and records the study once, and exits 0."""
+    r = run_bpexp("sweep", "launcher=local", "launcher.workers=3", "sweep.n_trials=12", *FAST, "sweep.neighbours=1",
                   "sweep.recheck_final=2", "sweep.recheck_final_seeds=2", cwd=tmp_path,
                   env={"BPEXP_FAILPOINT": "training:1", "BPEXP_FAILPOINT_ONCE": str(tmp_path / "died")})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "started 2 worker processes on this machine" in r.stdout and "recommended trial #" in r.stdout
-    dead = re.search(r"1 of 2 workers failed \(worker ([01]): exit -9\)", r.stderr)  # the first to train
+    assert "started 3 worker processes on this machine" in r.stdout and "recommended trial #" in r.stdout
+    dead = re.search(r"1 of 3 workers failed \(worker ([012]): exit -9\)", r.stderr)  # the first to train
     assert dead, r.stderr
-    study, client, parent, children = check_invariants(tmp_path, 8)
+    study, client, parent, children = check_invariants(tmp_path, 12)
     assert parent.info.status == "FINISHED" and "recommended_value" in parent.data.metrics
     assert Counter(t.state for t in study.trials)[TrialState.FAIL] >= 1  # the dead worker's batch
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert len({c.data.tags["bpexp.worker"] for c in children}) >= 2  # the work really was shared
+    assert all(t.state == TrialState.FAIL for t in study.trials if t.user_attrs.get("bpexp.surplus"))
     # the neighbours: trained by the launching command, once, each with a child run (check_invariants)
     extra = [t for t in study.trials if "bpexp.neighbour_of" in t.user_attrs]
     assert extra and f"training {len(extra)} trials next to the best ones" in r.stdout
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in extra)  # PRUNED: diverged
     assert sum(rc["final"] for rc in study.user_attrs["bpexp.recheck"].values()) == 2
     logs = tmp_path / "outputs" / "launch" / "lr_hidden"
-    assert "this worker is done" in (logs / f"worker-{1 - int(dead[1])}.log").read_text()
+    alive = [i for i in range(3) if i != int(dead[1])]
+    assert all("this worker is done" in (logs / f"worker-{i}.log").read_text() for i in alive)
     assert f"worker-{dead[1]}.log" in os.listdir(logs)
 
 

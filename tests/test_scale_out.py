@@ -61,32 +61,25 @@ def check(study_name, experiment, n_trials, password):
 
 
 @pytest.mark.slow
-def test_three_workers_share_one_study(servers, tmp_path):
-    name, exp = f"scale-{uuid.uuid4().hex[:8]}", f"scale-{uuid.uuid4().hex[:8]}"
-    procs = start_workers(3, tmp_path, name, exp, 12)
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
-    password = PG.split("@")[0].rsplit(":", 1)[-1]
-    assert all(password not in o[0] + o[1] for o in outs)
-    study, children = check(name, exp, 12, password)
-    assert len({c.data.tags["bpexp.worker"] for c in children}) >= 2  # the work was shared
-
-
-@pytest.mark.slow
-def test_a_dying_worker_does_not_stop_the_others(servers, tmp_path):
+def test_a_dying_worker_does_not_stop_three_others_that_share_the_study(servers, tmp_path):
     """A worker dies as kill -9 kills, its first batch asked, claimed and training (a
-    failpoint: no race with other workers' speed); two workers on the study then fail its
-    trials (its pid is gone) and finish the study."""
+    failpoint: no race with other workers' speed); three workers on the study then fail its
+    trials (its pid is gone), share the rest and finish the study, no password in what they
+    print or record. (Workers that create a study on PostgreSQL at once: tests/test_launchers.py,
+    whose launchers start theirs together.)"""
     name, exp = f"die-{uuid.uuid4().hex[:8]}", f"die-{uuid.uuid4().hex[:8]}"
     (dying,) = start_workers(1, tmp_path / "first", name, exp, 12, first_env={"BPEXP_FAILPOINT": "training:1"})
     dying.communicate(timeout=600)
     assert dying.returncode == -signal.SIGKILL
     assert Counter(t.state for t in optuna.load_study(study_name=name, storage=PG).trials)[TrialState.RUNNING] == 3
-    procs = start_workers(2, tmp_path / "others", name, exp, 12)
+    procs = start_workers(3, tmp_path / "others", name, exp, 12)
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-6000:] for o in outs]
-    study, children = check(name, exp, 12, PG.split("@")[0].rsplit(":", 1)[-1])
+    password = PG.split("@")[0].rsplit(":", 1)[-1]
+    assert all(password not in o[0] + o[1] for o in outs)
+    study, children = check(name, exp, 12, password)
     assert Counter(t.state for t in study.trials)[TrialState.FAIL] >= 3  # the dead worker's batch
+    assert len({c.data.tags["bpexp.worker"] for c in children}) >= 2  # the work was shared
 
 
 def test_wrong_credentials_fail_before_training(tmp_path):

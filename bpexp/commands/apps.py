@@ -23,7 +23,7 @@ from bpexp.runtime.failpoints import failpoint
 from bpexp.runtime import interrupts
 from bpexp.runtime.interrupts import ServerStopped, Terminated
 from bpexp.runtime.stores import StoreError
-from bpexp.config.environment import check_tracking_uri
+from bpexp.config.environment import check_storage, check_tracking_uri
 from bpexp.config.schema import ConfigError, register_schemas
 from bpexp.config.validation import absolute_paths, validate_lr_find, validate_sweep, validate_train
 
@@ -65,9 +65,9 @@ def unknown_keys(cfg: DictConfig, obj) -> None:
 
 def run_checked(command: str, load: Callable[[], Callable], cfg) -> float:
     """Run the command (`load()` imports it) on the checked tracking URI, with this job's
-    overrides (what its runs record as the command line). The tracking store is checked before
-    the import: the command's modules import torch (1.4 s), and a store that cannot be used is
-    said without waiting.
+    overrides (what its runs record as the command line). The tracking store (and a sweep's
+    Optuna storage) is checked before the import: the command's modules import torch (1.4 s),
+    and a store that cannot be used is said without waiting.
     Whatever ends it early is one line: a ConfigError found only at run time (no CUDA, a store
     that cannot be opened) exits 2; Ctrl-C 130, SIGTERM 143 (what was running is marked
     failed / KILLED by then); any other failure 1 (bpexp/runtime/failures.py)."""
@@ -82,6 +82,8 @@ def run_checked(command: str, load: Callable[[], Callable], cfg) -> float:
         recorder.keep_between_jobs()
     try:
         uri = check_tracking_uri(cfg.tracking.uri)
+        if hasattr(cfg, "sweep"):
+            check_storage(cfg.sweep.storage)
         return imported(load)(cfg, uri, list(hc.overrides.task))
     except (ConfigError, StoreError) as e:
         fail(command, str(e))

@@ -6,9 +6,10 @@ answer depends on where the command runs, so these run at the command's start, n
 from __future__ import annotations
 
 import os
+import socket
 from typing import Optional
 
-from bpexp.config.schema import ConfigError
+from bpexp.config.schema import ConfigError, storage_default
 from bpexp.runtime import stores
 from bpexp.training.budget import available_memory, memory_problem, network_problem
 from bpexp.runtime import redaction
@@ -46,6 +47,44 @@ def check_tracking_uri(uri: Optional[str]) -> str:
     if problem:
         raise ConfigError("tracking.uri", redaction.redact(uri), problem)
     return stores.resolve_uri(uri)
+
+
+def check_storage(url: Optional[str]) -> None:
+    """A study's Optuna storage, checked before the sweep's modules are imported (torch: ~1.4 s)
+    and its recorder has imported MLflow: a URL, a sqlite file's folder writable with no folder
+    in the file's place, a database server that accepts a connection. Whether it lets this user
+    in is left to Optuna's own opening (study/storage.py), which says so as a ConfigError too."""
+    url = url or storage_default()
+    path = stores.sqlite_file(url)
+    problem = (stores.folder_in_place(path) or stores.writable_problem(path.parent)) if path else database_problem(url)
+    if problem:
+        raise ConfigError("sweep.storage", redaction.redact(url), problem)
+
+
+# The port a database server listens on when its URL names none (SQLAlchemy's dialects' defaults).
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+
+
+def database_problem(url: str, timeout: float = 5.0) -> Optional[str]:
+    """Why no database can be opened at this SQLAlchemy URL, or None: one TCP connection to its
+    host, closed at once (PostgreSQL logs nothing for it). A URL without a host (a unix socket)
+    or of an unknown dialect without a port is left to the real opening."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):  # its text is not repeated: it may hold a password
+        return "not a database URL (sqlite:///PATH, postgresql://USER@HOST/DB, mysql://USER@HOST/DB)"
+    port = u.port or DEFAULT_PORTS.get(u.get_backend_name())
+    if not u.host or not port:
+        return None
+    try:
+        socket.create_connection((u.host, port), timeout=timeout).close()
+    except OSError as e:
+        why = "no answer" if isinstance(e, socket.timeout) else e.strerror or type(e).__name__
+        return f"no database server answers at {u.host}:{port} ({why})"
+    return None
 
 
 # Reading a CSV peaks at about 12 bytes of memory per byte of file (csv.reader's lists of
