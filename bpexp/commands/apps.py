@@ -63,10 +63,10 @@ def unknown_keys(cfg: DictConfig, obj) -> None:
         raise ConfigError(key, given[key], "is not a key of the config (see --help)")
 
 
-def run_checked(command: str, load: Callable[[], Callable], cfg) -> float:
+def run_checked(command: str, load: Callable[[], Callable], cfg, before: Callable = lambda cfg: None) -> float:
     """Run the command (`load()` imports it) on the checked tracking URI, with this job's
-    overrides (what its runs record as the command line). The tracking store (and a sweep's
-    Optuna storage) is checked before the import: the command's modules import torch (1.4 s),
+    overrides (what its runs record as the command line). The tracking store and the command's
+    own checks (`before`) run before the import: the command's modules import torch (1.4 s),
     and a store that cannot be used is said without waiting.
     Whatever ends it early is one line: a ConfigError found only at run time (no CUDA, a store
     that cannot be opened) exits 2; Ctrl-C 130, SIGTERM 143 (what was running is marked
@@ -82,8 +82,7 @@ def run_checked(command: str, load: Callable[[], Callable], cfg) -> float:
         recorder.keep_between_jobs()
     try:
         uri = check_tracking_uri(cfg.tracking.uri)
-        if hasattr(cfg, "sweep"):
-            check_storage(cfg.sweep.storage)
+        before(cfg)
         return imported(load)(cfg, uri, list(hc.overrides.task))
     except (ConfigError, StoreError) as e:
         fail(command, str(e))
@@ -135,7 +134,16 @@ def sweep_app(cfg: DictConfig) -> float:
         from bpexp.commands.sweep import sweep
         return sweep
 
-    return run_checked("sweep", load, checked(cfg, validate_sweep, "sweep"))
+    return run_checked("sweep", load, checked(cfg, validate_sweep, "sweep"), before=sweep_checks)
+
+
+def sweep_checks(cfg) -> None:
+    """What a sweep checks before its modules import torch (the sweep checks them again when
+    called as a function): every value its search space can produce, its Optuna storage."""
+    from bpexp.study.search_space import check_search_space
+
+    check_search_space(cfg)
+    check_storage(cfg.sweep.storage)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://bpexp.conf", config_name="lr-find")
