@@ -529,10 +529,11 @@ class Server:
         host, _, port = target.rpartition("//")[2].rstrip("/").rpartition(":")
         self.target, self.port = (host, int(port)), free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.listener, self.open = None, []
+        self.listener, self.open, self.lock = None, [], threading.Lock()
 
     def start(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port))
+        with self.lock:
+            self.listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def _accept(self, listener) -> None:
@@ -540,9 +541,15 @@ class Server:
             try:
                 client, _ = listener.accept()
                 upstream = socket.create_connection(self.target, timeout=30)
+                upstream.settimeout(None)
             except OSError:
                 return
-            self.open += [client, upstream]
+            with self.lock:  # a connection accepted as kill() runs is cut with the others
+                if listener is not self.listener or listener.fileno() < 0:
+                    client.close()
+                    upstream.close()
+                    return
+                self.open += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -561,15 +568,19 @@ class Server:
                     pass
 
     def kill(self) -> None:
-        try:  # shutdown first: a close alone leaves the thread in accept() listening (Linux)
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        for sock in self.open:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not a clean close
-            sock.close()
-        self.open = []
+        with self.lock:
+            try:  # shutdown first: a close alone leaves the thread in accept() listening (Linux)
+                self.listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.listener.close()
+            for sock in self.open:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not a clean close
+                except OSError:  # already closed by its pipe
+                    pass
+                sock.close()
+            self.open = []
 
 
 def sweep_under_way(tmp_path: Path, uri: str, n_trials: int, *more: str) -> tuple[subprocess.Popen, list[str]]:
