@@ -197,4 +197,6 @@ def test_a_storage_that_cannot_be_opened_is_found_before_the_sweep_imports_anyth
         line = str(e.value).split("=", 1)[1].split(": ", 1)[1]  # the reason, after the key and value
         assert reason in line and "pw" not in line and "secretive" not in line, line
     check_storage(f"sqlite:///{tmp_path}/new/study.db")  # a new file in a folder that can be made
-    check_storage("postgresql://u@/db?host=/var/run/postgresql")  # a unix socket: left to Optuna
+    for socket_url in ("postgresql://u@/db?host=/var/run/postgresql", f"postgresql://u@127.0.0.1:{closed}/db?host=/tmp",
+                       f"mysql://u@127.0.0.1:{closed}/db?unix_socket=/tmp/mysql.sock&charset=utf8mb4"):
+        check_storage(socket_url)  # the driver connects to a unix socket: left to the real opening

@@ -67,8 +67,10 @@ DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 14
 
 def database_problem(url: str, timeout: float = 5.0) -> Optional[str]:
     """Why no database can be opened at this SQLAlchemy URL, or None: one TCP connection to its
-    host, closed at once (PostgreSQL logs nothing for it). A URL without a host (a unix socket)
-    or of an unknown dialect without a port is left to the real opening."""
+    host, closed at once (PostgreSQL logs nothing for it). A URL without a host or with a socket
+    path among its query's values (?host=/var/run/postgresql, ?unix_socket=/tmp/mysql.sock: the
+    driver connects there, not to the host), or of an unknown dialect without a port, is left to
+    the real opening."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -77,7 +79,8 @@ def database_problem(url: str, timeout: float = 5.0) -> Optional[str]:
     except (ArgumentError, ValueError):  # its text is not repeated: it may hold a password
         return "not a database URL (sqlite:///PATH, postgresql://USER@HOST/DB, mysql://USER@HOST/DB)"
     port = u.port or DEFAULT_PORTS.get(u.get_backend_name())
-    if not u.host or not port:
+    values = [v for value in u.query.values() for v in ([value] if isinstance(value, str) else value)]
+    if not u.host or not port or any(v.startswith("/") for v in values):
         return None
     try:
         socket.create_connection((u.host, port), timeout=timeout).close()
