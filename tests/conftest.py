@@ -75,6 +75,15 @@ def in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["bpexp", *args], code, out.getvalue(), err.getvalue())
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (as the kernel hands them out: free a moment ago)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def bpexp(tmp_path):
     """Call as bpexp("train", "train.epochs=100"); runs in tmp_path."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import assert_clean_failure, config_error, run_bpexp
+from tests.conftest import assert_clean_failure, config_error, free_port, run_bpexp
 
 CSV = ["data=csv", "data.path=d.csv", "data.inputs=[a,b]"]  # files made by `bad_files`, in the test's folder
 
@@ -176,15 +176,11 @@ def test_a_storage_that_cannot_be_opened_is_found_before_the_sweep_imports_anyth
     a URL that is none (its text never repeated: it may hold a password), a folder where the
     sqlite file would be, a folder that cannot be written, a server that refuses connections.
     A storage that may work is left to Optuna's opening."""
-    import socket
-
     from bpexp.config.environment import check_storage
     from bpexp.config.schema import ConfigError
 
     (tmp_path / "folder.db").mkdir()
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     refused = {
         "secretive-not-a-url": "not a database URL",
         f"sqlite:///{tmp_path}/folder.db": "is a folder, not a sqlite database file",

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -23,7 +24,7 @@ from optuna.trial import TrialState
 from bpexp.runtime import stores
 from bpexp.config.schema import ConfigError
 from bpexp.runtime import redaction
-from tests.conftest import check_invariants, config_error, load, mlflow_runs, run_bpexp, sweep_args
+from tests.conftest import check_invariants, config_error, free_port, load, mlflow_runs, run_bpexp, sweep_args
 
 FAST = ["train.epochs=150", "sweep.progress=false", "tracking.log_plots=false", "tracking.log_model=false", "sweep.seeds=1"]
 
@@ -511,12 +512,6 @@ def test_credentials_in_a_tracking_uri_are_used_not_refused(monkeypatch):
 
 
 # ------------------------------------------------------------------ a tracking server that dies
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """A tracking server that can die and come back: a TCP relay on a port of its own in front
     of the suite's MLflow server (.ci/run's). kill() closes the relay's listening socket and
@@ -526,8 +521,8 @@ class Server:
     of CPU and 14 s of wall time.)"""
 
     def __init__(self, target: str):
-        host, _, port = target.rpartition("//")[2].rstrip("/").rpartition(":")
-        self.target, self.port = (host, int(port)), free_port()
+        upstream = urlsplit(target)
+        self.target, self.port = (upstream.hostname, upstream.port), free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.listener, self.open, self.lock = None, [], threading.Lock()
 

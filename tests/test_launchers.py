@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from optuna.trial import TrialState
 from bpexp.config.schema import LauncherConfig, LauncherKind
 from bpexp.launchers.workers import follow_command, worker_spec
 from bpexp.results.outcome import TRAINED, verdict_of
-from tests.conftest import check_invariants, run_bpexp, sweep_args
+from tests.conftest import check_invariants, free_port, run_bpexp, sweep_args
 from tests.test_scale_out import MLFLOW, PG, check
 
 FAST = ["sweep.seeds=1", "sweep.batch_size=2", "train.epochs=300", "tracking.log_plots=false",
@@ -225,16 +224,10 @@ def test_the_kubernetes_job_is_an_indexed_job_with_the_password_from_a_secret(se
 
 
 # ------------------------------------------------------------------ Ray
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """A real Ray head on loopback (`ray start --head`), stopped after the module's tests."""
-    port = _free_port()
+    port = free_port()
     temp = tmp_path_factory.mktemp("ray")
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     r = subprocess.run([*ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
@@ -264,7 +257,7 @@ def test_ray_tasks_share_the_study_one_dies_and_the_launcher_ends_it(servers, tm
 
 def test_a_ray_address_where_no_cluster_answers_is_one_line(servers, tmp_path):
     t0 = time.monotonic()
-    r = run_bpexp("sweep", "launcher=ray", f"launcher.address=127.0.0.1:{_free_port()}", f"sweep.storage={PG}",
+    r = run_bpexp("sweep", "launcher=ray", f"launcher.address=127.0.0.1:{free_port()}", f"sweep.storage={PG}",
                   f"tracking.uri={MLFLOW}", f"sweep.study_name=nothing-{uuid.uuid4().hex[:8]}", *FAST, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "launcher.address=" in r.stderr, r.stderr
     assert "no Ray cluster answers there" in r.stderr and time.monotonic() - t0 < 60

@@ -56,7 +56,7 @@ def check_storage(url: Optional[str]) -> None:
     in is left to Optuna's own opening (study/storage.py), which says so as a ConfigError too."""
     url = url or storage_default()
     path = stores.sqlite_file(url)
-    problem = (stores.folder_in_place(path) or stores.writable_problem(path.parent)) if path else database_problem(url)
+    problem = stores.sqlite_problem(path) if path else database_problem(url)
     if problem:
         raise ConfigError("sweep.storage", redaction.redact(url), problem)
 

@@ -141,7 +141,7 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
         return None
     path = sqlite_file(uri)
     if path:
-        return folder_in_place(path) or writable_problem(path.parent)
+        return sqlite_problem(path)
     if uri.startswith("file:"):
         return ("a file:// store (MLflow's deprecated FileStore) is not supported: use a sqlite:/// "
                 "URI (the default, ./outputs/mlflow.db) or a tracking server")
@@ -156,6 +156,11 @@ def store_problem(uri: str, timeout: float = 5.0) -> Optional[str]:
 
 # The SQL databases MLflow's tracking store (SQLAlchemy) opens, beside sqlite and a server.
 DATABASES = ("postgresql", "mysql", "mssql", "databricks")
+
+
+def sqlite_problem(path: Path) -> Optional[str]:
+    """Why a sqlite store cannot be made or opened at `path`, or None (MLflow's and Optuna's)."""
+    return folder_in_place(path) or writable_problem(path.parent)
 
 
 def folder_in_place(path: Path) -> Optional[str]:
