@@ -248,7 +248,7 @@ def pytest_sessionstart(session):
     """Build the compiled epoch loop (bpexp/training/compiled_epochs.py) once, in this process,
     before pytest-xdist starts its workers (its own sessionstart runs after this one): on a
     fresh checkout every worker and every `bpexp` process they start would otherwise build it
-    at once, ~5 s of CPU each, until one of them has cached it."""
+    at once, ~18 s of CPU each, until one of them has cached it."""
     if not hasattr(session.config, "workerinput"):
         from bpexp.training import compiled_epochs
 

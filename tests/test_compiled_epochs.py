@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bpexp.training import compiled_epochs, compiled_sharpness
+from bpexp.training import compiled_epochs, compiled_math, compiled_sharpness
 from bpexp.training.data import Dataset, make_dataset
 from bpexp.training.network import init_weights
 from bpexp.training.optim import Schedule
@@ -57,6 +57,47 @@ def test_threads_split_a_population_and_every_member_is_still_its_solo_run(monke
     monkeypatch.setattr(compiled_epochs, "train_epochs", fails_in_a_thread)
     with pytest.raises(ValueError, match="in a part"):
         train_population(members, DATA, spec)
+
+
+def _loop_arrays(widths, inputs, epochs, act, seed):
+    """A population as compiled_epochs.train_epochs takes it: random weights (large enough that
+    some members diverge), padded units masked, an lr a member and an epoch (a schedule)."""
+    rng = np.random.default_rng(seed)
+    k, padded = len(widths), max(widths)
+    w1, b1 = rng.normal(0, 0.7, (k, inputs, padded)), rng.normal(0, 0.7, (k, padded))
+    wo, bo = rng.normal(0, 0.7, (k, padded)), rng.normal(0, 0.1, k)
+    mask = np.zeros((k, padded))
+    for i, w in enumerate(widths):
+        mask[i, :max(1, w - 1)] = 1  # a padded unit beside the real ones
+        w1[i, :, w:], b1[i, w:], wo[i, w:] = 0, 0, 0
+    x, x_test = rng.uniform(-5, 5, (20, inputs)), rng.uniform(-5, 5, (7, inputs))
+    lr = np.geomspace(0.01, 0.8, k)[:, None] * np.linspace(1, 0.5, epochs)[None]
+    test_epoch = np.arange(epochs) % 13 == 0
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    return [f32(w1), f32(b1), f32(wo), f32(bo), f32(mask), np.array(widths, dtype=np.int64), f32(x),
+            f32(np.sin(x.sum(1))), f32(x_test), f32(np.sin(x_test.sum(1))), f32(lr), 0, epochs, test_epoch, act,
+            np.zeros((k, epochs), np.float32), np.zeros((k, int(test_epoch.sum())), np.float32)]
+
+
+@pytest.mark.parametrize("act", [0, 1, 2])
+def test_members_trained_as_the_lanes_of_a_block_are_their_solo_runs_bit_for_bit(act):
+    """Blocks of 32, 16 and 8 members of a width train as vector lanes, the rest alone
+    (compiled_epochs.train_epochs): each member's curves, test losses and weights, the diverged
+    ones' NaNs included, are those of the member trained alone, for 1 and 3 inputs."""
+    widths = [4] * 45 + [1] * 9 + [8] * 17 + [16] * 20 + [2] * 3  # 32 + 8 + 5 alone, 8 + 1, 16 + 1, 16 + 4, 3
+    for inputs in (1, 3):
+        together = _loop_arrays(widths, inputs, 120, act, seed=inputs)
+        solo = [[a[i:i + 1] if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == len(widths) else a
+                 for a in together] for i in range(len(widths))]
+        solo = [[a.copy() if isinstance(a, np.ndarray) else a for a in one] for one in solo]
+        compiled_epochs.train_epochs(*together)
+        for one in solo:
+            compiled_epochs.train_epochs(*one)
+        for i, one in enumerate(solo):
+            for a, b in zip(together, one):
+                if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == len(widths):
+                    assert np.array_equal(a[i:i + 1], b, equal_nan=True), (inputs, i)
+        assert np.isnan(together[15]).any() and np.isfinite(together[15][:, -1]).any()  # some diverged, some not
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
@@ -113,7 +154,7 @@ def test_a_diverging_member_stops_where_it_diverged_in_both_programs(monkeypatch
 
 
 def test_the_loops_exp_is_within_one_ulp_of_the_true_exp():
-    """compiled_epochs.exp32 (the loop's own exp, so that the loop vectorises) on a million
+    """compiled_math.exp32 (the loop's own exp, so that the loop vectorises) on a million
     float32 arguments over its whole range, against exp in float64: within 1 ULP where the
     result is a normal float32; 0, inf and NaN where libm's expf gives them."""
     from numba import njit
@@ -121,7 +162,7 @@ def test_the_loops_exp_is_within_one_ulp_of_the_true_exp():
     @njit(error_model="numpy")
     def exp_all(a, out):
         for i in range(a.size):
-            out[i] = compiled_epochs.exp32(a[i])
+            out[i] = compiled_math.exp32(a[i])
 
     rng = np.random.default_rng(0)
     d = np.concatenate([rng.uniform(-110, 110, 500_000), rng.uniform(-3, 3, 500_000)]).astype(np.float32)

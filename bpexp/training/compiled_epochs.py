@@ -4,8 +4,12 @@ Why: the tensor program of network.py and backprop.py spends an epoch on ~60 ope
 tensors of a few hundred numbers, and each operation costs ~1.4 us of dispatch whatever its
 size. A 4-trial batch of a study's start (12 networks, 5000 epochs) took ~0.8 s that way, for
 a few tens of milliseconds of arithmetic. Here the whole loop over members, epochs, points and
-units is one machine-code function, vectorised over the units: no dispatch, no temporary
-tensors (benchmarks/epoch_loop.py: ~0.07 s a batch, sharpness included).
+units is one machine-code function: no dispatch, no temporary tensors (benchmarks/epoch_loop.py:
+~0.07 s a batch, sharpness included). Members of one width are trained side by side as the
+lanes of a block (`_train_block`), every operation one loop over the lanes, which the compiler
+turns into vector instructions; a member left over is trained alone (`_train_member`), its loops
+over its units. Each lane does its member's operations in the order it does them alone, so
+either way a member is its solo run, bit for bit (tests/test_compiled_epochs.py).
 
 What it covers: one hidden layer (the seed's shape, any number of inputs), every activation,
 plain gradient descent (the seed's w = w - lr * dw) with any learning-rate schedule, on the
@@ -16,19 +20,16 @@ deeper networks and CUDA keep the tensor program.
 The arithmetic is network.py's, operation for operation, in float32: the same formulas
 (tanh as 1 - 2 / (1 + exp(2z)), act' through h), and every sum over points or units is the
 same tree of additions (network.tree_sum: halves, then halves of those), so its order depends
-on the length summed, never on the population. Each member is computed on its own, over its
-own width padded to a power of two (network.padded_width), as it is alone: a member is its
-solo run, bit for bit. Against the tensor program the results agree to float32 rounding, not
-bit for bit (this loop's exp, `exp32`, is not torch's, and torch's addcmul rounds once where
-this rounds twice): within 1e-5 on smooth trajectories, while near the edge of stability two
+on the length summed, never on the population; each member at its own width padded to a power
+of two (network.padded_width), as alone. Against the tensor program the results agree to
+float32 rounding, not bit for bit (compiled_math.exp32 is not torch's exp, and torch's addcmul
+rounds once where this rounds twice): within 1e-5 on smooth trajectories, while near the edge of stability two
 float32 programs' trajectories part. The seed's 0.008276 is reproduced (tests/test_network.py).
 Sharpness (the top eigenvalue of the loss Hessian) of these groups is measured exactly, from
 the Hessian written out (compiled_sharpness.py), where sharpness.py iterates on the tensor program.
-Compiling uses numba's "numpy" error model: x / 0 is inf, as in torch, not an exception (the
-exception's check also kept divisions from being vectorised).
-
-Compiled once per install (~5 s; `cache=True` keeps the machine code beside this file, or in
-numba's user-wide cache where that is read-only), then loaded in ~0.4 s per process.
+Compiled once per install (~18 s on the 2-core machine, 9.5 s before the blocks; `cache=True`
+keeps the machine code beside this file, or in numba's user-wide cache where that is read-only),
+then loaded in ~0.5 s per process.
 """
 from __future__ import annotations
 
@@ -37,11 +38,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Optional
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core.extending import intrinsic
+from numba import njit
 
-_0, _1, _2, _M2, _HALF = np.float32(0), np.float32(1), np.float32(2), np.float32(-2), np.float32(0.5)
+from bpexp.training.compiled_math import ONE, ZERO, activate_row, compile_cached, tree_sum, tree_sum_rows
 
 
 def covers(activation: str, optimizer: str, depth: int, device: str) -> bool:
@@ -49,100 +48,7 @@ def covers(activation: str, optimizer: str, depth: int, device: str) -> bool:
     return depth == 1 and optimizer == "gd" and device == "cpu" and activation in ("tanh", "sigmoid", "relu")
 
 
-# exp, written out. libm's expf is a function call, and a call keeps the compiler from
-# vectorising the loop over units around it: with it, the forward pass ran one unit at a time
-# and exp was a third of the loop's time. This is the classic algorithm (SLEEF's expf_u10, the
-# one torch's CPU kernels use, without fused multiply-adds): exp(d) = 2^q exp(s) with
-# q = round(d / ln 2) and s = d - q ln 2 (ln 2 split in two, so that q ln2_hi is exact), exp(s)
-# by a degree-7 polynomial on |s| <= ln2 / 2, and 2^q built from its bits (in two halves, so
-# that 2^q below the normal range is still reached by multiplication). Within 1 ULP of the
-# true exp (tests/test_compiled_epochs.py: a million arguments), and 8x faster than libm's
-# here, vectorised.
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
-
-
-_INV_LN2 = np.float32(1.442695040888963407359924681001892137426645954152985934135449406931)
-_LN2_HI, _LN2_LO = np.float32(0.693145751953125), np.float32(1.428606765330187045e-06)
-_P0, _P1, _P2 = np.float32(0.000198527617612853646278381), np.float32(0.00139304355252534151077271), \
-    np.float32(0.00833336077630519866943359)
-_P3, _P4 = np.float32(0.0416664853692054748535156), np.float32(0.166666671633720397949219)
-_EXP_LOW, _EXP_HIGH = np.float32(-104), np.float32(100)  # exp is 0 below, inf above (in float32)
-
-
-@njit(inline="always", error_model="numpy")
-def _pow2(q):
-    return _float32_from_bits(np.int32((q + 127) << 23))
-
-
-@njit(inline="always", error_model="numpy")
-def exp32(d):
-    """exp(d) for a float32 d, within 1 ULP; NaN, inf and underflow as libm's."""
-    c = d if d > _EXP_LOW else _EXP_LOW
-    c = c if c < _EXP_HIGH else _EXP_HIGH
-    qf = np.floor(c * _INV_LN2 + _HALF)
-    q = np.int32(qf)
-    s = (c - qf * _LN2_HI) - qf * _LN2_LO
-    u = (((((_P0 * s + _P1) * s + _P2) * s + _P3) * s + _P4) * s + _HALF)
-    u = _1 + ((s * s) * u + s)
-    half = q >> 1
-    u = u * _pow2(half) * _pow2(q - half)
-    if d < _EXP_LOW:
-        u = _0
-    if d > _EXP_HIGH:
-        u = np.float32(np.inf)
-    if d != d:
-        u = d
-    return u
-
-
-@njit(inline="always", error_model="numpy")
-def _activate_row(z, width, act):
-    """act(z[:width]) in place; tanh as network.py computes it, 1 - 2 / (1 + exp(2z)).
-    One loop per activation, so that each is vectorised over the units."""
-    if act == 0:
-        for j in range(width):
-            z[j] = (_1 / (exp32(z[j] * _2) + _1)) * _M2 + _1
-    elif act == 1:
-        for j in range(width):
-            z[j] = _1 / (exp32(-z[j]) + _1)
-    else:
-        for j in range(width):
-            z[j] = z[j] if z[j] > _0 else _0
-
-
-@njit(inline="always", error_model="numpy")
-def _tree(v, n):
-    """v[0] = the sum of v[:n], added as network.tree_sum adds (halves, then halves of those;
-    an odd one out joins the next round). Overwrites v."""
-    while n > 1:
-        half = n // 2
-        for i in range(half):
-            v[i] = v[i] + v[i + half]
-        if n % 2 == 1:
-            v[half] = v[2 * half]
-        n = half + n % 2
-    return v[0]
-
-
-@njit(inline="always", error_model="numpy")
-def _tree_rows(block, n, cols):
-    """block[0, :cols] = the sum of rows 0 .. n-1, in _tree's order. Overwrites the block."""
-    while n > 1:
-        half = n // 2
-        for i in range(half):
-            for c in range(cols):
-                block[i, c] = block[i, c] + block[i + half, c]
-        if n % 2 == 1:
-            for c in range(cols):
-                block[half, c] = block[2 * half, c]
-        n = half + n % 2
-
-
-@njit(inline="always", error_model="numpy")
+@njit(error_model="numpy")
 def _forward(k, width, w1, b1, wo, bo, x, points, act, h, terms, out):
     """h[:points, :width] = act(x w1 + b1) and out[:points] = h wo + bo, for member k."""
     inputs = x.shape[1]
@@ -156,11 +62,11 @@ def _forward(k, width, w1, b1, wo, bo, x, points, act, h, terms, out):
             for j in range(width):
                 for i in range(inputs):
                     terms[i] = x[n, i] * w1[k, i, j]
-                z[j] = _tree(terms, inputs) + b1[k, j]
-        _activate_row(z, width, act)
+                z[j] = tree_sum(terms, inputs) + b1[k, j]
+        activate_row(z, width, act)
         for j in range(width):
             terms[j] = z[j] * wo[k, j]
-        out[n] = _tree(terms, width) + bo[k]
+        out[n] = tree_sum(terms, width) + bo[k]
 
 
 @njit(inline="always", error_model="numpy")
@@ -168,18 +74,182 @@ def _mse(out, y, points, terms):
     for n in range(points):
         d = out[n] - y[n]
         terms[n] = d * d
-    return _tree(terms, points) / np.float32(points)
+    return tree_sum(terms, points) / np.float32(points)
 
 
-def compile_cached(fn):
-    """fn compiled, its machine code cached on disk (beside this file, or in numba's user-wide
-    cache where that is read-only); compiled in memory where no cache can be written at all
-    (numba raises at decoration then), so a read-only install still trains, ~3 s later.
-    nogil: threads each train a part of the members at once (population.py)."""
-    try:
-        return njit(cache=True, error_model="numpy", nogil=True)(fn)
-    except RuntimeError:
-        return njit(error_model="numpy", nogil=True)(fn)
+@njit(error_model="numpy")
+def _train_member(k, w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, first, stop, test_epoch, act,
+                  train_loss, test_loss, h, out, terms, block):
+    """Member k from epoch `first` to `stop`, alone: its loops run over its units."""
+    inputs, points, test_points = x.shape[1], x.shape[0], x_test.shape[0]
+    scale = np.float32(2.0) / np.float32(points)  # network.py's const(2 / N): rounded once, from a double
+    width = widths[k]
+    cols = (inputs + 2) * width + 2
+    column = 0
+    for epoch in range(first, stop):
+        if test_epoch[epoch]:
+            _forward(k, width, w1, b1, wo, bo, x_test, test_points, act, h, terms, out)
+            test_loss[k, column] = _mse(out, y_test, test_points, terms)
+            column += 1
+        _forward(k, width, w1, b1, wo, bo, x, points, act, h, terms, out)
+        for n in range(points):
+            err = out[n] - y[n]
+            g = err * scale  # dL/dout
+            row, hn = block[n], h[n]
+            if act == 0:  # dz = act'(z) g wo, in the seed's formula's order; act' through h
+                for j in range(width):
+                    row[width + j] = ((ONE - hn[j] * hn[j]) * g) * wo[k, j]
+            elif act == 1:
+                for j in range(width):
+                    row[width + j] = ((hn[j] * (ONE - hn[j])) * g) * wo[k, j]
+            else:
+                for j in range(width):
+                    row[width + j] = ((ONE if hn[j] > ZERO else ZERO) * g) * wo[k, j]
+            for j in range(width):
+                row[j] = hn[j] * g
+            for i in range(inputs):
+                xi = x[n, i]
+                for j in range(width):
+                    row[(2 + i) * width + j] = xi * row[width + j]
+            row[cols - 2] = g
+            row[cols - 1] = err * err
+        tree_sum_rows(block, points, cols)
+        sums = block[0]
+        train_loss[k, epoch - first] = sums[cols - 1] / np.float32(points)
+        rate = lr[k, epoch if lr.shape[1] > 1 else 0]
+        for i in range(inputs):  # w = w - lr * dw
+            for j in range(width):
+                w1[k, i, j] = w1[k, i, j] - sums[(2 + i) * width + j] * rate
+        for j in range(width):
+            b1[k, j] = b1[k, j] - sums[width + j] * rate
+            wo[k, j] = wo[k, j] - (sums[j] * wo_mask[k, j]) * rate  # a padded sigmoid unit is 0.5
+        bo[k] = bo[k] - sums[cols - 2] * rate
+
+
+@njit(error_model="numpy")
+def _block_forward(width, W1, B1, WO, BO, x, points, act, Z, T, TI, out, m):
+    """Z[n, j, :m] = act(x[n] W1[:, j] + B1[j]) and out[n, :m] = sum_j Z[n, j] WO[j] + BO: for
+    each of m lanes what _forward computes for its member alone (the same operations, trees)."""
+    inputs = x.shape[1]
+    for n in range(points):
+        for j in range(width):
+            z = Z[n, j]
+            if inputs == 1:  # the seed's one input: z = b + w x
+                xn = x[n, 0]
+                for c in range(m):
+                    z[c] = B1[j, c] + W1[0, j, c] * xn
+            else:
+                for i in range(inputs):
+                    xi = x[n, i]
+                    for c in range(m):
+                        TI[i, c] = xi * W1[i, j, c]
+                tree_sum_rows(TI, inputs, m)
+                for c in range(m):
+                    z[c] = TI[0, c] + B1[j, c]
+            activate_row(z, m, act)
+            for c in range(m):
+                T[j, c] = z[c] * WO[j, c]
+        tree_sum_rows(T, width, m)
+        for c in range(m):
+            out[n, c] = T[0, c] + BO[c]
+
+
+@njit(error_model="numpy")
+def _train_block(idx, width, w1, b1, wo, bo, wo_mask, x, y, x_test, y_test, lr, first, stop, test_epoch, act,
+                 train_loss, test_loss, W1, B1, WO, MASK, BO, RATE, Z, T, TI, out, block):
+    """Members idx (all of padded width `width`) from epoch `first` to `stop`, as the lanes of
+    a block: their weights copied in (W1 [D, H, lanes], ...), trained, and copied back."""
+    m = len(idx)
+    inputs, points, test_points = x.shape[1], x.shape[0], x_test.shape[0]
+    scale = np.float32(2.0) / np.float32(points)
+    cols = (inputs + 2) * width + 2
+    for c in range(m):
+        k = idx[c]
+        for j in range(width):
+            for i in range(inputs):
+                W1[i, j, c] = w1[k, i, j]
+            B1[j, c], WO[j, c], MASK[j, c] = b1[k, j], wo[k, j], wo_mask[k, j]
+        BO[c] = bo[k]
+    column = 0
+    for epoch in range(first, stop):
+        if test_epoch[epoch]:
+            _block_forward(width, W1, B1, WO, BO, x_test, test_points, act, Z, T, TI, out, m)
+            for n in range(test_points):
+                for c in range(m):
+                    d = out[n, c] - y_test[n]
+                    T[n, c] = d * d
+            tree_sum_rows(T, test_points, m)
+            for c in range(m):
+                test_loss[idx[c], column] = T[0, c] / np.float32(test_points)
+            column += 1
+        _block_forward(width, W1, B1, WO, BO, x, points, act, Z, T, TI, out, m)
+        for n in range(points):  # each point's terms of every sum: block[n, column of _train_member's row, lane]
+            row, yn = block[n], y[n]
+            g = row[cols - 2]
+            for c in range(m):
+                err = out[n, c] - yn
+                g[c] = err * scale
+                row[cols - 1, c] = err * err
+            for j in range(width):
+                hn, dz, dw = Z[n, j], row[width + j], row[j]
+                if act == 0:
+                    for c in range(m):
+                        dz[c] = ((ONE - hn[c] * hn[c]) * g[c]) * WO[j, c]
+                elif act == 1:
+                    for c in range(m):
+                        dz[c] = ((hn[c] * (ONE - hn[c])) * g[c]) * WO[j, c]
+                else:
+                    for c in range(m):
+                        dz[c] = ((ONE if hn[c] > ZERO else ZERO) * g[c]) * WO[j, c]
+                for c in range(m):
+                    dw[c] = hn[c] * g[c]
+                for i in range(inputs):
+                    xi, di = x[n, i], row[(2 + i) * width + j]
+                    for c in range(m):
+                        di[c] = xi * dz[c]
+        n = points  # the sums over the points, every column and lane in tree_sum's order
+        while n > 1:
+            half = n // 2
+            for i in range(half):
+                for r in range(cols):
+                    a, b = block[i, r], block[i + half, r]
+                    for c in range(m):
+                        a[c] = a[c] + b[c]
+            if n % 2 == 1:
+                for r in range(cols):
+                    a, b = block[half, r], block[2 * half, r]
+                    for c in range(m):
+                        a[c] = b[c]
+            n = half + n % 2
+        sums = block[0]
+        for c in range(m):
+            train_loss[idx[c], epoch - first] = sums[cols - 1, c] / np.float32(points)
+            RATE[c] = lr[idx[c], epoch if lr.shape[1] > 1 else 0]
+        for i in range(inputs):  # w = w - lr * dw
+            for j in range(width):
+                for c in range(m):
+                    W1[i, j, c] = W1[i, j, c] - sums[(2 + i) * width + j, c] * RATE[c]
+        for j in range(width):
+            for c in range(m):
+                B1[j, c] = B1[j, c] - sums[width + j, c] * RATE[c]
+                WO[j, c] = WO[j, c] - (sums[j, c] * MASK[j, c]) * RATE[c]
+        for c in range(m):
+            BO[c] = BO[c] - sums[cols - 2, c] * RATE[c]
+    for c in range(m):
+        k = idx[c]
+        for j in range(width):
+            for i in range(inputs):
+                w1[k, i, j] = W1[i, j, c]
+            b1[k, j], wo[k, j] = B1[j, c], WO[j, c]
+        bo[k] = BO[c]
+
+
+# A block's lanes. Measured (the loop alone, one thread, 5000 epochs, 2-core AMD EPYC with
+# AVX2: 8 float32 a vector): 40 members of width 4 took 1670 ns a member an epoch alone and
+# 370 ns as lanes; width 8 2000 -> 900, width 16 2100 -> 1400. Blocks of 32, 16 or 8 lanes
+# (whole vectors); fewer than 8 members of a width (16 at width 16, and any number at width 32
+# and up, whose own loops fill the vectors) train alone, which was faster there.
+LANES = 32
 
 
 def train_epochs(w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, first, stop, test_epoch, act,
@@ -195,55 +265,38 @@ def train_epochs(w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, firs
     """
     members, inputs, padded = w1.shape
     points, test_points = x.shape[0], x_test.shape[0]
-    scale = np.float32(2.0) / np.float32(points)  # network.py's const(2 / N): rounded once, from a double
-    h = np.empty((max(points, test_points), padded), np.float32)
-    out = np.empty(max(points, test_points), np.float32)
-    terms = np.empty(max(points, test_points, padded, inputs), np.float32)
+    most = max(points, test_points)
+    h = np.empty((most, padded), np.float32)  # a member alone: its units side by side
+    out = np.empty(most, np.float32)
+    terms = np.empty(max(most, padded, inputs), np.float32)
     # Each point's terms of every sum, side by side (backprop.py's column block): its columns
     # are dL/dwo (width), dL/db1 (width), dL/dw1 (inputs x width), dL/dbo, the squared error.
     block = np.empty((points, (inputs + 2) * padded + 2), np.float32)
-    for k in range(members):
-        width = widths[k]
-        cols = (inputs + 2) * width + 2
-        column = 0
-        for epoch in range(first, stop):
-            if test_epoch[epoch]:
-                _forward(k, width, w1, b1, wo, bo, x_test, test_points, act, h, terms, out)
-                test_loss[k, column] = _mse(out, y_test, test_points, terms)
-                column += 1
-            _forward(k, width, w1, b1, wo, bo, x, points, act, h, terms, out)
-            for n in range(points):
-                err = out[n] - y[n]
-                g = err * scale  # dL/dout
-                row, hn = block[n], h[n]
-                if act == 0:  # dz = act'(z) g wo, in the seed's formula's order; act' through h
-                    for j in range(width):
-                        row[width + j] = ((_1 - hn[j] * hn[j]) * g) * wo[k, j]
-                elif act == 1:
-                    for j in range(width):
-                        row[width + j] = ((hn[j] * (_1 - hn[j])) * g) * wo[k, j]
-                else:
-                    for j in range(width):
-                        row[width + j] = ((_1 if hn[j] > _0 else _0) * g) * wo[k, j]
-                for j in range(width):
-                    row[j] = hn[j] * g
-                for i in range(inputs):
-                    xi = x[n, i]
-                    for j in range(width):
-                        row[(2 + i) * width + j] = xi * row[width + j]
-                row[cols - 2] = g
-                row[cols - 1] = err * err
-            _tree_rows(block, points, cols)
-            sums = block[0]
-            train_loss[k, epoch - first] = sums[cols - 1] / np.float32(points)
-            rate = lr[k, epoch if lr.shape[1] > 1 else 0]
-            for i in range(inputs):  # w = w - lr * dw
-                for j in range(width):
-                    w1[k, i, j] = w1[k, i, j] - sums[(2 + i) * width + j] * rate
-            for j in range(width):
-                b1[k, j] = b1[k, j] - sums[width + j] * rate
-                wo[k, j] = wo[k, j] - (sums[j] * wo_mask[k, j]) * rate  # a padded sigmoid unit is 0.5
-            bo[k] = bo[k] - sums[cols - 2] * rate
+    W1 = np.empty((inputs, padded, LANES), np.float32)  # a block: its members side by side, as lanes
+    B1, WO, MASK = np.empty((padded, LANES), np.float32), np.empty((padded, LANES), np.float32), \
+        np.empty((padded, LANES), np.float32)
+    BO, RATE = np.empty(LANES, np.float32), np.empty(LANES, np.float32)
+    Z, lane_out = np.empty((most, padded, LANES), np.float32), np.empty((most, LANES), np.float32)
+    T, TI = np.empty((max(most, padded), LANES), np.float32), np.empty((inputs, LANES), np.float32)
+    lane_block = np.empty((points, (inputs + 2) * padded + 2, LANES), np.float32)
+    order = np.argsort(widths, kind="mergesort")  # stable: a width's members in their order
+    start = 0
+    while start < members:
+        width = widths[order[start]]
+        end = start
+        while end < members and widths[order[end]] == width:
+            end += 1
+        smallest = 8 if width <= 8 else 16 if width <= 16 else 2 * LANES
+        for size in (32, 16, 8):
+            while size >= smallest and end - start >= size:
+                _train_block(order[start:start + size], width, w1, b1, wo, bo, wo_mask, x, y, x_test, y_test, lr,
+                             first, stop, test_epoch, act, train_loss, test_loss, W1, B1, WO, MASK, BO, RATE, Z,
+                             T, TI, lane_out, lane_block)
+                start += size
+        for k in order[start:end]:
+            _train_member(k, w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, first, stop, test_epoch,
+                          act, train_loss, test_loss, h, out, terms, block)
+        start = end
 
 
 train_epochs = compile_cached(train_epochs)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bpexp.training.compiled_epochs import compile_cached
+from bpexp.training.compiled_math import compile_cached
 
 
 def hessians(w1, b1, wo, bo, units, x, y, act, out):
