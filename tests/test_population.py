@@ -122,3 +122,22 @@ def test_noisy_targets_are_seeded_by_noise_seed_alone_and_the_test_grid_stays_cl
     r = train_population([Member(8, "tanh", 0.05, s) for s in (1, 2)], make_dataset("sin", -5, 5, 20, noise=0.3),
                          TrainSpec(3000))
     assert all(0 < m.final_train_loss < 0.09 for m in r)
+
+
+def test_a_slow_first_load_of_the_compiled_loop_says_so_once_and_a_fast_one_says_nothing(monkeypatch, capsys):
+    """The first command after an install compiles the loop (~20 s, silent it looked hung): a
+    load that takes longer than notice_after prints one line on stderr, once a process."""
+    import time
+
+    from bpexp.training import compiled_epochs, population
+
+    monkeypatch.setattr(population, "_loop_loaded", False)
+    monkeypatch.setattr(compiled_epochs, "build", lambda: time.sleep(0.6))
+    population._load_compiled_loop(notice_after=0.1)
+    population._load_compiled_loop(notice_after=0.1)  # loaded: nothing to wait for, nothing said
+    assert capsys.readouterr().err == population._COMPILE_NOTICE + "\n"
+    monkeypatch.setattr(population, "_loop_loaded", False)
+    monkeypatch.setattr(compiled_epochs, "build", lambda: None)  # from the cache
+    population._load_compiled_loop(notice_after=0.1)
+    time.sleep(0.3)
+    assert capsys.readouterr().err == "" and population._loop_loaded
