@@ -22,6 +22,11 @@ every recommendation on 10000-10031, as before 2026-12-03: one seed of those, 10
   rule (issue 15: the best worst seed over 3 fresh seeds only), the median over all seeds, and
   "q90": the fewest failed seeds, then the lowest 90th percentile (where bpexp takes the mean).
 
+With two samplers or more, the first is set against each other sampler seed by sampler seed (the
+recommendations of sampler seed k are judged on the same unseen seeds): per budget, on how many
+each is better by the product's measure (fewer failed unseen seeds, then the lower median), and
+a sign test over the seeds where they differ.
+
 The grid: 41 lrs log-spaced in [1e-3, 1] x widths 1-8, 12, 16, 24, 32, 5000 epochs.
 
     python benchmarks/sample_efficiency.py [key=value ...] [--seeds 10] [--samplers tpe random] [--told mean]
@@ -31,6 +36,7 @@ Overrides (before the options) apply to every study, e.g. sweep.recheck_seeds=16
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from dataclasses import replace
@@ -194,6 +200,7 @@ def main() -> None:
         print(f"grid (by risk over {len(UNSEEN)} unseen seeds): median {grid.value:.3g}, mean {grid.mean:.3g}, "
               f"worst {grid_worst:.3g}, {len(grid.failed_seeds)} failed ({time.perf_counter() - t0:.0f} s)", flush=True)
     cache: dict = {}
+    by_sampler: dict = {}  # sampler -> budget -> the bpexp rule's pick's unseen outcome, a sampler seed each
     print("| sampler | rule | " + " | ".join(f"{b} trials: median / grid's, worst / grid's, seeds failed"
                                              for b in BUDGETS) + " | time |")
     print("|---|---|" + "---|" * len(BUDGETS) + "---|")
@@ -220,6 +227,7 @@ def main() -> None:
                           + (f" (next to #{t.user_attrs[NEIGHBOUR_OF]})" if NEIGHBOUR_OF in t.user_attrs else "")
                           + f": median {o.value if o.value is not None else float('nan'):.3g}, failed "
                             f"{len(o.failed_seeds)} of {len(o.seeds)} unseen seeds", flush=True)
+        by_sampler[sampler] = {b: got[("bpexp", b)] for b in BUDGETS}
         for r in RULES:
             cells = []
             for b in BUDGETS:
@@ -229,6 +237,23 @@ def main() -> None:
                 failed = sum(len(o.failed_seeds) for o in os_)
                 cells.append(f"{med:.2f}x, {worst:.2f}x, {failed}/{len(os_) * len(UNSEEN)}")
             print(f"| {sampler} | {r} | " + " | ".join(cells) + f" | {statistics.median(took):.0f} s |", flush=True)
+    first, *others = list(by_sampler)
+    for other in others:
+        for b in BUDGETS:
+            print(paired(first, other, b, by_sampler[first][b], by_sampler[other][b]))
+
+
+def paired(a: str, b: str, budget: int, xs: list[Outcome], ys: list[Outcome]) -> str:
+    """Sampler a against b, sampler seed by sampler seed (the two recommendations of seed k are
+    judged on the same unseen seeds): which is better by the product's measure (fewer failed
+    unseen seeds, then the lower median), and a two-sided sign test over the seeds that differ."""
+    key = lambda o: (len(o.failed_seeds), o.value if o.value is not None else np.inf)  # noqa: E731
+    wins = sum(key(x) < key(y) for x, y in zip(xs, ys))
+    losses = sum(key(x) > key(y) for x, y in zip(xs, ys))
+    n, k = wins + losses, min(wins, losses)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return (f"{budget} trials, {a} against {b}, {len(xs)} sampler seeds paired: {a} better on {wins}, {b} on {losses}, "
+            f"{len(xs) - n} alike; sign test p = {p:.2g}")
 
 
 if __name__ == "__main__":
