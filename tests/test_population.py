@@ -129,15 +129,15 @@ def test_a_slow_first_load_of_the_compiled_loop_says_so_once_and_a_fast_one_says
     load that takes longer than notice_after prints one line on stderr, once a process."""
     import time
 
-    from bpexp.training import compiled_epochs, population
+    from bpexp.training import compiled_epochs
 
-    monkeypatch.setattr(population, "_loop_loaded", False)
+    monkeypatch.setattr(compiled_epochs, "_loaded", False)
     monkeypatch.setattr(compiled_epochs, "build", lambda: time.sleep(0.6))
-    population._load_compiled_loop(notice_after=0.1)
-    population._load_compiled_loop(notice_after=0.1)  # loaded: nothing to wait for, nothing said
-    assert capsys.readouterr().err == population._COMPILE_NOTICE + "\n"
-    monkeypatch.setattr(population, "_loop_loaded", False)
+    compiled_epochs.load(notice_after=0.1)
+    compiled_epochs.load(notice_after=0.1)  # loaded: nothing to wait for, nothing said
+    assert capsys.readouterr().err == compiled_epochs.COMPILE_NOTICE + "\n"
+    monkeypatch.setattr(compiled_epochs, "_loaded", False)
     monkeypatch.setattr(compiled_epochs, "build", lambda: None)  # from the cache
-    population._load_compiled_loop(notice_after=0.1)
+    compiled_epochs.load(notice_after=0.1)
     time.sleep(0.3)
-    assert capsys.readouterr().err == "" and population._loop_loaded
+    assert capsys.readouterr().err == "" and compiled_epochs._loaded

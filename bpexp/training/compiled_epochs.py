@@ -6,7 +6,7 @@ size. A 4-trial batch of a study's start (12 networks, 5000 epochs) took ~0.8 s 
 a few tens of milliseconds of arithmetic. Here the whole loop over members, epochs, points and
 units is one machine-code function: no dispatch, no temporary tensors (benchmarks/epoch_loop.py:
 ~0.07 s a batch, sharpness included). Members of one width are trained side by side as the
-lanes of a block (`_train_block`), every operation one loop over the lanes, which the compiler
+lanes of a block (compiled_lanes.py), every operation one loop over the lanes, which the compiler
 turns into vector instructions; a member left over is trained alone (`_train_member`), its loops
 over its units. Each lane does its member's operations in the order it does them alone, so
 either way a member is its solo run, bit for bit (tests/test_compiled_epochs.py).
@@ -34,12 +34,15 @@ then loaded in ~0.5 s per process.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Optional
 
 import numpy as np
 from numba import njit
 
+from bpexp.training.compiled_lanes import train_block
 from bpexp.training.compiled_math import ONE, ZERO, activate_row, compile_cached, tree_sum, tree_sum_rows
 
 
@@ -126,130 +129,13 @@ def _train_member(k, w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, 
         bo[k] = bo[k] - sums[cols - 2] * rate
 
 
-@njit(error_model="numpy")
-def _block_forward(width, W1, B1, WO, BO, x, points, act, Z, T, TI, out, m):
-    """Z[n, j, :m] = act(x[n] W1[:, j] + B1[j]) and out[n, :m] = sum_j Z[n, j] WO[j] + BO: for
-    each of m lanes what _forward computes for its member alone (the same operations, trees)."""
-    inputs = x.shape[1]
-    for n in range(points):
-        for j in range(width):
-            z = Z[n, j]
-            if inputs == 1:  # the seed's one input: z = b + w x
-                xn = x[n, 0]
-                for c in range(m):
-                    z[c] = B1[j, c] + W1[0, j, c] * xn
-            else:
-                for i in range(inputs):
-                    xi = x[n, i]
-                    for c in range(m):
-                        TI[i, c] = xi * W1[i, j, c]
-                tree_sum_rows(TI, inputs, m)
-                for c in range(m):
-                    z[c] = TI[0, c] + B1[j, c]
-            activate_row(z, m, act)
-            for c in range(m):
-                T[j, c] = z[c] * WO[j, c]
-        tree_sum_rows(T, width, m)
-        for c in range(m):
-            out[n, c] = T[0, c] + BO[c]
-
-
-@njit(error_model="numpy")
-def _train_block(idx, width, w1, b1, wo, bo, wo_mask, x, y, x_test, y_test, lr, first, stop, test_epoch, act,
-                 train_loss, test_loss, W1, B1, WO, MASK, BO, RATE, Z, T, TI, out, block):
-    """Members idx (all of padded width `width`) from epoch `first` to `stop`, as the lanes of
-    a block: their weights copied in (W1 [D, H, lanes], ...), trained, and copied back."""
-    m = len(idx)
-    inputs, points, test_points = x.shape[1], x.shape[0], x_test.shape[0]
-    scale = np.float32(2.0) / np.float32(points)
-    cols = (inputs + 2) * width + 2
-    for c in range(m):
-        k = idx[c]
-        for j in range(width):
-            for i in range(inputs):
-                W1[i, j, c] = w1[k, i, j]
-            B1[j, c], WO[j, c], MASK[j, c] = b1[k, j], wo[k, j], wo_mask[k, j]
-        BO[c] = bo[k]
-    column = 0
-    for epoch in range(first, stop):
-        if test_epoch[epoch]:
-            _block_forward(width, W1, B1, WO, BO, x_test, test_points, act, Z, T, TI, out, m)
-            for n in range(test_points):
-                for c in range(m):
-                    d = out[n, c] - y_test[n]
-                    T[n, c] = d * d
-            tree_sum_rows(T, test_points, m)
-            for c in range(m):
-                test_loss[idx[c], column] = T[0, c] / np.float32(test_points)
-            column += 1
-        _block_forward(width, W1, B1, WO, BO, x, points, act, Z, T, TI, out, m)
-        for n in range(points):  # each point's terms of every sum: block[n, column of _train_member's row, lane]
-            row, yn = block[n], y[n]
-            g = row[cols - 2]
-            for c in range(m):
-                err = out[n, c] - yn
-                g[c] = err * scale
-                row[cols - 1, c] = err * err
-            for j in range(width):
-                hn, dz, dw = Z[n, j], row[width + j], row[j]
-                if act == 0:
-                    for c in range(m):
-                        dz[c] = ((ONE - hn[c] * hn[c]) * g[c]) * WO[j, c]
-                elif act == 1:
-                    for c in range(m):
-                        dz[c] = ((hn[c] * (ONE - hn[c])) * g[c]) * WO[j, c]
-                else:
-                    for c in range(m):
-                        dz[c] = ((ONE if hn[c] > ZERO else ZERO) * g[c]) * WO[j, c]
-                for c in range(m):
-                    dw[c] = hn[c] * g[c]
-                for i in range(inputs):
-                    xi, di = x[n, i], row[(2 + i) * width + j]
-                    for c in range(m):
-                        di[c] = xi * dz[c]
-        n = points  # the sums over the points, every column and lane in tree_sum's order
-        while n > 1:
-            half = n // 2
-            for i in range(half):
-                for r in range(cols):
-                    a, b = block[i, r], block[i + half, r]
-                    for c in range(m):
-                        a[c] = a[c] + b[c]
-            if n % 2 == 1:
-                for r in range(cols):
-                    a, b = block[half, r], block[2 * half, r]
-                    for c in range(m):
-                        a[c] = b[c]
-            n = half + n % 2
-        sums = block[0]
-        for c in range(m):
-            train_loss[idx[c], epoch - first] = sums[cols - 1, c] / np.float32(points)
-            RATE[c] = lr[idx[c], epoch if lr.shape[1] > 1 else 0]
-        for i in range(inputs):  # w = w - lr * dw
-            for j in range(width):
-                for c in range(m):
-                    W1[i, j, c] = W1[i, j, c] - sums[(2 + i) * width + j, c] * RATE[c]
-        for j in range(width):
-            for c in range(m):
-                B1[j, c] = B1[j, c] - sums[width + j, c] * RATE[c]
-                WO[j, c] = WO[j, c] - (sums[j, c] * MASK[j, c]) * RATE[c]
-        for c in range(m):
-            BO[c] = BO[c] - sums[cols - 2, c] * RATE[c]
-    for c in range(m):
-        k = idx[c]
-        for j in range(width):
-            for i in range(inputs):
-                w1[k, i, j] = W1[i, j, c]
-            b1[k, j], wo[k, j] = B1[j, c], WO[j, c]
-        bo[k] = BO[c]
-
-
-# A block's lanes. Measured (the loop alone, one thread, 5000 epochs, 2-core AMD EPYC with
-# AVX2: 8 float32 a vector): 40 members of width 4 took 1670 ns a member an epoch alone and
-# 370 ns as lanes; width 8 2000 -> 900, width 16 2100 -> 1400. Blocks of 32, 16 or 8 lanes
-# (whole vectors); fewer than 8 members of a width (16 at width 16, and any number at width 32
-# and up, whose own loops fill the vectors) train alone, which was faster there.
-LANES = 32
+# The blocks. Measured (the loop alone, one thread, 5000 epochs, 2-core AMD EPYC with AVX2: 8
+# float32 a vector; docs/findings.md, "Members as vector lanes"): 40 members of width 4 took 1670
+# ns a member an epoch alone and 370 ns as lanes; width 8 1690 -> 670, width 16 2000 -> 1150.
+# Blocks of 32, 16 or 8 lanes (whole vectors); fewer than 8 members of a width (16 at width 16,
+# and any number at width 32 and up, whose own loops fill the vectors) train alone, which was
+# faster there.
+BLOCKS = (32, 16, 8)
 
 
 def train_epochs(w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, first, stop, test_epoch, act,
@@ -272,13 +158,6 @@ def train_epochs(w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, firs
     # Each point's terms of every sum, side by side (backprop.py's column block): its columns
     # are dL/dwo (width), dL/db1 (width), dL/dw1 (inputs x width), dL/dbo, the squared error.
     block = np.empty((points, (inputs + 2) * padded + 2), np.float32)
-    W1 = np.empty((inputs, padded, LANES), np.float32)  # a block: its members side by side, as lanes
-    B1, WO, MASK = np.empty((padded, LANES), np.float32), np.empty((padded, LANES), np.float32), \
-        np.empty((padded, LANES), np.float32)
-    BO, RATE = np.empty(LANES, np.float32), np.empty(LANES, np.float32)
-    Z, lane_out = np.empty((most, padded, LANES), np.float32), np.empty((most, LANES), np.float32)
-    T, TI = np.empty((max(most, padded), LANES), np.float32), np.empty((inputs, LANES), np.float32)
-    lane_block = np.empty((points, (inputs + 2) * padded + 2, LANES), np.float32)
     order = np.argsort(widths, kind="mergesort")  # stable: a width's members in their order
     start = 0
     while start < members:
@@ -286,12 +165,11 @@ def train_epochs(w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, firs
         end = start
         while end < members and widths[order[end]] == width:
             end += 1
-        smallest = 8 if width <= 8 else 16 if width <= 16 else 2 * LANES
-        for size in (32, 16, 8):
+        smallest = 8 if width <= 8 else 16 if width <= 16 else 2 * BLOCKS[0]
+        for size in BLOCKS:
             while size >= smallest and end - start >= size:
-                _train_block(order[start:start + size], width, w1, b1, wo, bo, wo_mask, x, y, x_test, y_test, lr,
-                             first, stop, test_epoch, act, train_loss, test_loss, W1, B1, WO, MASK, BO, RATE, Z,
-                             T, TI, lane_out, lane_block)
+                train_block(order[start:start + size], width, w1, b1, wo, bo, wo_mask, x, y, x_test, y_test, lr,
+                            first, stop, test_epoch, act, train_loss, test_loss)
                 start += size
         for k in order[start:end]:
             _train_member(k, w1, b1, wo, bo, wo_mask, widths, x, y, x_test, y_test, lr, first, stop, test_epoch,
@@ -354,3 +232,23 @@ def build() -> None:
     from bpexp.training import compiled_sharpness
 
     compiled_sharpness.hessians(w1, none, none, bo, units, one, y, 0, np.zeros((0, 1, 1)))
+
+
+COMPILE_NOTICE = "bpexp: compiling the training loop, once for this install (~20 s on 2 cores)"
+_loaded = False
+
+
+def load(notice_after: float = 2.0) -> None:
+    """build() once a process, before its first population trains. From numba's cache it takes
+    ~0.5 s; the first command after an install compiles (~20 s: a new venv's `bpexp train` took
+    23.4 s, then 4.3 s) and says so on stderr, or it looked hung."""
+    global _loaded
+    if not _loaded:
+        notice = threading.Timer(notice_after, lambda: print(COMPILE_NOTICE, file=sys.stderr, flush=True))
+        notice.daemon = True
+        notice.start()
+        try:
+            build()
+        finally:
+            notice.cancel()
+        _loaded = True

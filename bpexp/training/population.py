@@ -19,8 +19,6 @@ longer cost anything.
 """
 from __future__ import annotations
 
-import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -216,30 +214,8 @@ def build_groups(members: Sequence[Member], data: Dataset, spec: TrainSpec, log:
             units = np.array([max(widths_of(members[i].hidden)) for i in rows], dtype=np.int64)
             groups.append(_Group(key[0], rows, p, lr, table, stepper, measure, units, compiled))
     if any(g.compiled for g in groups):
-        _load_compiled_loop()
+        compiled_epochs.load()
     return groups
-
-
-_COMPILE_NOTICE = "bpexp: compiling the training loop, once for this install (~20 s on 2 cores)"
-_loop_loaded = False
-
-
-def _load_compiled_loop(notice_after: float = 2.0) -> None:
-    """compiled_epochs.build() once a process, before its first group trains. From numba's cache
-    it takes ~0.5 s; the first command after an install compiles (~20 s: a new venv's `bpexp
-    train` took 23.4 s, then 4.3 s) and says so on stderr, or it looked hung."""
-    global _loop_loaded
-    if not _loop_loaded:
-        from bpexp.training import compiled_epochs
-
-        notice = threading.Timer(notice_after, lambda: print(_COMPILE_NOTICE, file=sys.stderr, flush=True))
-        notice.daemon = True
-        notice.start()
-        try:
-            compiled_epochs.build()
-        finally:
-            notice.cancel()
-        _loop_loaded = True
 
 
 def train_group(g: _Group, data: Dataset, spec: TrainSpec, log: _Log, report_every: int,
