@@ -133,9 +133,10 @@ def grid_best(cfg: SweepAppConfig, data) -> Outcome:
     return outcomes[best]
 
 
-def picks(cfg: SweepAppConfig, done: list, neighbours: list, data) -> dict[str, object]:
+def picks(cfg: SweepAppConfig, done: list, neighbours: list, data) -> tuple[dict[str, object], int]:
     """The trial each rule recommends, from one re-check of the top trials and the neighbours
-    (as `bpexp sweep`: recheck.recheck_study)."""
+    (as `bpexp sweep`: recheck.recheck_study), and how many trials the final round took past
+    its first sweep.recheck_final (recheck.challengers)."""
     top = and_neighbours(candidates(cfg, done, cfg.sweep.recheck) if PICK == "per config"
                          else top_trials(done, cfg.sweep.recheck), neighbours)
     outcomes, finalists = rechecked(cfg, top, data)
@@ -145,8 +146,9 @@ def picks(cfg: SweepAppConfig, done: list, neighbours: list, data) -> dict[str, 
     med = {n: (o.value if o.value is not None else np.inf, n) for n, o in outcomes.items()}
     q90 = {n: (len(o.failed_seeds), o.quantile(0.9) if o.value is not None else np.inf, n) for n, o in outcomes.items()}
     by_number = {t.number: t for t in top}
-    return {"bpexp": by_number.get(best_of(outcomes, finalists), top[0]), "worst of 6": by_number[min(old, key=old.get)],
-            "median": by_number[min(med, key=med.get)], "q90": by_number[min(q90, key=q90.get)]}
+    return ({"bpexp": by_number.get(best_of(outcomes, finalists), top[0]), "worst of 6": by_number[min(old, key=old.get)],
+             "median": by_number[min(med, key=med.get)], "q90": by_number[min(q90, key=q90.get)]},
+            max(0, len(finalists) - cfg.sweep.recheck_final))
 
 
 def tell_the_mean() -> None:
@@ -206,7 +208,7 @@ def main() -> None:
     print("|---|---|" + "---|" * len(BUDGETS) + "---|")
     for sampler in a.samplers:
         got = {(r, b): [] for r in RULES for b in BUDGETS}
-        took = []
+        took, extra = [], {b: [] for b in BUDGETS}
         for seed in range(a.seeds):
             cfg = config(["sweep.n_trials=100", f"sweep.sampler={sampler}", f"sweep.sampler_seed={seed}", *a.overrides])
             t = time.perf_counter()
@@ -215,7 +217,8 @@ def main() -> None:
             took.append(time.perf_counter() - t)
             for b in BUDGETS:
                 done, neighbours = study_end(cfg, study, b, data, tested)
-                chosen = picks(cfg, done, neighbours, data)
+                chosen, more = picks(cfg, done, neighbours, data)
+                extra[b].append(more)
                 outs = unseen(cfg, [trial_config(cfg, chosen[r].params) for r in RULES], data, cache,
                               unseen_seeds(seed, a.shared_unseen))
                 for r, o in zip(RULES, outs):
@@ -237,6 +240,8 @@ def main() -> None:
                 failed = sum(len(o.failed_seeds) for o in os_)
                 cells.append(f"{med:.2f}x, {worst:.2f}x, {failed}/{len(os_) * len(UNSEEN)}")
             print(f"| {sampler} | {r} | " + " | ".join(cells) + f" | {statistics.median(took):.0f} s |", flush=True)
+        print(f"{sampler}: re-checks whose final round went on (recheck.challengers), of {a.seeds}, and the trials it "
+              "added: " + ", ".join(f"{b} trials {sum(map(bool, extra[b]))} ({sum(extra[b])})" for b in BUDGETS))
     first, *others = list(by_sampler)
     for other in others:
         for b in BUDGETS:

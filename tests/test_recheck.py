@@ -325,3 +325,52 @@ def test_the_final_round_trains_the_best_of_the_first_on_more_seeds_and_recommen
     assert "of the 2 trained on 9 seeds):" in r.stdout
     note = parent.data.tags["mlflow.note.content"]
     assert "over its 9 seeds (the study's and 7 fresh ones, 101-107)" in note
+
+
+@pytest.mark.parametrize("final_stuck", [True, False])
+def test_the_final_round_goes_on_while_its_winner_failed_a_seed_and_a_rival_outside_it_failed_none(monkeypatch,
+                                                                                                  final_stuck):
+    """bpexp/study/recheck.py: challengers. The first round's best 2 (trials 1 and 2, clean on
+    its 6 seeds) each stick on a seed of the final round's 3: then the next 2 that failed on no
+    seed of round 1 (3 and 4) train on those 3 seeds too, and the recommendation is 3 (clean on
+    all 9); trial 5, stuck on a round-1 seed, never enters. When the finalists stay clean, the
+    final round is the best 2 alone, as before."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from bpexp.results.outcome import Curves, Outcome
+    from bpexp.study import recheck
+    from tests.conftest import compose_sweep
+
+    cfg = compose_sweep("sweep.seeds=2", "sweep.recheck_seeds=4", "sweep.recheck_final=2", "sweep.recheck_final_seeds=3")
+    assert recheck.final_seeds(cfg) == [105, 106, 107]
+    base = {1: 7.0e-4, 2: 7.5e-4, 3: 1.2e-3, 4: 1.3e-3, 5: 6.0e-4}
+    stuck = {(5, 101)} | ({(1, 106), (2, 105)} if final_stuck else set())
+    trained: dict[int, list[int]] = {n: [] for n in base}
+
+    def train_seeds(cfg, trials, data, seeds):
+        for t in trials:
+            trained[t.number] += list(seeds)
+        return {t.number: [(s, 0.27 if (t.number, s) in stuck else base[t.number] * (1 + 1e-3 * (s % 7))) for s in seeds]
+                for t in trials}
+
+    def outcomes_of(cfg, data, results):
+        empty = Curves(*(np.zeros(0),) * 6)
+        return {n: Outcome("converged", tuple(s for s, _ in rs), (), float(np.median([v for _, v in rs])), dict(rs), empty)
+                for n, rs in results.items()}
+
+    monkeypatch.setattr(recheck, "train_seeds", train_seeds)
+    monkeypatch.setattr(recheck, "outcomes_of", outcomes_of)
+    outcomes, finalists = recheck.rechecked(cfg, [SimpleNamespace(number=n) for n in base], data=None)
+    round_1, final = list(range(99, 105)), [105, 106, 107]
+    if final_stuck:
+        assert finalists == [1, 2, 3, 4]
+        assert outcomes[1].failed_seeds == (106,) and outcomes[2].failed_seeds == (105,)
+        assert recheck.best_of(outcomes, finalists) == 3
+    else:
+        assert finalists == [1, 2] and recheck.best_of(outcomes, finalists) == 1
+    for n in base:
+        assert trained[n] == round_1 + (final if n in finalists else [])
+        assert list(outcomes[n].seeds) == trained[n]
+    assert outcomes[5].failed_seeds == (101,) and 5 not in finalists

@@ -136,7 +136,7 @@ class SweepConfig:
     sequential_trials: int = 32  # automatic batches: the first trials 4 at a time (TPE's 8 start-up trials: one batch), each told before the next is asked
     recheck: int = 5  # at the end, this many trials (the best of each config apart from the lr) re-trained on fresh seeds; recommended by that (0 = off)
     recheck_seeds: int = 16  # the re-check's fresh seeds (after the study's) in its first round: a 1-in-20 failure shows with 56 % chance (the finalists': 3 + 16 + 80 seeds, 99 %)
-    recheck_final: int = 3  # the re-check's final round: its best this-many train on recheck_final_seeds more fresh seeds; the recommendation is the best of them over all their seeds (0 = one round)
+    recheck_final: int = 3  # the re-check's final round: its best this-many train on recheck_final_seeds more fresh seeds; while the best of them failed a seed, the next this-many that failed none join them; the recommendation is the best of them over all their seeds (0 = one round)
     recheck_final_seeds: int = 80  # 16 + 80 recommended as well as 32 + 64, with a quarter fewer networks (docs/findings.md, "Neighbours along the lr")
     neighbours: int = 2  # at the end, the neighbours (each int key +-1 step, the lr multiple kept; each log-scale float key x and / neighbour_factor) of this many of the re-check's best candidates are trained as trials and re-checked too (0 = off)
     neighbour_factor: float = 1.5  # a log-scale float key's neighbours (the lr multiple's): x and / this (1 = none)
