@@ -10,6 +10,7 @@ from bpexp.study.mirror import Mirror
 from bpexp.results.outcome import CONSTRAINT
 from bpexp.study.search_space import make_sampler
 from bpexp.study.batches import ask
+from bpexp.study.lr_units import lr_distribution, relative, set_lr
 from tests.conftest import compose_sweep
 
 
@@ -28,15 +29,15 @@ def tell(study, t) -> None:
 
 def run_study(url: str, use_mirror: bool, other_worker=None) -> list:
     cfg = compose_sweep("sweep.n_trials=200", "sweep.seeds=1")
+    key, spec = relative(cfg)
     study = optuna.create_study(storage=url, sampler=make_sampler(cfg.sweep), study_name="s")
     mirror = Mirror(study) if use_mirror else None
     pending: list = []
     for i, k in enumerate([8, 4, 4, 12, 12, 12]):  # sequential batches, then overlapped ones
         batch: list = []
         ask(study, cfg.sweep.search_space, cfg.sweep.n_trials, k, batch, mirror)
-        for t in batch:  # the lr, set after the batch is asked (bpexp/study/lr_units.py)
-            lr = t.params["train.lr / lr_find"] * 0.3
-            t.suggest_float("train.lr", lr, lr)
+        for t in batch:  # the lr, set after the batch is asked, as bpexp/study/lr_units.py sets it
+            set_lr(t, key, t.params["train.lr / lr_find"] * 0.3, lr_distribution(spec))
         if i < 3:  # told before the next batch is asked
             for t in batch:
                 tell(study, t)
@@ -84,3 +85,24 @@ def test_a_mirror_takes_in_another_workers_trials_and_is_remade_when_numbers_par
     assert trials[28][2] != trials[41][2]
     for _, _, params, _, _ in trials:
         assert 0.1 <= params["train.lr / lr_find"] <= 3 and 1 <= params["model.hidden"] <= 32
+
+
+def test_a_trial_drawn_in_the_mirror_is_not_drawn_again_in_the_study(tmp_path, monkeypatch):
+    """The lr is suggested after the batch is asked: Optuna then asks the study's sampler for a
+    relative draw of the trial, whose params the mirror drew already (search_space.DerivedParams
+    answers that there is nothing to draw; TPE read every trial from the database to draw values
+    nobody used). Every TPE draw is the mirror's, and the trials are those drawn without it."""
+    drawn = []
+    tpe_sample = optuna.samplers.TPESampler._sample
+
+    def counted(self, study, trial, search_space):
+        drawn.append(type(study._storage).__name__)
+        return tpe_sample(self, study, trial, search_space)
+
+    monkeypatch.setattr(optuna.samplers.TPESampler, "_sample", counted)
+    mirrored = run_study(f"sqlite:///{tmp_path}/mirror.db", use_mirror=True)
+    in_mirror = drawn.count("InMemoryStorage")
+    assert in_mirror == len(drawn) == len(mirrored) - 8  # the first 8 are the random start-up's
+    drawn.clear()
+    assert run_study(f"sqlite:///{tmp_path}/plain.db", use_mirror=False) == mirrored
+    assert len(drawn) == in_mirror and "InMemoryStorage" not in drawn  # drawn once each, in the study
