@@ -374,3 +374,13 @@ def test_the_final_round_goes_on_while_its_winner_failed_a_seed_and_a_rival_outs
         assert trained[n] == round_1 + (final if n in finalists else [])
         assert list(outcomes[n].seeds) == trained[n]
     assert outcomes[5].failed_seeds == (101,) and 5 not in finalists
+    # and in the user's words (the console and the parent's description: results/summary.recheck_rounds)
+    from bpexp.results.summary import Rechecked, StudySummary, recheck_rounds
+
+    summary = StudySummary("s", "train_loss", [], [], None, float("nan"), {}, None, [], {}, {},
+                           recheck={n: Rechecked("converged", o.value, None, list(o.seeds), [], {}, {}, None, "",
+                                                 final=n in finalists) for n, o in outcomes.items()},
+                           recheck_seeds=[101, 102, 103, 104], final_seeds=final, final_first=2)
+    words = "on 6 seeds each (the study's and 4 fresh ones, seeds 101-104); the best 2 again on 3 more (seeds 105-107)"
+    assert recheck_rounds(summary) == words + (", and as the best of them failed a seed, the next 2 that had failed none"
+                                               if final_stuck else "")

@@ -68,7 +68,7 @@ def with_recheck(summary: StudySummary, study: optuna.Study, cfg: SweepAppConfig
     recommended = recommended if recommended in rechecked else None
     final = any(r.final for r in rechecked.values())
     return replace(summary, recheck=rechecked, recheck_seeds=recheck_seeds(cfg) if rechecked else [],
-                   final_seeds=final_seeds(cfg) if final else [],
+                   final_seeds=final_seeds(cfg) if final else [], final_first=cfg.sweep.recheck_final,
                    recommended_number=recommended,
                    recommended_config=config_tree(trial_config(cfg, rechecked[recommended].params))
                    if recommended is not None else None)
