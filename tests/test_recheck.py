@@ -152,8 +152,9 @@ def test_a_config_that_fails_on_one_seed_loses_to_one_that_never_fails():
 
 def test_the_end_trains_the_trials_next_to_the_best_and_rechecks_them(tmp_path):
     """sweep.neighbours (bpexp/study/neighbours.py): at the end, each width one step either side
-    of the best re-check candidates, at the same multiple of its own range test's lr, is trained
-    as a trial (a child run, tagged with the trial it is next to) and re-checked beside them."""
+    of the best re-check candidates, at the same multiple of its own range test's lr and at that
+    multiple / 1.5, is trained as a trial (a child run, tagged with the trial it is next to) and
+    re-checked beside them."""
     from optuna.trial import TrialState
 
     args = [a for a in ARGS if not a.startswith("sweep.neighbours")]
@@ -168,8 +169,8 @@ def test_the_end_trains_the_trials_next_to_the_best_and_rechecks_them(tmp_path):
     sources = [t for i, t in enumerate(valued) if t.params["model.hidden"] not in
                [u.params["model.hidden"] for u in valued[:i]]][:2]
     mult = "train.lr / lr_find"
-    # each width one step either side at the source's multiple; the source's width at its multiple / and x 1.5
-    wanted = {(s.params["model.hidden"] + d, s.params[mult]) for s in sources for d in (-1, 1)}
+    # each width one step either side at the source's multiple and / 1.5; the source's width at its multiple / and x 1.5
+    wanted = {(s.params["model.hidden"] + d, m) for s in sources for d in (-1, 1) for m in (s.params[mult], s.params[mult] / 1.5)}
     wanted |= {(s.params["model.hidden"], m) for s in sources for m in (s.params[mult] / 1.5, s.params[mult] * 1.5)}
     wanted -= {(s.params["model.hidden"], s.params[mult]) for s in sources}
     wanted = {(w, m) for w, m in wanted if 1 <= w <= 32 and 0.1 <= m <= 3.0}
@@ -179,9 +180,9 @@ def test_the_end_trains_the_trials_next_to_the_best_and_rechecks_them(tmp_path):
         assert source in sources and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         # its lr: the multiple times its own width's range test
         assert t.params["train.lr"] == pytest.approx(t.params[mult] * t.user_attrs["bpexp.suggested_lr"], rel=1e-12)
-        if t.params["model.hidden"] != source.params["model.hidden"]:  # a width's neighbour: the multiple kept
+        if t.params["model.hidden"] != source.params["model.hidden"]:  # a width's neighbour: the multiple kept, or / 1.5
             assert abs(t.params["model.hidden"] - source.params["model.hidden"]) == 1
-            assert t.params[mult] == source.params[mult]
+            assert t.params[mult] in (source.params[mult], source.params[mult] / 1.5)
             assert t.user_attrs["bpexp.suggested_lr"] != source.user_attrs["bpexp.suggested_lr"]
         else:  # the lr's: the same width's range test, the lr / or x 1.5
             assert t.user_attrs["bpexp.suggested_lr"] == source.user_attrs["bpexp.suggested_lr"]
@@ -240,14 +241,21 @@ def test_the_neighbours_of_a_config_stay_in_the_search_space_and_are_trained_onc
     assert missing(cfg, study.trials, neighbour_params(cfg, study.trials)) == []
     assert neighbour_params(compose_sweep("sweep.neighbours=0"), study.trials) == []
     assert neighbour_params(compose_sweep("sweep.recheck=0"), study.trials) == []
-    # along the lr's multiple (log scale) too: / and x 2 here, kept within [0.1, 3]
+    # along the lr's multiple (log scale) too: / and x 2 here, kept within [0.1, 3]; and the next
+    # widths at the multiple / 2 as well (trial 1's width 31 at 0.5 is trial 0's neighbour already)
     got = neighbour_params(compose_sweep("sweep.neighbours=2", "sweep.neighbour_factor=2"), study.trials)
     assert [(n, p["model.hidden"], p["train.lr / lr_find"]) for n, p in got] == [
-        (0, 32, 0.5), (0, 32, 2.0), (1, 31, 0.5), (1, 31, 2.0), (1, 30, 1.0)]  # the search space's order: lr, hidden
+        (0, 32, 0.5), (0, 32, 2.0), (0, 31, 0.5), (1, 31, 2.0), (1, 30, 1.0), (1, 30, 0.5)]  # the space's order: lr, hidden
     study.add_trial(trial(4, 32, 2.0, 5e-3))  # the multiple 2.0 at width 32: tried already
     assert [p for _, p in missing(cfg, study.trials, got)] == [{"train.lr / lr_find": 0.5, "model.hidden": 32},
                                                               {"train.lr / lr_find": 0.5, "model.hidden": 31},
-                                                              {"train.lr / lr_find": 2.0, "model.hidden": 31}]
+                                                              {"train.lr / lr_find": 2.0, "model.hidden": 31},
+                                                              {"train.lr / lr_find": 0.5, "model.hidden": 30}]
+    # the lower multiple stays within the space: at its floor, the next width at the same multiple only
+    study.add_trial(trial(5, 8, 0.1, 5e-4))
+    low = neighbour_params(compose_sweep("sweep.neighbours=1", "sweep.neighbour_factor=2"), study.trials)
+    n = study.trials[-1].number
+    assert [(m, p["model.hidden"], p["train.lr / lr_find"]) for m, p in low] == [(n, 8, 0.2), (n, 7, 0.1), (n, 9, 0.1)]
 
 
 @pytest.mark.parametrize("where", ["neighbours-queued", "training:2"])  # training:2: the neighbours' first batch

@@ -138,8 +138,8 @@ class SweepConfig:
     recheck_seeds: int = 16  # the re-check's fresh seeds (after the study's) in its first round: a 1-in-20 failure shows with 56 % chance (the finalists': 3 + 16 + 80 seeds, 99 %)
     recheck_final: int = 3  # the re-check's final round: its best this-many train on recheck_final_seeds more fresh seeds; while the best of them failed a seed, the next this-many that failed none join them; the recommendation is the best of them over all their seeds (0 = one round)
     recheck_final_seeds: int = 80  # 16 + 80 recommended as well as 32 + 64, with a quarter fewer networks (docs/findings.md, "Neighbours along the lr")
-    neighbours: int = 2  # at the end, the neighbours (each int key +-1 step, the lr multiple kept; each log-scale float key x and / neighbour_factor) of this many of the re-check's best candidates are trained as trials and re-checked too (0 = off)
-    neighbour_factor: float = 1.5  # a log-scale float key's neighbours (the lr multiple's): x and / this (1 = none)
+    neighbours: int = 2  # at the end, the neighbours (each int key +-1 step, the lr multiple kept and / neighbour_factor; each log-scale float key x and / neighbour_factor) of this many of the re-check's best candidates are trained as trials and re-checked too (0 = off)
+    neighbour_factor: float = 1.5  # a log-scale float key's neighbours (the lr multiple's): x and / this, and an int key's neighbours at / this too (1 = none)
     storage: Optional[str] = None  # None: sqlite under outputs/
     register_as: Optional[str] = None  # MLflow model registry name for the best network
     report_every: int = 250  # epochs between intermediate values reported to the pruner

@@ -10,9 +10,9 @@ width: 4 units at the 3-unit trial's multiple is a config near its own best lr.
 So at the study's end, before the re-check, the `sweep.neighbours` best re-check candidates
 (the best trial of each config apart from its lr) get their neighbours trained as trials: each
 int key of the search space one step up and one step down, every other param kept (the lr as
-the same multiple of the new config's range test, or the same lr where the lr is absolute), and
-each log-scale float key (the lr's multiple, in the default study) / and x
-`sweep.neighbour_factor` (1.5). They are trials like any other (a child run each, told to
+the same multiple of the new config's range test, or the same lr where the lr is absolute, and
+again with each log-scale float key / `sweep.neighbour_factor`), and each log-scale float key
+(the lr's multiple, in the default study) / and x that factor (1.5). They are trials like any other (a child run each, told to
 Optuna, user attribute and tag `bpexp.neighbour_of`: the trial they are next to), trained on
 the study's seeds as one batch, and the re-check takes them as candidates beside its own.
 Measured on unseen seeds (benchmarks/sample_efficiency.py, 20 sampler seeds, each on 32 seeds of
@@ -46,22 +46,28 @@ def sampled(cfg: SweepAppConfig, params: dict) -> dict:
     return {n: v for n, v in params.items() if n not in derived}
 
 
-def either_side(cfg: SweepAppConfig, base: dict) -> Iterator[tuple[str, object]]:
-    """(param name, value) of a config's neighbours on each axis, inside the search space: every
-    int key one step down and up, and every log-scale float key / and x sweep.neighbour_factor
-    (the lr's multiple, whose best lies in a band too narrow for TPE's first 30 trials to have
-    tried twice)."""
+def either_side(cfg: SweepAppConfig, base: dict) -> Iterator[dict]:
+    """A config's neighbours (its params, each a dict), inside the search space: every int key
+    one step down and up, at the same float values and at every log-scale float key / the
+    sweep.neighbour_factor; and every log-scale float key / and x that factor (the lr's multiple,
+    whose best lies in a band too narrow for TPE's first 30 trials to have tried twice). Why the
+    next width at a lower multiple too: near the edge of stability a multiple one width bears
+    the next may not (a 30-trial study's best, 4 units at 1.36x its range test's lr, had 5 units
+    at that multiple fail 7 of 19 seeds, where 5 units at 0.88x, lr 0.21, fail on none of 1280;
+    docs/findings.md, "The next width at a lower lr")."""
+    factor = cfg.sweep.neighbour_factor if cfg.sweep.neighbour_factor > 1 else None
+    floats = [(param_name(k, p), p) for k, p in searched(cfg.sweep.search_space) if p.type == "float" and p.log]
+    lower = [{name: base[name] / factor} for name, p in floats if p.low <= base[name] / factor] if factor else []
     for k, p in searched(cfg.sweep.search_space):
         name = param_name(k, p)
         value = base[name]
         if p.type == "int":
             step = int(p.step or 1)
-            values = (value - step, value + step)
-        elif p.type == "float" and p.log and cfg.sweep.neighbour_factor > 1:
-            values = (value / cfg.sweep.neighbour_factor, value * cfg.sweep.neighbour_factor)
-        else:
-            continue
-        yield from ((name, v) for v in values if p.low <= v <= p.high)
+            for v in (value - step, value + step):
+                if p.low <= v <= p.high:
+                    yield from ({**base, name: v, **other} for other in ({}, *lower))
+        elif p.type == "float" and p.log and factor:
+            yield from ({**base, name: v} for v in (value / factor, value * factor) if p.low <= v <= p.high)
 
 
 def sources(cfg: SweepAppConfig, trials: Sequence) -> list:
@@ -79,9 +85,7 @@ def neighbour_params(cfg: SweepAppConfig, trials: Sequence) -> list[tuple[int, d
     for t in chosen:
         seen.add(_key(sampled(cfg, t.params)))
     for t in chosen:
-        base = sampled(cfg, t.params)
-        for name, value in either_side(cfg, base):
-            params = {**base, name: value}
+        for params in either_side(cfg, sampled(cfg, t.params)):
             if _key(params) not in seen:
                 seen.add(_key(params))
                 out.append((t.number, params))
@@ -119,9 +123,10 @@ def train_neighbours(cfg: SweepAppConfig, study, data, recording=None, heartbeat
     waiting = count(study, TrialState.WAITING)
     if waiting:
         n_trials = trained(study) + waiting
-        along = f"; each log-scale float key x and / {cfg.sweep.neighbour_factor:g}" if cfg.sweep.neighbour_factor > 1 else ""
+        f = cfg.sweep.neighbour_factor
         print(f"bpexp sweep: training {waiting} trials next to the best ones (each int key one step either side, "
-              f"the lr multiple kept{along}) for the re-check", flush=True)
+              + (f"the lr multiple kept and / {f:g}; each log-scale float key x and / {f:g}" if f > 1 else
+                 "the lr multiple kept") + ") for the re-check", flush=True)
         Session(replace(cfg, sweep=replace(cfg.sweep, n_trials=n_trials)), study, data, recording, heartbeat,
                 None, tested).run()
     return neighbour_trials(cfg, study.get_trials(deepcopy=False), wanted)
