@@ -146,9 +146,10 @@ def picks(cfg: SweepAppConfig, done: list, neighbours: list, data) -> tuple[dict
     med = {n: (o.value if o.value is not None else np.inf, n) for n, o in outcomes.items()}
     q90 = {n: (len(o.failed_seeds), o.quantile(0.9) if o.value is not None else np.inf, n) for n, o in outcomes.items()}
     by_number = {t.number: t for t in top}
-    return ({"bpexp": by_number.get(best_of(outcomes, finalists), top[0]), "worst of 6": by_number[min(old, key=old.get)],
-             "median": by_number[min(med, key=med.get)], "q90": by_number[min(q90, key=q90.get)]},
-            max(0, len(finalists) - cfg.sweep.recheck_final))
+    chosen = {"bpexp": by_number.get(best_of(outcomes, finalists), top[0]),
+              "worst of 6": by_number[min(old, key=old.get)], "median": by_number[min(med, key=med.get)],
+              "q90": by_number[min(q90, key=q90.get)]}
+    return chosen, max(0, len(finalists) - cfg.sweep.recheck_final)
 
 
 def tell_the_mean() -> None:

@@ -105,10 +105,10 @@ def recheck_rounds(summary: "StudySummary") -> str:
     out = f"on {first} seeds each (the study's and {len(fresh)} fresh ones, {seed_range(fresh)})"
     finalists = sum(r.final for r in summary.recheck.values())
     if finalists and final:
-        first = summary.final_first if 0 < summary.final_first < finalists else finalists
-        out += f"; the best {first} again on {len(final)} more ({seed_range(final)})"
-        if first < finalists:  # recheck.challengers
-            out += f", and as the best of them failed a seed, the next {finalists - first} that had failed none"
+        entered = summary.final_first if 0 < summary.final_first < finalists else finalists
+        out += f"; the best {entered} again on {len(final)} more ({seed_range(final)})"
+        if entered < finalists:  # recheck.challengers
+            out += f", and as the best of them failed a seed, the next {finalists - entered} that had failed none"
     return out
 
 
@@ -135,7 +135,7 @@ class StudySummary:
     recheck: dict[int, Rechecked] = field(default_factory=dict)
     recheck_seeds: list[int] = field(default_factory=list)  # the fresh seeds of the re-check's first round
     final_seeds: list[int] = field(default_factory=list)  # ... and of its final round, when it had one
-    final_first: int = 0  # sweep.recheck_final: the final round's first entrants (more join while its best failed a seed)
+    final_first: int = 0  # sweep.recheck_final: the final round's first entrants (more join if its best failed)
     recommended_number: Optional[int] = None
     recommended_config: Optional[dict] = None
 

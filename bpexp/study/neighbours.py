@@ -12,9 +12,9 @@ So at the study's end, before the re-check, the `sweep.neighbours` best re-check
 int key of the search space one step up and one step down, every other param kept (the lr as
 the same multiple of the new config's range test, or the same lr where the lr is absolute, and
 again with each log-scale float key / `sweep.neighbour_factor`), and each log-scale float key
-(the lr's multiple, in the default study) / and x that factor (1.5). They are trials like any other (a child run each, told to
-Optuna, user attribute and tag `bpexp.neighbour_of`: the trial they are next to), trained on
-the study's seeds as one batch, and the re-check takes them as candidates beside its own.
+(the lr's multiple, in the default study) / and x that factor (1.5). They are trials like any
+other (a child run each, told to Optuna, user attribute and tag `bpexp.neighbour_of`: the trial
+they are next to), trained on the study's seeds as one batch, and the re-check takes them as candidates beside its own.
 Measured on unseen seeds (benchmarks/sample_efficiency.py, 20 sampler seeds, each on 32 seeds of
 its own): at 30 trials the recommendation's median, against the grid's best judged on 1280
 seeds, was 1.19x with the width's neighbours alone and is 1.03x with the lr's too, no unseen

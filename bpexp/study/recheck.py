@@ -108,9 +108,10 @@ def rechecked(cfg: SweepAppConfig, trials: Sequence, data) -> tuple[dict[int, Ou
 
     Round 1: every candidate on the study's seeds and sweep.recheck_seeds fresh ones. Round 2:
     the sweep.recheck_final best of them by the rule (`ranking`) on sweep.recheck_final_seeds
-    more, then as many more at a time as long as `challengers` names some. Why: the more candidates a round has, the likelier its winner is one whose seeds
-    were lucky (a config failing on 1 seed in 20 shows no failure on 35 seeds 17 % of the time),
-    and a candidate near the edge of the lr is what the best ones are. Measured (docs/findings.md,
+    more, then as many more at a time as long as `challengers` names some. Why: the more
+    candidates a round has, the likelier its winner is one whose seeds were lucky (a config
+    failing on 1 seed in 20 shows no failure on 35 seeds 17 % of the time), and a candidate near
+    the edge of the lr is what the best ones are. Measured (docs/findings.md,
     "Neighbours, and a final round"): with the neighbours re-checked too, one round recommended
     configs that failed on 11 of 1280 unseen seeds at 30 trials, two rounds on 3 (as many as
     without the neighbours). The finalists' outcomes are over all their seeds; the others' over
