@@ -27,9 +27,15 @@ recommendations of sampler seed k are judged on the same unseen seeds): per budg
 each is better by the product's measure (fewer failed unseen seeds, then the lower median), and
 a sign test over the seeds where they differ.
 
+--reference LR HIDDEN: a config no study is needed for (the best known: 5 units at lr 0.211,
+judged by the risk measure on 1280 seeds, docs/findings.md "Rare failures"), judged on each
+sampler seed's unseen seeds as the recommendations are: its row is the ceiling the samplers'
+rows are read against (the same for every budget), and each sampler is set against it, paired.
+
 The grid: 41 lrs log-spaced in [1e-3, 1] x widths 1-8, 12, 16, 24, 32, 5000 epochs.
 
     python benchmarks/sample_efficiency.py [key=value ...] [--seeds 10] [--samplers tpe random] [--told mean]
+                                           [--reference 0.211 5]
 
 Overrides (before the options) apply to every study, e.g. sweep.recheck_seeds=16.
 """
@@ -174,7 +180,9 @@ def tell_the_mean() -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=10, help="sampler seeds 0, 1, ...")
-    p.add_argument("--samplers", nargs="+", default=["tpe", "random"])
+    p.add_argument("--samplers", nargs="*", default=["tpe", "random"], help="none: the reference's row alone")
+    p.add_argument("--reference", nargs=2, metavar=("LR", "HIDDEN"),
+                   help="a config judged on each sampler seed's unseen seeds, beside the samplers' picks")
     p.add_argument("--pick", choices=["per config", "best"], default="per config",
                    help="the re-check's candidates: the best trial per config apart from its lr, or the best trials")
     p.add_argument("--no-grid", type=float, nargs=3, metavar=("MEDIAN", "MEAN", "WORST"),
@@ -235,18 +243,34 @@ def main() -> None:
         for r in RULES:
             cells = []
             for b in BUDGETS:
-                os_ = got[(r, b)]
-                med = statistics.median((o.value if o.value is not None else np.inf) / grid_value for o in os_)
-                worst = statistics.median(o.quantile(1.0) / grid_worst for o in os_)
-                failed = sum(len(o.failed_seeds) for o in os_)
-                cells.append(f"{med:.2f}x, {worst:.2f}x, {failed}/{len(os_) * len(UNSEEN)}")
+                cells.append(cell(got[(r, b)], grid_value, grid_worst))
             print(f"| {sampler} | {r} | " + " | ".join(cells) + f" | {statistics.median(took):.0f} s |", flush=True)
         print(f"{sampler}: re-checks whose final round went on (recheck.challengers), of {a.seeds}, and the trials it "
               "added: " + ", ".join(f"{b} trials {sum(map(bool, extra[b]))} ({sum(extra[b])})" for b in BUDGETS))
-    first, *others = list(by_sampler)
+    if a.reference:
+        lr, hidden = a.reference
+        ref = config(["sweep.n_trials=100", f"train.lr={lr}", f"model.hidden={hidden}", *a.overrides])
+        outs = [unseen(ref, [ref], data, cache, unseen_seeds(seed, a.shared_unseen))[0] for seed in range(a.seeds)]
+        name = f"reference: lr {lr}, {hidden} hidden"
+        print(f"| {name} | - | " + " | ".join([cell(outs, grid_value, grid_worst)] * len(BUDGETS)) + " | - |")
+        by_sampler[name] = {b: outs for b in BUDGETS}
+    first, *others = list(by_sampler) or [None]
     for other in others:
         for b in BUDGETS:
             print(paired(first, other, b, by_sampler[first][b], by_sampler[other][b]))
+    if a.reference and len(by_sampler) > 2:  # every other sampler against the reference too
+        for other in others[:-1]:
+            for b in BUDGETS:
+                print(paired(other, name, b, by_sampler[other][b], by_sampler[name][b]))
+
+
+def cell(outcomes: list[Outcome], grid_value: float, grid_worst: float) -> str:
+    """A table cell: over sampler seeds, the median of the median's ratio to the grid's best and
+    of the worst seed's to the grid's worst; and the unseen seeds failed, of all judged."""
+    med = statistics.median((o.value if o.value is not None else np.inf) / grid_value for o in outcomes)
+    worst = statistics.median(o.quantile(1.0) / grid_worst for o in outcomes)
+    failed = sum(len(o.failed_seeds) for o in outcomes)
+    return f"{med:.2f}x, {worst:.2f}x, {failed}/{len(outcomes) * len(UNSEEN)}"
 
 
 def paired(a: str, b: str, budget: int, xs: list[Outcome], ys: list[Outcome]) -> str:
