@@ -58,8 +58,8 @@ from bpexp.config.validation import validate_sweep
 from bpexp.training.data import dataset_from_config
 from bpexp.training.data import constant_loss
 from bpexp.training.population import train_population
-from bpexp.results.outcome import NOT_FIT, VALUED, Outcome, recheck_rank, trial_outcome
-from bpexp.study.recheck import and_neighbours, best_of, candidates, rechecked, top_trials
+from bpexp.results.outcome import NOT_FIT, Outcome, recheck_rank, trial_outcome
+from bpexp.study.recheck import and_neighbours, best_of, candidates, ranking, rechecked, top_trials
 from bpexp.config.specs import member_of, train_spec
 from bpexp.study.search_space import make_sampler, trial_config
 from bpexp.study import lr_units
@@ -153,11 +153,14 @@ def picks(cfg: SweepAppConfig, done: list, neighbours: list, data) -> tuple[dict
     med = {n: (o.value if o.value is not None else np.inf, n) for n, o in outcomes.items()}
     q90 = {n: (len(o.failed_seeds), o.quantile(0.9) if o.value is not None else np.inf, n) for n, o in outcomes.items()}
     by_number = {t.number: t for t in top}
+    # "width below": the product's ranking of the finalists, with the width's failures below the
+    # lr (fails_below) ranked between a config's own failed seeds and its mean (min keeps the
+    # ranking's order among ties)
     pool = fails_below(cfg, top, outcomes)
-    among = [n for n in outcomes if not finalists or n in finalists]
-    below = {n: (outcomes[n].verdict not in VALUED, outcomes[n].verdict == NOT_FIT, len(outcomes[n].failed_seeds), pool[n],
-                 outcomes[n].mean if outcomes[n].mean is not None else np.inf, n) for n in among}
-    chosen = {"width below": by_number[min(below, key=below.get)],
+    ranked = ranking({n: o for n, o in outcomes.items() if not finalists or n in finalists})
+    below = min(ranked, key=lambda n: (outcomes[n].verdict == NOT_FIT, len(outcomes[n].failed_seeds), pool[n]),
+                default=None)
+    chosen = {"width below": by_number.get(below, top[0]),
               "bpexp": by_number.get(best_of(outcomes, finalists), top[0]),
               "worst of 6": by_number[min(old, key=old.get)], "median": by_number[min(med, key=med.get)],
               "q90": by_number[min(q90, key=q90.get)]}
